@@ -1,0 +1,1 @@
+//! cgroups: v1 and v2 behind one interface (filled in by the cgroups work).

@@ -1,0 +1,1 @@
+//! seccomp: runtime-spec linux.seccomp compiled to BPF (filled in by the seccomp work).
