@@ -1,1 +1,259 @@
-fn main() {}
+//! `husk`: the command line (runc's), a thin layer over the `husk` library.
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use husk::container::{self, CreateOpts};
+use husk::state::Root;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "husk", version, about = "Husk: an OCI runtime (runtime-spec 1.2) with runc's command line")]
+struct Cli {
+    /// Root directory for container state.
+    #[arg(long, global = true, default_value = husk::state::DEFAULT_ROOT)]
+    root: PathBuf,
+    /// Log file (default: stderr).
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Debug logging.
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Use the systemd cgroup driver.
+    #[arg(long, global = true)]
+    systemd_cgroup: bool,
+    /// Accepted for runc compatibility: path to criu.
+    #[arg(long, global = true, hide = true)]
+    criu: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+struct CreateArgs {
+    /// Container ID.
+    id: String,
+    /// Path to the bundle directory.
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    /// Unix socket that receives the pty master when process.terminal is true.
+    #[arg(long)]
+    console_socket: Option<PathBuf>,
+    /// File to write the init's pid to.
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// Use MS_MOVE + chroot instead of pivot_root.
+    #[arg(long)]
+    no_pivot: bool,
+    /// Do not create a new session keyring.
+    #[arg(long)]
+    no_new_keyring: bool,
+    /// Pass this many extra fds (from 3 up) to the container.
+    #[arg(long, default_value_t = 0)]
+    preserve_fds: i32,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a container (set up, waiting for start).
+    Create(CreateArgs),
+    /// Start a created container.
+    Start { id: String },
+    /// Print a container's state JSON.
+    State { id: String },
+    /// Send a signal to a container's init (or all its processes).
+    Kill {
+        id: String,
+        #[arg(default_value = "SIGTERM")]
+        signal: String,
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Delete a container.
+    Delete {
+        id: String,
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Create and start a container; in the foreground unless --detach.
+    Run {
+        #[command(flatten)]
+        create: CreateArgs,
+        #[arg(short, long)]
+        detach: bool,
+        /// Do not delete the container after it exits.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// List containers.
+    List {
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: ListFormat,
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Write a default config.json.
+    Spec {
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+        #[arg(long)]
+        rootless: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ListFormat {
+    Table,
+    Json,
+}
+
+fn create_opts(a: CreateArgs, cli: &Cli, log_fd: Option<i32>) -> CreateOpts {
+    CreateOpts {
+        id: a.id,
+        bundle: a.bundle,
+        console_socket: a.console_socket,
+        console_fd: None,
+        pid_file: a.pid_file,
+        no_pivot: a.no_pivot,
+        no_new_keyring: a.no_new_keyring,
+        preserve_fds: a.preserve_fds,
+        systemd_cgroup: cli.systemd_cgroup,
+        keep_fds: log_fd.into_iter().collect(),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    // Building a container: run from a sealed copy of the binary (CVE-2019-5736).
+    if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run { .. }) && !husk::exe::is_sealed_copy() {
+        let Err(e) = husk::exe::reexec_sealed();
+        eprintln!("husk: {e}");
+        std::process::exit(1);
+    }
+    let format = match cli.log_format {
+        LogFormat::Text => husk::logging::Format::Text,
+        LogFormat::Json => husk::logging::Format::Json,
+    };
+    let log_fd = match husk::logging::init(cli.log.as_deref(), format, cli.debug) {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("husk: open log {:?}: {e}", cli.log);
+            std::process::exit(1);
+        }
+    };
+    let log_to_file = cli.log.is_some();
+    match real_main(cli, log_fd) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            if log_to_file {
+                tracing::error!("{msg}");
+            }
+            eprintln!("husk: {msg}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn real_main(cli: Cli, log_fd: Option<i32>) -> anyhow::Result<i32> {
+    let root = Root::new(&cli.root)?;
+    match cli.cmd {
+        Cmd::Create(ref a) => {
+            let a = CreateArgs { ..clone_args(a) };
+            container::create(&root, create_opts(a, &cli, log_fd))?;
+        }
+        Cmd::Start { ref id } => container::start(&root, id)?,
+        Cmd::State { ref id } => {
+            let st = container::state(&root, id)?;
+            println!("{}", serde_json::to_string_pretty(&st.to_oci_json())?);
+        }
+        Cmd::Kill { ref id, ref signal, all } => {
+            let sig = container::parse_signal(signal)?;
+            container::kill(&root, id, sig, all)?;
+        }
+        Cmd::Delete { ref id, force } => container::delete(&root, id, force)?,
+        Cmd::Run { ref create, detach, keep } => {
+            let opts = create_opts(clone_args(create), &cli, log_fd);
+            return Ok(husk::run::run(&root, opts, detach, keep)?);
+        }
+        Cmd::List { format, quiet } => list(&root, format, quiet)?,
+        Cmd::Spec { ref bundle, rootless } => {
+            let path = bundle.join("config.json");
+            if path.exists() {
+                anyhow::bail!("File {} exists. Remove it first", path.display());
+            }
+            let v = husk::spec::default_spec(rootless);
+            std::fs::write(&path, serde_json::to_string_pretty(&v)?).with_context(|| format!("write {}", path.display()))?;
+        }
+    }
+    Ok(0)
+}
+
+fn clone_args(a: &CreateArgs) -> CreateArgs {
+    CreateArgs {
+        id: a.id.clone(),
+        bundle: a.bundle.clone(),
+        console_socket: a.console_socket.clone(),
+        pid_file: a.pid_file.clone(),
+        no_pivot: a.no_pivot,
+        no_new_keyring: a.no_new_keyring,
+        preserve_fds: a.preserve_fds,
+    }
+}
+
+fn list(root: &Root, format: ListFormat, quiet: bool) -> anyhow::Result<()> {
+    let mut states = Vec::new();
+    for id in root.list()? {
+        // A container deleted or still being created meanwhile is skipped.
+        if let Ok(st) = container::state(root, &id) {
+            states.push(st);
+        }
+    }
+    if quiet {
+        for s in &states {
+            println!("{}", s.id);
+        }
+        return Ok(());
+    }
+    match format {
+        ListFormat::Json => {
+            let v: Vec<_> = states.iter().map(|s| s.to_oci_json()).collect();
+            println!("{}", serde_json::to_string(&v)?);
+        }
+        ListFormat::Table => {
+            let rows: Vec<[String; 6]> = states
+                .iter()
+                .map(|s| {
+                    let j = s.to_oci_json();
+                    [
+                        s.id.clone(),
+                        j["pid"].to_string(),
+                        j["status"].as_str().unwrap_or("").to_string(),
+                        s.bundle.display().to_string(),
+                        j["created"].as_str().unwrap_or("").to_string(),
+                        s.owner.clone(),
+                    ]
+                })
+                .collect();
+            let head = ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from);
+            let mut w = [0usize; 6];
+            for r in std::iter::once(&head).chain(rows.iter()) {
+                for (i, c) in r.iter().enumerate() {
+                    w[i] = w[i].max(c.len());
+                }
+            }
+            for r in std::iter::once(&head).chain(rows.iter()) {
+                let line: Vec<String> = r.iter().enumerate().map(|(i, c)| format!("{c:<width$}", width = w[i])).collect();
+                println!("{}", line.join("   ").trim_end());
+            }
+        }
+    }
+    Ok(())
+}

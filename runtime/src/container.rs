@@ -1,0 +1,359 @@
+//! Container lifecycle operations (create, start, state, kill, delete), independent of the CLI.
+use crate::capabilities::CapPlan;
+use crate::cgroups::{CgroupManager, CgroupOptions, CgroupState, Host};
+use crate::error::{Context, Error, Result};
+use crate::namespaces::NsPlan;
+use crate::process::{self, init::InitConfig};
+use crate::spec;
+use crate::state::{ContainerState, Locked, Root, Status};
+use nix::sys::signal::Signal;
+use oci_spec::runtime::LinuxNamespaceType;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Options of `create` (and `run`), as runc's flags give them.
+#[derive(Debug, Default)]
+pub struct CreateOpts {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub console_socket: Option<PathBuf>,
+    /// An already-connected console socket (used by `run` for its own terminal).
+    pub console_fd: Option<OwnedFd>,
+    pub pid_file: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: i32,
+    pub systemd_cgroup: bool,
+    /// Fds the runtime itself uses until exec (e.g. the log file).
+    pub keep_fds: Vec<i32>,
+}
+
+pub fn cgroup_manager(st: &ContainerState) -> Option<CgroupManager> {
+    st.cgroup
+        .as_ref()
+        .and_then(|v| serde_json::from_value::<CgroupState>(v.clone()).ok())
+        .map(CgroupManager::load)
+}
+
+/// Whether the container's freezer says it is frozen.
+pub fn is_paused(st: &ContainerState) -> bool {
+    cgroup_manager(st).is_some_and(|m| m.is_frozen().unwrap_or(false))
+}
+
+/// Undoes a half-made container unless `commit` is called: kills what was cloned, removes the
+/// cgroups and the state directory.
+struct CreateGuard<'a> {
+    locked: &'a Locked,
+    cgroup: Option<CgroupManager>,
+    pids: Vec<i32>,
+    done: bool,
+}
+
+impl Drop for CreateGuard<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        for pid in &self.pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+        for pid in &self.pids {
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(*pid), None);
+        }
+        if let Some(cg) = &mut self.cgroup {
+            if let Ok(procs) = cg.procs() {
+                for p in procs {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), Signal::SIGKILL);
+                }
+            }
+            if let Err(e) = cg.destroy() {
+                tracing::warn!("cleanup after failed create: {e}");
+            }
+        }
+        if let Err(e) = self.locked.remove() {
+            tracing::warn!("cleanup after failed create: {e}");
+        }
+    }
+}
+
+struct ParentSide<'g, 'l> {
+    guard: &'g mut CreateGuard<'l>,
+    st: &'g mut ContainerState,
+}
+
+impl process::Parent for ParentSide<'_, '_> {
+    fn placed(&mut self, pid: i32) -> Result<()> {
+        self.guard.pids.push(pid);
+        if let Some(cg) = &self.guard.cgroup {
+            cg.add_task(pid)?;
+        }
+        Ok(())
+    }
+    fn init_pid(&mut self, pid: i32) {
+        if !self.guard.pids.contains(&pid) {
+            self.guard.pids.push(pid);
+        }
+        self.st.pid = pid;
+    }
+    fn run_hooks(&mut self, init_pid: i32) -> Result<String> {
+        self.st.pid = init_pid;
+        let json = self.st.hook_json(Status::Creating);
+        let hooks = self.st.config.hooks().clone();
+        if let Some(h) = &hooks {
+            crate::hooks::run_all("prestart", h.prestart(), &json)?;
+            crate::hooks::run_all("createRuntime", h.create_runtime(), &json)?;
+        }
+        Ok(json)
+    }
+}
+
+/// `create`: build the container up to the point where only exec is left.
+pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
+    crate::state::validate_id(&opts.id)?;
+    let bundle = spec::load_bundle(&opts.bundle)?;
+    let plan = NsPlan::from_spec(&bundle.spec)?;
+    let process = bundle.spec.process().as_ref().ok_or_else(|| Error::config("process: missing"))?;
+    if process.terminal().unwrap_or(false) && opts.console_socket.is_none() && opts.console_fd.is_none() {
+        return Err(Error::config("process.terminal is true but no --console-socket was given"));
+    }
+    if !process.terminal().unwrap_or(false) && opts.console_socket.is_some() {
+        return Err(Error::config("--console-socket given but process.terminal is false"));
+    }
+    let linux = bundle.spec.linux().as_ref().ok_or_else(|| Error::config("linux: missing"))?;
+    let filter = match linux.seccomp() {
+        Some(s) => Some(crate::seccomp_glue::compile(s, &root.path)?),
+        None => None,
+    };
+    let args: Vec<CString> = process
+        .args()
+        .iter()
+        .flatten()
+        .map(|a| CString::new(a.as_bytes()).map_err(|_| Error::config(format!("process.args {a:?}: contains NUL"))))
+        .collect::<Result<_>>()?;
+    let mut env: Vec<String> = process.env().clone().unwrap_or_default();
+    let mut preserve = opts.preserve_fds;
+    if let Some(n) = std::env::var("LISTEN_FDS").ok().and_then(|v| v.parse::<i32>().ok()).filter(|n| *n > 0) {
+        env.retain(|e| !e.starts_with("LISTEN_FDS=") && !e.starts_with("LISTEN_PID="));
+        env.push(format!("LISTEN_FDS={n}"));
+        env.push("LISTEN_PID=1".to_string());
+        preserve += n;
+    }
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", home_of(&bundle.rootfs, process.user().uid())));
+    }
+    let caps = process.capabilities().as_ref().map(CapPlan::new);
+    let join_fds = plan.open_joins()?;
+    let console = match (&opts.console_socket, opts.console_fd.take()) {
+        (_, Some(fd)) => Some(fd),
+        (Some(p), None) => Some(crate::tty::connect_console_socket(p)?),
+        (None, None) => None,
+    };
+
+    let locked = root.create(&opts.id)?;
+    let mut st = ContainerState {
+        id: opts.id.clone(),
+        pid: 0,
+        pid_start: 0,
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        created: chrono::Utc::now(),
+        annotations: bundle.spec.annotations().clone().unwrap_or_default(),
+        started: false,
+        start_fd: -1,
+        owner: String::new(),
+        cgroup: None,
+        config: bundle.spec.clone(),
+        own_pidns: plan.is_new(LinuxNamespaceType::Pid),
+    };
+    let mut guard = CreateGuard { locked: &locked, cgroup: None, pids: Vec::new(), done: false };
+    let host = Host::detect()?;
+    let mut cg = CgroupManager::new(
+        &host,
+        &CgroupOptions { cgroups_path: linux.cgroups_path().as_deref(), id: &opts.id, systemd: opts.systemd_cgroup },
+    )?;
+    cg.create()?;
+    st.cgroup = Some(serde_json::to_value(cg.save()).map_err(|e| Error::container(format!("serialize cgroup state: {e}")))?);
+    guard.cgroup = Some(cg.clone());
+    if let Some(r) = linux.resources() {
+        cg.apply(r)?;
+    }
+    // Saved before clone: a create killed half-way leaves a state `delete --force` can clean.
+    locked.save(&st)?;
+
+    let cfg = InitConfig {
+        id: &opts.id,
+        spec: &bundle.spec,
+        bundle: &bundle.dir,
+        rootfs: &bundle.rootfs,
+        plan: &plan,
+        join_fds,
+        caps,
+        console,
+        no_pivot: opts.no_pivot,
+        no_new_keyring: opts.no_new_keyring,
+        preserve_fds: preserve,
+        keep_fds: opts.keep_fds.clone(),
+        args,
+        env,
+        seccomp: filter.as_ref().map(|f| f as &dyn process::SeccompInstall),
+        intermediate: plan.needs_intermediate(),
+    };
+    let (pid, start_fd) = {
+        let mut side = ParentSide { guard: &mut guard, st: &mut st };
+        process::spawn(cfg, &mut side)?
+    };
+    st.pid = pid;
+    st.pid_start = crate::sys::proc_start_time(pid).ctx(|| format!("read start time of init pid {pid}"))?;
+    st.start_fd = start_fd;
+    locked.save(&st)?;
+    if let Some(p) = &opts.pid_file {
+        crate::state::write_atomic(p, pid.to_string().as_bytes())?;
+    }
+    guard.done = true;
+    Ok(st)
+}
+
+fn home_of(rootfs: &Path, uid: u32) -> String {
+    std::fs::read_to_string(rootfs.join("etc/passwd"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() >= 6 && f[2].parse() == Ok(uid)).then(|| f[5].to_string())
+            })
+        })
+        .unwrap_or_else(|| "/".to_string())
+}
+
+/// `start`: let a created container's init exec the user process, then run poststart hooks.
+pub fn start(root: &Root, id: &str) -> Result<()> {
+    let locked = root.lock(id)?;
+    let mut st = locked.load()?;
+    match st.status() {
+        Status::Created => {}
+        Status::Stopped => return Err(Error::container(format!("cannot start a container that has stopped: {id}"))),
+        s => return Err(Error::container(format!("cannot start an already {s} container {id}"))),
+    }
+    let path = format!("/proc/{}/fd/{}", st.pid, st.start_fd);
+    let f = crate::sys::open(Path::new(&path), libc::O_WRONLY).ctx(|| format!("open start pipe {path}"))?;
+    nix::unistd::write(&f, &[0u8]).ctx(|| format!("write start pipe {path}"))?;
+    drop(f);
+    st.started = true;
+    locked.save(&st)?;
+    if let Some(h) = st.config.hooks() {
+        crate::hooks::run_all_warn("poststart", h.poststart(), &st.hook_json(Status::Running));
+    }
+    Ok(())
+}
+
+/// `state`: the runtime-spec state JSON.
+pub fn state(root: &Root, id: &str) -> Result<ContainerState> {
+    let locked = root.lock(id)?;
+    locked.load()
+}
+
+/// Parse a signal given as a name (KILL, SIGKILL, kill) or a number.
+pub fn parse_signal(s: &str) -> Result<Signal> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| Error::container(format!("unknown signal {s:?}")));
+    }
+    let up = s.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    name.parse::<Signal>().map_err(|_| Error::container(format!("unknown signal {s:?}")))
+}
+
+/// `kill`: signal the init, or with `all` every process in the container's cgroup.
+pub fn kill(root: &Root, id: &str, sig: Signal, all: bool) -> Result<()> {
+    let locked = root.lock(id)?;
+    let st = locked.load()?;
+    let status = st.status();
+    if status == Status::Stopped && !all {
+        return Err(Error::container(format!("container {id} is not running")));
+    }
+    if all {
+        return signal_all(&st, sig);
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.pid), sig).ctx(|| format!("kill {} {sig}", st.pid))
+}
+
+fn signal_all(st: &ContainerState, sig: Signal) -> Result<()> {
+    let Some(cg) = cgroup_manager(st) else { return Ok(()) };
+    let paused = cg.is_frozen().unwrap_or(false);
+    for p in cg.procs()? {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), sig);
+    }
+    // A frozen process only acts on SIGKILL once thawed.
+    if paused && sig == Signal::SIGKILL {
+        cg.thaw()?;
+    }
+    Ok(())
+}
+
+/// Wait until the container's processes are gone (or zombies), for at most `limit`.
+fn wait_gone(st: &ContainerState, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        let init_gone = st.status() == Status::Stopped;
+        let cg_empty = cgroup_manager(st).map_or(true, |cg| {
+            cg.procs().map_or(true, |p| p.iter().all(|pid| matches!(crate::sys::proc_stat(*pid), Ok(('Z', _)) | Err(_))))
+        });
+        if init_gone && cg_empty {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// `delete`: remove a stopped (or created) container; `force` kills a running one first.
+pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
+    let locked = match root.lock(id) {
+        Ok(l) => l,
+        Err(e) => return Err(e),
+    };
+    let st = match locked.load() {
+        Ok(st) => st,
+        Err(e) if force => {
+            // A create that died before writing its state: nothing but the directory to remove.
+            tracing::warn!("removing container {id} without state: {e}");
+            return locked.remove();
+        }
+        Err(e) => return Err(e),
+    };
+    let status = st.status();
+    match status {
+        Status::Stopped | Status::Created | Status::Creating => {}
+        Status::Running | Status::Paused if force => {}
+        s => {
+            return Err(Error::container(format!(
+                "cannot delete container {id} that is not stopped: {s} (use --force)"
+            )))
+        }
+    }
+    if status != Status::Stopped || !st.own_pidns {
+        // Kill the init (and, without a pid namespace of its own, everything in its cgroup).
+        if status != Status::Stopped && st.pid > 0 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.pid), Signal::SIGKILL);
+        }
+        signal_all(&st, Signal::SIGKILL)?;
+    }
+    if !wait_gone(&st, Duration::from_secs(10)) {
+        return Err(Error::container(format!("container {id}: processes did not exit after SIGKILL")));
+    }
+    if let Some(mut cg) = cgroup_manager(&st) {
+        cg.destroy()?;
+    }
+    if let Some(h) = st.config.hooks() {
+        crate::hooks::run_all_warn("poststop", h.poststop(), &st.hook_json(Status::Stopped));
+    }
+    locked.remove()
+}
+
+/// Keep the raw fd of a console socket for `keep_fds`.
+pub fn raw_fd(fd: &OwnedFd) -> i32 {
+    fd.as_raw_fd()
+}

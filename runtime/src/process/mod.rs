@@ -1,0 +1,89 @@
+//! Process creation: the parent side of clone (this module), the container side (`init`), and the
+//! channel between them. See docs/ARCHITECTURE.md for the sequence.
+pub mod channel;
+pub mod init;
+
+use crate::error::{Context, Error, Result};
+use channel::{ToChild, ToParent};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType};
+
+/// A seccomp filter ready to install in the init (compiled before clone).
+pub trait SeccompInstall {
+    fn install(&self) -> Result<()>;
+}
+
+/// Callbacks from the parent's side of the set-up conversation.
+pub trait Parent {
+    /// A process of the container exists (intermediate or init): put it in the cgroups.
+    fn placed(&mut self, pid: i32) -> Result<()>;
+    /// The init pid is known (it may be killed on failure).
+    fn init_pid(&mut self, pid: i32);
+    /// Mounts are done: run prestart + createRuntime hooks; returns the state JSON for the
+    /// container-side hooks.
+    fn run_hooks(&mut self, init_pid: i32) -> Result<String>;
+}
+
+/// Clone the container's init and drive its set-up until it is ready to exec.
+/// Returns (init pid, the fd number of its start pipe).
+pub fn spawn(cfg: init::InitConfig<'_>, parent: &mut dyn Parent) -> Result<(i32, i32)> {
+    let (ours, theirs) = channel::pair()?;
+    let flags = if cfg.intermediate { 0 } else { cfg.plan.clone_flags() };
+    let new_user = cfg.plan.is_new(LinuxNamespaceType::User);
+    let spec = cfg.spec;
+    // SAFETY: the runtime is single-threaded (no thread is ever started before this point).
+    let first = unsafe { crate::sys::clone_fork(flags) }.ctx(|| format!("clone container init (flags {flags:#x})"))?;
+    if first == 0 {
+        drop(ours);
+        init::child_main(cfg, theirs);
+    }
+    drop(theirs);
+    drop(cfg);
+    let linux = spec.linux().as_ref();
+    let maps = |pid: i32| -> Result<()> {
+        write_id_map(pid, "uid_map", linux.and_then(|l| l.uid_mappings().as_ref()))?;
+        write_id_map(pid, "gid_map", linux.and_then(|l| l.gid_mappings().as_ref()))
+    };
+    parent.placed(first)?;
+    let mut init_pid = first;
+    parent.init_pid(first);
+    if new_user && flags & libc::CLONE_NEWUSER != 0 {
+        maps(first)?;
+    }
+    ours.send(&ToChild::Go)?;
+    loop {
+        match ours.recv::<ToParent>()? {
+            Some(ToParent::NeedIdMaps) => {
+                maps(first)?;
+                ours.send(&ToChild::IdMapsDone)?;
+            }
+            Some(ToParent::InitPid(pid)) => {
+                init_pid = pid;
+                parent.init_pid(pid);
+                // Reap the intermediate, which exits right after reporting.
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(first), None);
+            }
+            Some(ToParent::RunHooks) => {
+                let state = parent.run_hooks(init_pid)?;
+                ours.send(&ToChild::HooksDone { state })?;
+            }
+            Some(ToParent::Ready { start_fd }) => return Ok((init_pid, start_fd)),
+            Some(ToParent::Error(msg)) => return Err(Error::Init(msg)),
+            None => {
+                return Err(Error::Init(format!(
+                    "init (pid {init_pid}) exited during set-up without reporting an error"
+                )))
+            }
+        }
+    }
+}
+
+/// Write /proc/PID/{uid,gid}_map from the spec's mappings (as root, directly).
+fn write_id_map(pid: i32, file: &str, maps: Option<&Vec<LinuxIdMapping>>) -> Result<()> {
+    let Some(maps) = maps else { return Ok(()) };
+    let mut s = String::new();
+    for m in maps {
+        s.push_str(&format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()));
+    }
+    let path = format!("/proc/{pid}/{file}");
+    std::fs::write(&path, s.as_bytes()).ctx(|| format!("write {path} ({})", s.trim().replace('\n', ", ")))
+}

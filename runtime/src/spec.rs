@@ -1,0 +1,342 @@
+//! Loading and validating a bundle's config.json. Everything that can be checked before any
+//! kernel object is created is checked here, so a bad config leaves nothing behind.
+use crate::error::{Context, Error, Result};
+use crate::namespaces::NsPlan;
+use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
+use std::path::{Path, PathBuf};
+
+/// The OCI runtime-spec version this runtime implements.
+pub const OCI_VERSION: &str = "1.2.0";
+
+/// A loaded bundle: its absolute directory, the parsed spec and the absolute rootfs path.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub spec: Spec,
+    pub rootfs: PathBuf,
+}
+
+/// Read `<bundle>/config.json`, parse it and validate it.
+pub fn load_bundle(dir: &Path) -> Result<Bundle> {
+    let dir = std::fs::canonicalize(dir).ctx(|| format!("bundle {}", dir.display()))?;
+    let path = dir.join("config.json");
+    let data = std::fs::read(&path).ctx(|| format!("read {}", path.display()))?;
+    let spec: Spec = serde_json::from_slice(&data)
+        .map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| Error::config("root: missing (root.path is required)"))?;
+    let rootfs = if root.path().is_absolute() {
+        root.path().clone()
+    } else {
+        dir.join(root.path())
+    };
+    let rootfs = std::fs::canonicalize(&rootfs)
+        .ctx(|| format!("root.path {}", rootfs.display()))?;
+    if !rootfs.is_dir() {
+        return Err(Error::config(format!(
+            "root.path {}: not a directory",
+            rootfs.display()
+        )));
+    }
+    validate(&spec)?;
+    Ok(Bundle { dir, spec, rootfs })
+}
+
+/// Check the parts of a spec that the runtime relies on. Returns the first problem found, naming
+/// the field.
+pub fn validate(spec: &Spec) -> Result<()> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::config("process: missing"))?;
+    match process.args() {
+        Some(a) if !a.is_empty() && !a[0].is_empty() => {}
+        _ => return Err(Error::config("process.args: must not be empty")),
+    }
+    if !process.cwd().is_absolute() {
+        return Err(Error::config(format!(
+            "process.cwd {:?}: must be an absolute path",
+            process.cwd()
+        )));
+    }
+    if let Some(env) = process.env() {
+        for e in env {
+            if !e.contains('=') {
+                return Err(Error::config(format!("process.env {e:?}: expected KEY=VALUE")));
+            }
+        }
+    }
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| Error::config("linux: missing (required on Linux)"))?;
+    let plan = NsPlan::from_spec(spec)?;
+
+    if let Some(mounts) = spec.mounts() {
+        for (i, m) in mounts.iter().enumerate() {
+            validate_mount(i, m)?;
+        }
+    }
+    if (linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+        || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty()))
+        && !plan.has(LinuxNamespaceType::User)
+    {
+        return Err(Error::config(
+            "linux.uidMappings/gidMappings: given without a user namespace",
+        ));
+    }
+    if plan.is_new(LinuxNamespaceType::User)
+        && (linux.uid_mappings().as_ref().map_or(true, |m| m.is_empty())
+            || linux.gid_mappings().as_ref().map_or(true, |m| m.is_empty()))
+    {
+        return Err(Error::config(
+            "linux.uidMappings/gidMappings: a new user namespace needs both mappings",
+        ));
+    }
+    if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !plan.is_new(LinuxNamespaceType::Uts) {
+        return Err(Error::config(
+            "hostname: cannot set a hostname without a new UTS namespace",
+        ));
+    }
+    if spec.domainname().as_ref().is_some_and(|h| !h.is_empty()) && !plan.is_new(LinuxNamespaceType::Uts) {
+        return Err(Error::config(
+            "domainname: cannot set a domainname without a new UTS namespace",
+        ));
+    }
+    if !plan.has(LinuxNamespaceType::Mount) {
+        return Err(Error::config(
+            "linux.namespaces: a mount namespace is required to set up the rootfs",
+        ));
+    }
+    if let Some(sysctl) = linux.sysctl() {
+        for (k, v) in sysctl {
+            validate_sysctl(k, v, &plan)?;
+        }
+    }
+    if let Some(p) = linux.rootfs_propagation() {
+        crate::rootfs::propagation_flags(p)?;
+    }
+    if let Some(hooks) = spec.hooks() {
+        let all = [
+            ("prestart", hooks.prestart()),
+            ("createRuntime", hooks.create_runtime()),
+            ("createContainer", hooks.create_container()),
+            ("startContainer", hooks.start_container()),
+            ("poststart", hooks.poststart()),
+            ("poststop", hooks.poststop()),
+        ];
+        for (name, list) in all {
+            for h in list.iter().flatten() {
+                if !h.path().is_absolute() {
+                    return Err(Error::config(format!(
+                        "hooks.{name}: path {:?} must be absolute",
+                        h.path()
+                    )));
+                }
+                if h.timeout().is_some_and(|t| t <= 0) {
+                    return Err(Error::config(format!(
+                        "hooks.{name}: timeout of {:?} must be positive",
+                        h.path()
+                    )));
+                }
+            }
+        }
+    }
+    if let Some(devs) = linux.devices() {
+        for d in devs {
+            if !d.path().is_absolute() || !d.path().starts_with("/dev") {
+                return Err(Error::config(format!(
+                    "linux.devices: path {:?} must be absolute and under /dev",
+                    d.path()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_mount(i: usize, m: &Mount) -> Result<()> {
+    let d = m.destination();
+    if !d.is_absolute() {
+        return Err(Error::config(format!(
+            "mounts[{i}].destination {d:?}: must be an absolute path"
+        )));
+    }
+    if d.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(Error::config(format!(
+            "mounts[{i}].destination {d:?}: must not contain '..'"
+        )));
+    }
+    for o in m.options().iter().flatten() {
+        crate::rootfs::MountOpt::parse(o)
+            .map_err(|e| Error::config(format!("mounts[{i}] ({}): {e}", d.display())))?;
+    }
+    Ok(())
+}
+
+/// Only namespaced sysctls are allowed, and only when the container has its own namespace of
+/// that kind (runc's rules).
+fn validate_sysctl(key: &str, value: &str, plan: &NsPlan) -> Result<()> {
+    if value.contains('=') || value.contains('+') || value.contains('\n') {
+        return Err(Error::config(format!(
+            "linux.sysctl {key:?}: value {value:?} contains '=', '+' or a newline"
+        )));
+    }
+    if key.contains("..") || key.contains('/') && key.contains('.') || key.is_empty() {
+        return Err(Error::config(format!("linux.sysctl {key:?}: malformed key")));
+    }
+    let k = key.replace('/', ".");
+    let ipc = ["kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"];
+    if ipc.contains(&k.as_str()) || k.starts_with("fs.mqueue.") {
+        if !plan.is_new(LinuxNamespaceType::Ipc) && !plan.is_joined(LinuxNamespaceType::Ipc) {
+            return Err(Error::config(format!(
+                "linux.sysctl {key:?}: needs a private IPC namespace"
+            )));
+        }
+        return Ok(());
+    }
+    if k.starts_with("net.") {
+        if !plan.is_new(LinuxNamespaceType::Network) && !plan.is_joined(LinuxNamespaceType::Network) {
+            return Err(Error::config(format!(
+                "linux.sysctl {key:?}: needs a private network namespace"
+            )));
+        }
+        return Ok(());
+    }
+    if k == "kernel.hostname" || k == "kernel.domainname" {
+        if !plan.is_new(LinuxNamespaceType::Uts) {
+            return Err(Error::config(format!(
+                "linux.sysctl {key:?}: needs a private UTS namespace"
+            )));
+        }
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "linux.sysctl {key:?}: not a namespaced sysctl, refusing to change the host's"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({
+            "ociVersion": "1.2.0",
+            "root": {"path": "rootfs"},
+            "process": {"args": ["sh"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+            "linux": {"namespaces": [{"type": "mount"}, {"type": "pid"}, {"type": "ipc"}]}
+        })
+    }
+
+    fn check(v: serde_json::Value) -> Result<()> {
+        let spec: Spec = serde_json::from_value(v).map_err(|e| Error::config(e.to_string()))?;
+        validate(&spec)
+    }
+
+    #[test]
+    fn base_is_valid() {
+        check(base()).unwrap();
+    }
+
+    #[test]
+    fn relative_mount_destination_is_refused() {
+        let mut v = base();
+        v["mounts"] = serde_json::json!([{"destination": "tmp", "type": "tmpfs", "source": "tmpfs"}]);
+        let e = check(v).unwrap_err().to_string();
+        assert!(e.contains("mounts[0].destination"), "{e}");
+    }
+
+    #[test]
+    fn unknown_namespace_is_refused() {
+        let mut v = base();
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "bogus"}]);
+        assert!(check(v).is_err());
+    }
+
+    #[test]
+    fn sysctl_rules() {
+        let plan_spec: Spec = serde_json::from_value(base()).unwrap();
+        let plan = NsPlan::from_spec(&plan_spec).unwrap();
+        assert!(validate_sysctl("kernel.shmmax", "1000", &plan).is_ok());
+        assert!(validate_sysctl("kernel.shmmax", "a=b", &plan).is_err());
+        assert!(validate_sysctl("net.ipv4.ip_forward", "1", &plan).is_err());
+        assert!(validate_sysctl("vm.swappiness", "1", &plan).is_err());
+    }
+
+    #[test]
+    fn hostname_needs_uts() {
+        let mut v = base();
+        v["hostname"] = serde_json::json!("x");
+        assert!(check(v).unwrap_err().to_string().contains("hostname"));
+    }
+
+    #[test]
+    fn empty_args_refused() {
+        let mut v = base();
+        v["process"]["args"] = serde_json::json!([]);
+        assert!(check(v).is_err());
+    }
+}
+
+/// The config.json `husk spec` writes: runc's default (busybox-friendly `sh` with a terminal),
+/// or with `rootless` a user namespace mapping the caller and no network namespace.
+pub fn default_spec(rootless: bool) -> serde_json::Value {
+    let caps = serde_json::json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+    let mut v = serde_json::json!({
+        "ociVersion": OCI_VERSION,
+        "process": {
+            "terminal": true,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["sh"],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps, "ambient": caps},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "husk",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
+        ],
+        "linux": {
+            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}],
+            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    });
+    if rootless {
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        v["linux"]["uidMappings"] = serde_json::json!([{"containerID": 0, "hostID": uid, "size": 1}]);
+        v["linux"]["gidMappings"] = serde_json::json!([{"containerID": 0, "hostID": gid, "size": 1}]);
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}, {"type": "user"}]);
+        v["linux"]["resources"] = serde_json::json!({});
+        let mounts = v["mounts"].as_array_mut().map(std::mem::take).unwrap_or_default();
+        let mut out = Vec::new();
+        for mut m in mounts {
+            if m["destination"] == "/sys" {
+                m = serde_json::json!({"destination": "/sys", "type": "none", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]});
+            }
+            if m["destination"] == "/dev/pts" {
+                m["options"] = serde_json::json!(["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]);
+            }
+            if m["destination"] == "/sys/fs/cgroup" {
+                continue;
+            }
+            out.push(m);
+        }
+        v["mounts"] = serde_json::Value::Array(out);
+    }
+    v
+}

@@ -1,0 +1,278 @@
+//! Container state on disk: the root directory (default /run/husk), one directory per container
+//! holding state.json (written atomically) and a lock file that serialises operations on one ID.
+use crate::error::{Context, Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_ROOT: &str = "/run/husk";
+const STATE_FILE: &str = "state.json";
+const LOCK_FILE: &str = "lock";
+const MAX_ID_LEN: usize = 1024;
+
+/// Container IDs: non-empty, bounded, no path separators, no "." or "..", printable ASCII from a
+/// conservative set (what runc accepts).
+pub fn validate_id(id: &str) -> Result<()> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '+');
+    if id.is_empty() || id.len() > MAX_ID_LEN || id == "." || id == ".." || !id.chars().all(ok_char) {
+        return Err(Error::container(format!(
+            "invalid container ID {id:?}: use 1-{MAX_ID_LEN} characters from [A-Za-z0-9_+.-], not \".\" or \"..\""
+        )));
+    }
+    Ok(())
+}
+
+/// The runtime-spec status of a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Creating,
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        })
+    }
+}
+
+/// What husk keeps about one container between commands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerState {
+    pub id: String,
+    /// Host pid of the container's init; 0 while it is not yet cloned.
+    pub pid: i32,
+    /// Start time of `pid` (from /proc/PID/stat), so a recycled pid is never mistaken for ours.
+    pub pid_start: u64,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: chrono::DateTime<chrono::Utc>,
+    #[serde(default)]
+    pub annotations: HashMap<String, String>,
+    /// Set by `start` once the init has been told to exec.
+    pub started: bool,
+    /// The fd (in the init) of the pipe the init blocks on until `start`.
+    pub start_fd: i32,
+    pub owner: String,
+    /// The cgroups created for the container (opaque to this module).
+    #[serde(default)]
+    pub cgroup: Option<serde_json::Value>,
+    /// The spec as it was at create time (hooks for poststart/poststop, process for exec).
+    pub config: oci_spec::runtime::Spec,
+    /// Whether the init is in a pid namespace of its own (if not, delete kills the whole cgroup).
+    pub own_pidns: bool,
+}
+
+impl ContainerState {
+    /// The live status: derived from the init's existence, the started flag and the freezer.
+    pub fn status(&self) -> Status {
+        if self.pid <= 0 {
+            return Status::Creating;
+        }
+        match crate::sys::proc_stat(self.pid) {
+            Ok((state, start)) if start == self.pid_start && state != 'Z' && state != 'X' => {
+                if !self.started {
+                    Status::Created
+                } else if crate::container::is_paused(self) {
+                    Status::Paused
+                } else {
+                    Status::Running
+                }
+            }
+            _ => Status::Stopped,
+        }
+    }
+
+    /// The runtime-spec state JSON (with runc's extra fields: rootfs, created, owner).
+    pub fn to_oci_json(&self) -> serde_json::Value {
+        let status = self.status();
+        let pid = if status == Status::Stopped { 0 } else { self.pid };
+        serde_json::json!({
+            "ociVersion": crate::spec::OCI_VERSION,
+            "id": self.id,
+            "pid": pid,
+            "status": status.to_string(),
+            "bundle": self.bundle,
+            "rootfs": self.rootfs,
+            "created": self.created.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            "owner": self.owner,
+            "annotations": self.annotations,
+        })
+    }
+
+    /// The state JSON given to hooks: the same, with an explicit status.
+    pub fn hook_json(&self, status: Status) -> String {
+        let mut v = self.to_oci_json();
+        v["status"] = serde_json::Value::String(status.to_string());
+        v["pid"] = serde_json::Value::from(self.pid);
+        v.to_string()
+    }
+}
+
+/// The state root directory.
+#[derive(Debug, Clone)]
+pub struct Root {
+    pub path: PathBuf,
+}
+
+/// An exclusive lock on one container's directory, held for the duration of a command.
+pub struct Locked {
+    pub dir: PathBuf,
+    _lock: File,
+}
+
+impl Root {
+    pub fn new(path: &Path) -> Result<Root> {
+        std::fs::create_dir_all(path).ctx(|| format!("create state root {}", path.display()))?;
+        // The state root holds pids and configs: private to root.
+        let _ = std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o711));
+        Ok(Root { path: path.to_path_buf() })
+    }
+
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.path.join(id)
+    }
+
+    /// Create the directory of a new container (fails if the ID exists) and lock it.
+    pub fn create(&self, id: &str) -> Result<Locked> {
+        validate_id(id)?;
+        let dir = self.dir(id);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::container(format!("container with id {id:?} already exists")))
+            }
+            Err(e) => return Err(Error::sys(format!("mkdir {}", dir.display()), e)),
+        }
+        let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o711));
+        self.lock_dir(id, dir)
+    }
+
+    /// Lock an existing container's directory.
+    pub fn lock(&self, id: &str) -> Result<Locked> {
+        validate_id(id)?;
+        let dir = self.dir(id);
+        if !dir.is_dir() {
+            return Err(Error::container(format!("container {id:?} does not exist")));
+        }
+        self.lock_dir(id, dir)
+    }
+
+    fn lock_dir(&self, id: &str, dir: PathBuf) -> Result<Locked> {
+        let path = dir.join(LOCK_FILE);
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::container(format!("container {id:?} does not exist")),
+                _ => Error::sys(format!("open {}", path.display()), e),
+            })?;
+        // SAFETY: flock on an fd we own for the lifetime of `f`.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(Error::sys(format!("flock {}", path.display()), std::io::Error::last_os_error()));
+        }
+        // A concurrent delete may have removed the directory while we waited.
+        if !dir.is_dir() {
+            return Err(Error::container(format!("container {id:?} does not exist")));
+        }
+        Ok(Locked { dir, _lock: f })
+    }
+
+    /// IDs of every container under the root.
+    pub fn list(&self) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let rd = match std::fs::read_dir(&self.path) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ids),
+            Err(e) => return Err(Error::sys(format!("read {}", self.path.display()), e)),
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if e.path().join(STATE_FILE).is_file() && validate_id(&name).is_ok() {
+                ids.push(name);
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+}
+
+impl Locked {
+    pub fn load(&self) -> Result<ContainerState> {
+        let path = self.dir.join(STATE_FILE);
+        let data = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::container(format!(
+                "container {:?} does not exist (no state: it may still be being created)",
+                self.dir.file_name().unwrap_or_default()
+            )),
+            _ => Error::sys(format!("read {}", path.display()), e),
+        })?;
+        serde_json::from_slice(&data).map_err(|e| Error::container(format!("{}: corrupt state: {e}", path.display())))
+    }
+
+    /// Write state.json atomically (temp file + fsync-free rename: /run is tmpfs).
+    pub fn save(&self, st: &ContainerState) -> Result<()> {
+        let path = self.dir.join(STATE_FILE);
+        let tmp = self.dir.join(".state.json.tmp");
+        let data = serde_json::to_vec(st).map_err(|e| Error::container(format!("serialize state: {e}")))?;
+        let mut f = File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
+        f.write_all(&data).ctx(|| format!("write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).ctx(|| format!("rename {} to {}", tmp.display(), path.display()))?;
+        Ok(())
+    }
+
+    /// Remove the container's directory (the lock is released when `self` drops).
+    pub fn remove(&self) -> Result<()> {
+        std::fs::remove_dir_all(&self.dir).ctx(|| format!("remove {}", self.dir.display()))
+    }
+}
+
+/// Write a file atomically (pid files).
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    std::fs::write(&tmp, data).ctx(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).ctx(|| format!("rename {} to {}", tmp.display(), path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        for ok in ["a", "abc-1_2.3", "x+y"] {
+            validate_id(ok).unwrap();
+        }
+        for bad in ["", ".", "..", "a/b", "../x", "a b", "a\0b"] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_id(&"a".repeat(2000)).is_err());
+    }
+
+    #[test]
+    fn create_is_exclusive_and_lock_sees_deletion() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path()).unwrap();
+        let l = root.create("c1").unwrap();
+        assert!(root.create("c1").unwrap_err().to_string().contains("already exists"));
+        l.remove().unwrap();
+        drop(l);
+        assert!(root.lock("c1").unwrap_err().to_string().contains("does not exist"));
+    }
+}
