@@ -17,7 +17,7 @@ pub enum Error {
     #[error("{0}")]
     Container(String),
     /// The container's init reported an error during set-up.
-    #[error("container init: {0}")]
+    #[error("container process set-up: {0}")]
     Init(String),
     #[error("hook {phase} {path}: {reason}")]
     Hook {

@@ -5,6 +5,7 @@ pub mod capabilities;
 pub mod cgroups;
 pub mod container;
 pub mod error;
+pub mod exec;
 pub mod exe;
 pub mod hooks;
 pub mod logging;

@@ -40,13 +40,7 @@ pub fn run(root: &Root, mut opts: CreateOpts, detach: bool, keep: bool) -> Resul
         container::start(root, &id)?;
         return Ok(0);
     }
-    crate::sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0).ctx(|| "prctl PR_SET_CHILD_SUBREAPER".into())?;
-    let mut mask = SigSet::empty();
-    for s in FORWARDED {
-        mask.add(s);
-    }
-    mask.thread_block().ctx(|| "block signals".into())?;
-    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).ctx(|| "signalfd".into())?;
+    let fg = Foreground::prepare()?;
 
     let mut our_console: Option<OwnedFd> = None;
     if opts.console_socket.is_none() && wants_terminal(&opts.bundle) {
@@ -70,12 +64,37 @@ pub fn run(root: &Root, mut opts: CreateOpts, detach: bool, keep: bool) -> Resul
         let _ = container::delete(root, &id, true);
         return Err(e);
     }
-    let _raw = RawTerminal::new(master.is_some());
-    if let Some(m) = &master {
-        resize_from_stdin(m.as_fd());
-    }
-    let code = wait_loop(st.pid, &sfd, master.as_ref())?;
+    let code = fg.wait(st.pid, master)?;
     finish(code)
+}
+
+/// Staying in the foreground as a process's parent: subreaper, forwarded signals (blocked before
+/// the process is cloned so none is lost), and the terminal proxy.
+pub struct Foreground {
+    sfd: SignalFd,
+}
+
+impl Foreground {
+    pub fn prepare() -> Result<Foreground> {
+        crate::sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0).ctx(|| "prctl PR_SET_CHILD_SUBREAPER".into())?;
+        let mut mask = SigSet::empty();
+        for s in FORWARDED {
+            mask.add(s);
+        }
+        mask.thread_block().ctx(|| "block signals".into())?;
+        let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).ctx(|| "signalfd".into())?;
+        Ok(Foreground { sfd })
+    }
+
+    /// Wait for `pid` to exit, forwarding signals and proxying `master` to our stdio; returns its
+    /// exit code (128 + signal when killed).
+    pub fn wait(self, pid: i32, master: Option<OwnedFd>) -> Result<i32> {
+        let _raw = RawTerminal::new(master.is_some());
+        if let Some(m) = &master {
+            resize_from_stdin(m.as_fd());
+        }
+        wait_loop(pid, &self.sfd, master.as_ref())
+    }
 }
 
 fn resize_from_stdin(master: BorrowedFd<'_>) {

@@ -51,6 +51,16 @@ pub fn validate(spec: &Spec) -> Result<()> {
         .process()
         .as_ref()
         .ok_or_else(|| Error::config("process: missing"))?;
+    validate_process(process)?;
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| Error::config("linux: missing (required on Linux)"))?;
+    validate_linux(spec, linux)
+}
+
+/// The checks on a process that hold for the init and for exec'd processes alike.
+pub fn validate_process(process: &oci_spec::runtime::Process) -> Result<()> {
     match process.args() {
         Some(a) if !a.is_empty() && !a[0].is_empty() => {}
         _ => return Err(Error::config("process.args: must not be empty")),
@@ -68,10 +78,10 @@ pub fn validate(spec: &Spec) -> Result<()> {
             }
         }
     }
-    let linux = spec
-        .linux()
-        .as_ref()
-        .ok_or_else(|| Error::config("linux: missing (required on Linux)"))?;
+    Ok(())
+}
+
+fn validate_linux(spec: &Spec, linux: &oci_spec::runtime::Linux) -> Result<()> {
     let plan = NsPlan::from_spec(spec)?;
 
     if let Some(mounts) = spec.mounts() {

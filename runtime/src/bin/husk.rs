@@ -60,8 +60,58 @@ struct CreateArgs {
     preserve_fds: i32,
 }
 
+#[derive(clap::Args, Debug)]
+struct ExecArgs {
+    /// Path to a runtime-spec Process JSON file.
+    #[arg(short, long)]
+    process: Option<PathBuf>,
+    /// Allocate a pseudo-TTY.
+    #[arg(short, long)]
+    tty: bool,
+    #[arg(long)]
+    console_socket: Option<PathBuf>,
+    /// Do not wait for the process.
+    #[arg(short, long)]
+    detach: bool,
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// Working directory in the container.
+    #[arg(long)]
+    cwd: Option<PathBuf>,
+    /// Set an environment variable (KEY=VALUE).
+    #[arg(short, long)]
+    env: Vec<String>,
+    /// UID[:GID] to run as.
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Additional gids.
+    #[arg(short = 'g', long)]
+    additional_gids: Vec<u32>,
+    /// Add a capability (CAP_...).
+    #[arg(short, long)]
+    cap: Vec<String>,
+    #[arg(long)]
+    no_new_privs: bool,
+    #[arg(long, default_value_t = 0)]
+    preserve_fds: i32,
+    #[arg(long)]
+    process_label: Option<String>,
+    #[arg(long)]
+    apparmor: Option<String>,
+    /// Allow exec in a paused container.
+    #[arg(long)]
+    ignore_paused: bool,
+    /// Container ID.
+    id: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run a new process in a running container.
+    Exec(ExecArgs),
     /// Create a container (set up, waiting for start).
     Create(CreateArgs),
     /// Start a created container.
@@ -132,7 +182,7 @@ fn create_opts(a: CreateArgs, cli: &Cli, log_fd: Option<i32>) -> CreateOpts {
 fn main() {
     let cli = Cli::parse();
     // Building a container: run from a sealed copy of the binary (CVE-2019-5736).
-    if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run { .. }) && !husk::exe::is_sealed_copy() {
+    if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run { .. } | Cmd::Exec(_)) && !husk::exe::is_sealed_copy() {
         let Err(e) = husk::exe::reexec_sealed();
         eprintln!("husk: {e}");
         std::process::exit(1);
@@ -170,6 +220,29 @@ fn real_main(cli: Cli, log_fd: Option<i32>) -> anyhow::Result<i32> {
             container::create(&root, create_opts(a, &cli, log_fd))?;
         }
         Cmd::Start { ref id } => container::start(&root, id)?,
+        Cmd::Exec(ref a) => {
+            let opts = husk::exec::ExecOpts {
+                id: a.id.clone(),
+                process_file: a.process.clone(),
+                args: a.command.clone(),
+                tty: a.tty,
+                console_socket: a.console_socket.clone(),
+                detach: a.detach,
+                pid_file: a.pid_file.clone(),
+                cwd: a.cwd.clone(),
+                env: a.env.clone(),
+                user: a.user.clone(),
+                additional_gids: a.additional_gids.clone(),
+                caps: a.cap.clone(),
+                no_new_privs: a.no_new_privs,
+                preserve_fds: a.preserve_fds,
+                ignore_paused: a.ignore_paused,
+                process_label: a.process_label.clone(),
+                apparmor: a.apparmor.clone(),
+                keep_fds: log_fd.into_iter().collect(),
+            };
+            return Ok(husk::exec::exec(&root, opts)?);
+        }
         Cmd::State { ref id } => {
             let st = container::state(&root, id)?;
             println!("{}", serde_json::to_string_pretty(&st.to_oci_json())?);

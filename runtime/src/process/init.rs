@@ -178,19 +178,7 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
     if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
         rootfs::readonly_root()?;
     }
-    for rl in process.rlimits().iter().flatten() {
-        let res = rlimit_resource(rl.typ());
-        // SAFETY: setrlimit with a valid resource and a struct that lives for the call.
-        let r = unsafe {
-            libc::setrlimit(res, &libc::rlimit { rlim_cur: rl.soft(), rlim_max: rl.hard() })
-        };
-        if r != 0 {
-            return Err(Error::sys(
-                format!("setrlimit {:?} soft={} hard={}", rl.typ(), rl.soft(), rl.hard()),
-                std::io::Error::last_os_error(),
-            ));
-        }
-    }
+    apply_rlimits(process)?;
     if let Some(adj) = process.oom_score_adj() {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
             .ctx(|| format!("set process.oomScoreAdj {adj} (lowering it needs CAP_SYS_RESOURCE)"))?;
@@ -213,7 +201,7 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
         f.install()?;
     }
 
-    set_user_and_caps(cfg, process)?;
+    set_user_and_caps(cfg.caps.as_ref(), process)?;
     if nnp {
         sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).ctx(|| "prctl PR_SET_NO_NEW_PRIVS".into())?;
     }
@@ -254,7 +242,7 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
 
 /// runc's semantics for process.args[0]: a path with '/' is used as is, a bare name is searched in
 /// the container's PATH.
-fn find_executable(arg0: &CString, path: Option<&str>) -> Result<CString> {
+pub(crate) fn find_executable(arg0: &CString, path: Option<&str>) -> Result<CString> {
     let name = arg0.to_string_lossy().to_string();
     let is_exec = |p: &Path| {
         std::fs::metadata(p).map(|m| {
@@ -305,7 +293,7 @@ fn close_other_fds(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
 }
 
 /// After chdir: the cwd must be reachable from the container's root.
-fn check_cwd_inside() -> Result<()> {
+pub(crate) fn check_cwd_inside() -> Result<()> {
     let cwd = std::env::current_dir().ctx(|| "getcwd".into())?;
     if !cwd.is_absolute() || cwd.to_string_lossy().starts_with("(unreachable)") {
         return Err(Error::config(format!("process.cwd resolves outside the container root ({})", cwd.display())));
@@ -313,9 +301,9 @@ fn check_cwd_inside() -> Result<()> {
     Ok(())
 }
 
-fn set_user_and_caps(cfg: &InitConfig<'_>, process: &oci_spec::runtime::Process) -> Result<()> {
+pub(crate) fn set_user_and_caps(caps: Option<&CapPlan>, process: &oci_spec::runtime::Process) -> Result<()> {
     let user = process.user();
-    if let Some(c) = &cfg.caps {
+    if let Some(c) = caps {
         c.apply_bounding()?;
     }
     sys::prctl(libc::PR_SET_KEEPCAPS, 1, 0).ctx(|| "prctl PR_SET_KEEPCAPS".into())?;
@@ -331,7 +319,7 @@ fn set_user_and_caps(cfg: &InitConfig<'_>, process: &oci_spec::runtime::Process)
     nix::unistd::setresgid(gid, gid, gid).ctx(|| format!("setresgid {gid} (process.user.gid)"))?;
     nix::unistd::setresuid(uid, uid, uid).ctx(|| format!("setresuid {uid} (process.user.uid)"))?;
     sys::prctl(libc::PR_SET_KEEPCAPS, 0, 0).ctx(|| "prctl PR_SET_KEEPCAPS".into())?;
-    if let Some(c) = &cfg.caps {
+    if let Some(c) = caps {
         c.apply_sets()?;
     }
     Ok(())
@@ -347,6 +335,22 @@ fn join_session_keyring(id: &str) -> Result<()> {
         // Kernels without keys, or a seccomp'd/rootless caller: runc ignores these too.
         if !matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EACCES) | Some(libc::EPERM)) {
             return Err(Error::sys("keyctl join session keyring", e));
+        }
+    }
+    Ok(())
+}
+
+/// process.rlimits, naming the limit that the kernel refused.
+pub(crate) fn apply_rlimits(process: &oci_spec::runtime::Process) -> Result<()> {
+    for rl in process.rlimits().iter().flatten() {
+        let res = rlimit_resource(rl.typ());
+        // SAFETY: setrlimit with a valid resource and a struct that lives for the call.
+        let r = unsafe { libc::setrlimit(res, &libc::rlimit { rlim_cur: rl.soft(), rlim_max: rl.hard() }) };
+        if r != 0 {
+            return Err(Error::sys(
+                format!("setrlimit {:?} soft={} hard={}", rl.typ(), rl.soft(), rl.hard()),
+                std::io::Error::last_os_error(),
+            ));
         }
     }
     Ok(())

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install what Husk needs on a fresh Debian 12 machine (as root), then build the workspace.
+# Idempotent: packages already installed are not fetched again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(runc crun containerd busybox-static bats hyperfine skopeo umoci iproute2 jq
+      containernetworking-plugins docker-registry libseccomp-dev pkg-config util-linux procps)
+
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    for c in "$HOME/.cargo/bin/cargo" /root/.cargo/bin/cargo /usr/local/cargo/bin/cargo; do
+        [ -x "$c" ] && export PATH="$(dirname "$c"):$PATH" && break
+    done
+fi
+command -v cargo >/dev/null 2>&1 || { echo "setup: a Rust toolchain (cargo >= 1.80) is required" >&2; exit 1; }
+
+echo "setup: building the workspace (release)"
+cargo build --release --workspace --locked 2>&1 | tail -n 3
