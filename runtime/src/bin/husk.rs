@@ -108,8 +108,73 @@ struct ExecArgs {
     command: Vec<String>,
 }
 
+#[derive(clap::Args, Debug)]
+struct UpdateArgs {
+    id: String,
+    /// runtime-spec LinuxResources JSON file, or - for stdin.
+    #[arg(short, long)]
+    resources: Option<String>,
+    #[arg(long)]
+    memory: Option<String>,
+    #[arg(long)]
+    memory_reservation: Option<String>,
+    #[arg(long)]
+    memory_swap: Option<String>,
+    #[arg(long)]
+    kernel_memory: Option<String>,
+    #[arg(long)]
+    kernel_memory_tcp: Option<String>,
+    #[arg(long)]
+    cpu_shares: Option<u64>,
+    #[arg(long)]
+    cpu_quota: Option<i64>,
+    #[arg(long)]
+    cpu_period: Option<u64>,
+    #[arg(long)]
+    cpu_rt_period: Option<u64>,
+    #[arg(long)]
+    cpu_rt_runtime: Option<i64>,
+    #[arg(long)]
+    cpuset_cpus: Option<String>,
+    #[arg(long)]
+    cpuset_mems: Option<String>,
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    #[arg(long)]
+    blkio_weight: Option<u16>,
+    #[arg(long)]
+    l3_cache_schema: Option<String>,
+    #[arg(long)]
+    mem_bw_schema: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
+    /// Freeze every process of a container.
+    Pause { id: String },
+    /// Thaw a paused container.
+    Resume { id: String },
+    /// List a container's processes.
+    Ps {
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: ListFormat,
+        id: String,
+        /// Arguments for ps(1) (default -ef).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Change a running container's resource limits.
+    Update(UpdateArgs),
+    /// Stats and OOM events of a container.
+    Events {
+        id: String,
+        /// Print one stats object and exit.
+        #[arg(long)]
+        stats: bool,
+        /// Interval between stats in the stream (e.g. 5s, 500ms).
+        #[arg(long, default_value = "5s")]
+        interval: String,
+    },
     /// Run a new process in a running container.
     Exec(ExecArgs),
     /// Create a container (set up, waiting for start).
@@ -180,6 +245,9 @@ fn create_opts(a: CreateArgs, cli: &Cli, log_fd: Option<i32>) -> CreateOpts {
 }
 
 fn main() {
+    // Like a C program: a closed stdout (`husk ps | head`) ends us quietly instead of panicking.
+    // SAFETY: restoring the default disposition of one signal.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     // Building a container: run from a sealed copy of the binary (CVE-2019-5736).
     if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run { .. } | Cmd::Exec(_)) && !husk::exe::is_sealed_copy() {
@@ -220,6 +288,38 @@ fn real_main(cli: Cli, log_fd: Option<i32>) -> anyhow::Result<i32> {
             container::create(&root, create_opts(a, &cli, log_fd))?;
         }
         Cmd::Start { ref id } => container::start(&root, id)?,
+        Cmd::Pause { ref id } => husk::cgroup_ops::pause(&root, id)?,
+        Cmd::Resume { ref id } => husk::cgroup_ops::resume(&root, id)?,
+        Cmd::Ps { format, ref id, ref ps_args } => match format {
+            ListFormat::Json => println!("{}", serde_json::to_string(&husk::cgroup_ops::pids(&root, id)?)?),
+            ListFormat::Table => print!("{}", husk::cgroup_ops::ps_table(&root, id, ps_args)?),
+        },
+        Cmd::Update(ref a) => {
+            if a.kernel_memory.is_some() || a.kernel_memory_tcp.is_some() {
+                anyhow::bail!("update: kernel memory limits (--kernel-memory, --kernel-memory-tcp) are not supported by this kernel");
+            }
+            let f = husk::cgroup_ops::UpdateFlags {
+                resources: a.resources.clone(),
+                memory: a.memory.clone(),
+                memory_reservation: a.memory_reservation.clone(),
+                memory_swap: a.memory_swap.clone(),
+                cpu_shares: a.cpu_shares,
+                cpu_quota: a.cpu_quota,
+                cpu_period: a.cpu_period,
+                cpu_rt_period: a.cpu_rt_period,
+                cpu_rt_runtime: a.cpu_rt_runtime,
+                cpuset_cpus: a.cpuset_cpus.clone(),
+                cpuset_mems: a.cpuset_mems.clone(),
+                pids_limit: a.pids_limit,
+                blkio_weight: a.blkio_weight,
+                l3_cache_schema: a.l3_cache_schema.clone(),
+                mem_bw_schema: a.mem_bw_schema.clone(),
+            };
+            husk::cgroup_ops::update(&root, &a.id, &f)?;
+        }
+        Cmd::Events { ref id, stats, ref interval } => {
+            husk::cgroup_ops::events(&root, id, stats, parse_duration(interval)?)?;
+        }
         Cmd::Exec(ref a) => {
             let opts = husk::exec::ExecOpts {
                 id: a.id.clone(),
@@ -267,6 +367,23 @@ fn real_main(cli: Cli, log_fd: Option<i32>) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Durations as runc takes them: "5s", "500ms", "1m", or plain seconds.
+fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
+    let (num, unit) = s.trim().split_at(s.trim().find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.trim().len()));
+    let n: f64 = num.parse().with_context(|| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => anyhow::bail!("invalid duration {s:?}: unit must be ms, s, m or h"),
+    };
+    if secs <= 0.0 {
+        anyhow::bail!("invalid duration {s:?}: must be positive");
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 fn clone_args(a: &CreateArgs) -> CreateArgs {

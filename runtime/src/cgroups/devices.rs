@@ -33,10 +33,6 @@ impl Rule {
             self.access
         )
     }
-
-    fn is_everything(&self) -> bool {
-        self.typ == 'a'
-    }
 }
 
 fn rule(allow: bool, typ: char, major: Option<i64>, minor: Option<i64>, access: &str) -> Rule {
@@ -140,17 +136,6 @@ pub(crate) fn rules(spec: Option<&Vec<LinuxDeviceCgroup>>) -> Result<Vec<Rule>, 
     Ok(out)
 }
 
-/// Whether a rule list leaves every device allowed (what cgroup v2 does without a device program):
-/// no deny rule after the last "allow everything" rule, and no deny rule at all if there is none.
-pub(crate) fn allows_everything(rules: &[Rule]) -> bool {
-    let start = rules
-        .iter()
-        .rposition(|r| r.allow && r.is_everything())
-        .map(|i| i + 1)
-        .unwrap_or(0);
-    rules[start..].iter().all(|r| r.allow)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,7 +173,6 @@ mod tests {
         assert_eq!(r[4].v1_line(), "b 8:0 rwm");
         assert_eq!(r[5].v1_line(), "c *:* m");
         assert_eq!(r.len(), 5 + default_rules().len());
-        assert!(!allows_everything(&r));
         assert_eq!(default_allowed_devices().len(), default_rules().len());
     }
 
@@ -214,23 +198,5 @@ mod tests {
         )]))
         .unwrap_err();
         assert!(e.to_string().contains("major"), "{e}");
-    }
-
-    #[test]
-    fn allow_all_detection() {
-        assert!(allows_everything(&rules(None).unwrap()));
-        let spec = vec![
-            dev(false, None, None, None, "rwm"),
-            dev(true, None, None, None, "rwm"),
-        ];
-        assert!(allows_everything(&rules(Some(&spec)).unwrap()));
-        let spec = vec![dev(
-            false,
-            Some(LinuxDeviceType::C),
-            Some(1),
-            Some(3),
-            "rwm",
-        )];
-        assert!(!allows_everything(&rules(Some(&spec)).unwrap()));
     }
 }

@@ -84,10 +84,8 @@ impl Host {
             let fstype = fields[sep + 1];
             let superopts = fields[sep + 3];
             match fstype {
-                "cgroup2" => {
-                    if unified.is_none() {
-                        unified = Some(Mount { mountpoint, root });
-                    }
+                "cgroup2" if unified.is_none() => {
+                    unified = Some(Mount { mountpoint, root });
                 }
                 "cgroup" => {
                     for opt in superopts.split(',') {

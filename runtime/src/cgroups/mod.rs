@@ -24,6 +24,7 @@
 
 mod convert;
 mod devices;
+mod ebpf;
 mod fsutil;
 mod host;
 mod oom;

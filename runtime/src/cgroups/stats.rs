@@ -396,7 +396,7 @@ fn hugetlb_v2(u: &Path) -> Result<BTreeMap<String, HugetlbStats>> {
 
 pub(crate) fn v2_stats(d: &Path) -> Result<Stats> {
     let mut s = Stats::default();
-    if let Some(_) = opt_read(d, "cpu.stat")? {
+    if opt_read(d, "cpu.stat")?.is_some() {
         let kv = read_flat_keyed(d, "cpu.stat")?;
         let us = |k: &str| keyed(&kv, k).unwrap_or(0) * 1000;
         s.cpu.usage.total = us("usage_usec");
@@ -416,7 +416,7 @@ pub(crate) fn v2_stats(d: &Path) -> Result<Stats> {
         }
         s.cpuset = c;
     }
-    if let Some(_) = opt_read(d, "memory.stat")? {
+    if opt_read(d, "memory.stat")?.is_some() {
         let raw: BTreeMap<String, u64> = read_flat_keyed(d, "memory.stat")?.into_iter().collect();
         s.memory.cache = raw.get("file").copied().unwrap_or(0);
         s.memory.raw = raw;

@@ -326,17 +326,6 @@ fn v2_unsupported_and_missing_are_errors() {
         ),
         (
             LinuxResourcesBuilder::default()
-                .devices(vec![LinuxDeviceCgroupBuilder::default()
-                    .allow(false)
-                    .access("rwm")
-                    .build()
-                    .unwrap()])
-                .build()
-                .unwrap(),
-            "eBPF",
-        ),
-        (
-            LinuxResourcesBuilder::default()
                 .unified(HashMap::from([("misc.max".to_string(), "x 1".to_string())]))
                 .build()
                 .unwrap(),
@@ -380,6 +369,21 @@ fn v2_unsupported_and_missing_are_errors() {
         let e = m.apply(&r).unwrap_err().to_string();
         assert!(e.contains(want), "expected {want:?} in {e}");
     }
+    // device rules on v2 are an eBPF program attached to the directory: a plain directory is no
+    // cgroup, and the error says which bpf step failed on which path
+    let r = LinuxResourcesBuilder::default()
+        .devices(vec![LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()
+            .unwrap()])
+        .build()
+        .unwrap();
+    let e = m.apply(&r).unwrap_err().to_string();
+    assert!(
+        e.contains("bpf(BPF_PROG_") && e.contains(&d.display().to_string()),
+        "{e}"
+    );
     // a controller file the kernel didn't create: error names the file and value
     fs::remove_file(d.join("pids.max")).unwrap();
     let r = LinuxResourcesBuilder::default()

@@ -563,7 +563,8 @@ pub(crate) fn set_frozen(d: &Path, frozen: bool) -> Result<()> {
         }
         n += 1;
         // A task that raced into the cgroup can keep it FREEZING; writing again retries it.
-        if frozen && n % 50 == 0 {
+        if frozen && n >= 50 {
+            n = 0;
             write(d, "freezer.state", want)?;
         }
         std::thread::sleep(delay);

@@ -103,12 +103,10 @@ pub(crate) fn apply(dir: &Path, r: &LinuxResources) -> Result<()> {
     if let Some(cpu) = r.cpu() {
         apply_cpu(dir, cpu)?;
     }
-    let rules = devices::rules(r.devices().as_ref())?;
-    if !devices::allows_everything(&rules) {
-        return Err(unsupported(
-            "linux.resources.devices",
-            "device rules that deny access need an eBPF device program, which Husk does not load yet",
-        ));
+    if let Some(devs) = r.devices() {
+        // no devices.allow/deny in v2: the rules become an eBPF program attached to the cgroup
+        let rules = devices::rules(Some(devs))?;
+        super::ebpf::apply(dir, &rules)?;
     }
     if let Some(m) = r.memory() {
         apply_memory(dir, m)?;

@@ -1,8 +1,8 @@
 //! On-disk cache of compiled filters, keyed by content hash.
 //!
-//! Key: sha256 over a format tag, the native architecture and the canonical JSON (keys
-//! sorted, no whitespace) of `linux.seccomp` without `listenerPath`/`listenerMetadata`
-//! (they do not change the program). File `<dir>/<key>.bpf`:
+//! Key: sha256 over a generator tag, the native architecture and the JSON of
+//! `linux.seccomp` without `listenerPath`/`listenerMetadata` (they do not change the
+//! program), fields in a fixed order. File `<dir>/<key>.bpf`:
 //! ```text
 //!   "HUSKBPF1" | key (32 bytes) | flags u32 | uses_notify u8 | 0u8 x3 | count u32
 //!   | count x 8-byte sock_filter | sha256 of everything before (32 bytes)
@@ -16,8 +16,10 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::LinuxSeccomp;
-use serde_json::Value;
+use oci_spec::runtime::{
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSyscall,
+};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
@@ -45,34 +47,17 @@ pub struct FilterCache {
     dir: PathBuf,
 }
 
-fn canonical(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String((*k).clone()).to_string());
-                out.push(':');
-                canonical(&m[*k], out);
-            }
-            out.push('}');
-        }
-        Value::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(x, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
+/// The parts of `linux.seccomp` that determine the program, serialised in a fixed field
+/// order (the profile holds no maps, so the JSON of a given profile is canonical).
+#[derive(Serialize)]
+struct KeyView<'a> {
+    #[serde(rename = "defaultAction")]
+    default_action: LinuxSeccompAction,
+    #[serde(rename = "defaultErrnoRet")]
+    default_errno_ret: Option<u32>,
+    architectures: &'a Option<Vec<Arch>>,
+    flags: &'a Option<Vec<LinuxSeccompFilterFlag>>,
+    syscalls: &'a Option<Vec<LinuxSyscall>>,
 }
 
 impl FilterCache {
@@ -86,19 +71,21 @@ impl FilterCache {
 
     /// The content hash (hex sha256) of a profile for this architecture.
     pub fn key(seccomp: &LinuxSeccomp) -> Result<String> {
-        let mut s = seccomp.clone();
-        s.set_listener_path(None);
-        s.set_listener_metadata(None);
-        let v = serde_json::to_value(&s)
+        let view = KeyView {
+            default_action: seccomp.default_action(),
+            default_errno_ret: seccomp.default_errno_ret(),
+            architectures: seccomp.architectures(),
+            flags: seccomp.flags(),
+            syscalls: seccomp.syscalls(),
+        };
+        let text = serde_json::to_vec(&view)
             .map_err(|e| SeccompError::Internal(format!("serialising linux.seccomp: {e}")))?;
-        let mut text = String::new();
-        canonical(&v, &mut text);
         let mut h = Sha256::new();
         h.update(GENERATOR_VERSION.as_bytes());
         h.update(b"\n");
         h.update(std::env::consts::ARCH.as_bytes());
         h.update(b"\n");
-        h.update(text.as_bytes());
+        h.update(&text);
         Ok(hex(&h.finalize()))
     }
 
