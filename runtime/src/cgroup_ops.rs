@@ -189,7 +189,7 @@ fn stats_event(id: &str, cg: &crate::cgroups::CgroupManager) -> Result<serde_jso
 pub fn events(root: &Root, id: &str, stats_once: bool, interval: Duration) -> Result<()> {
     let (st, cg) = manager(root, id)?;
     if stats_once {
-        println!("{}", stats_event(id, &cg)?);
+        crate::emit!("{}", stats_event(id, &cg)?);
         return Ok(());
     }
     let mut oom = cg.oom_watcher().ok();
@@ -201,7 +201,7 @@ pub fn events(root: &Root, id: &str, stats_once: bool, interval: Duration) -> Re
         let now = std::time::Instant::now();
         if now >= next {
             match stats_event(id, &cg) {
-                Ok(ev) => println!("{ev}"),
+                Ok(ev) => crate::emit!("{ev}"),
                 Err(_) if st.status() == Status::Stopped => return Ok(()),
                 Err(e) => return Err(e),
             }
@@ -215,7 +215,7 @@ pub fn events(root: &Root, id: &str, stats_once: bool, interval: Duration) -> Re
             if matches!(nix::poll::poll(&mut fds, ms), Ok(n) if n > 0) {
                 match w.wait()? {
                     crate::cgroups::OomEvent::Oom { .. } => {
-                        println!("{}", serde_json::json!({"type": "oom", "id": id}));
+                        crate::emit!("{}", serde_json::json!({"type": "oom", "id": id}));
                     }
                     crate::cgroups::OomEvent::CgroupRemoved => oom = None,
                 }

@@ -326,8 +326,8 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
     };
     let status = st.status();
     match status {
-        Status::Stopped | Status::Created | Status::Creating => {}
-        Status::Running | Status::Paused if force => {}
+        Status::Stopped | Status::Creating => {}
+        Status::Created | Status::Running | Status::Paused if force => {}
         s => {
             return Err(Error::container(format!(
                 "cannot delete container {id} that is not stopped: {s} (use --force)"

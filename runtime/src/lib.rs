@@ -22,3 +22,25 @@ pub mod sys;
 pub mod tty;
 
 pub use error::{Error, Result};
+
+/// Write a line to stdout; a closed stdout (`husk ps | head`) ends the process quietly with 0
+/// instead of a panic. SIGPIPE stays ignored so hooks that exit early cannot kill the runtime.
+pub fn emit_str(s: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(s.as_bytes()).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
+#[macro_export]
+macro_rules! emit {
+    ($($arg:tt)*) => { $crate::emit_str(&format!("{}\n", format_args!($($arg)*))) };
+}
+
+#[macro_export]
+macro_rules! emit_raw {
+    ($($arg:tt)*) => { $crate::emit_str(&format!($($arg)*)) };
+}

@@ -432,7 +432,8 @@ fn statvfs_flags(p: &Path) -> Result<MsFlags> {
 /// namespace, else a bind of the container's cgroup directory.
 fn mount_cgroup(ctx: &RootfsCtx<'_>, root: BorrowedFd<'_>, m: &Mount, opts: &MountOpts) -> Result<()> {
     let dest = m.destination();
-    let hier = host_cgroup_mounts()?;
+    // Only the host's hierarchies: not copies that a bind of /sys into the rootfs brought along.
+    let hier: Vec<CgroupMount> = host_cgroup_mounts()?.into_iter().filter(|h| !h.mountpoint.starts_with(ctx.rootfs)).collect();
     let own = own_cgroups()?;
     let ro = opts.flags.contains(MsFlags::MS_RDONLY);
     let base = opts.flags & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
@@ -646,6 +647,13 @@ pub fn switch_root(rootfs: &Path, no_pivot: bool) -> Result<()> {
     drop(old);
     drop(new);
     Ok(())
+}
+
+/// linux.rootfsPropagation on the new root, once pivot_root is done (pivot_root changes it).
+pub fn apply_root_propagation(spec: &Spec) -> Result<()> {
+    let Some(p) = spec.linux().as_ref().and_then(|l| l.rootfs_propagation().as_deref()) else { return Ok(()) };
+    let flags = propagation_flags(p)?;
+    mount(None, Path::new("/"), None, flags, None, || format!("set rootfsPropagation {p} on /"))
 }
 
 /// maskedPaths: a directory gets an empty read-only tmpfs, anything else /dev/null bound over it.

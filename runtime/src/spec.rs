@@ -105,14 +105,14 @@ fn validate_linux(spec: &Spec, linux: &oci_spec::runtime::Linux) -> Result<()> {
             "linux.uidMappings/gidMappings: a new user namespace needs both mappings",
         ));
     }
-    if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !plan.is_new(LinuxNamespaceType::Uts) {
+    if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !plan.has(LinuxNamespaceType::Uts) {
         return Err(Error::config(
-            "hostname: cannot set a hostname without a new UTS namespace",
+            "hostname: cannot set a hostname without a private UTS namespace",
         ));
     }
-    if spec.domainname().as_ref().is_some_and(|h| !h.is_empty()) && !plan.is_new(LinuxNamespaceType::Uts) {
+    if spec.domainname().as_ref().is_some_and(|h| !h.is_empty()) && !plan.has(LinuxNamespaceType::Uts) {
         return Err(Error::config(
-            "domainname: cannot set a domainname without a new UTS namespace",
+            "domainname: cannot set a domainname without a private UTS namespace",
         ));
     }
     if !plan.has(LinuxNamespaceType::Mount) {

@@ -245,9 +245,6 @@ fn create_opts(a: CreateArgs, cli: &Cli, log_fd: Option<i32>) -> CreateOpts {
 }
 
 fn main() {
-    // Like a C program: a closed stdout (`husk ps | head`) ends us quietly instead of panicking.
-    // SAFETY: restoring the default disposition of one signal.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     // Building a container: run from a sealed copy of the binary (CVE-2019-5736).
     if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run { .. } | Cmd::Exec(_)) && !husk::exe::is_sealed_copy() {
@@ -291,8 +288,8 @@ fn real_main(cli: Cli, log_fd: Option<i32>) -> anyhow::Result<i32> {
         Cmd::Pause { ref id } => husk::cgroup_ops::pause(&root, id)?,
         Cmd::Resume { ref id } => husk::cgroup_ops::resume(&root, id)?,
         Cmd::Ps { format, ref id, ref ps_args } => match format {
-            ListFormat::Json => println!("{}", serde_json::to_string(&husk::cgroup_ops::pids(&root, id)?)?),
-            ListFormat::Table => print!("{}", husk::cgroup_ops::ps_table(&root, id, ps_args)?),
+            ListFormat::Json => husk::emit!("{}", serde_json::to_string(&husk::cgroup_ops::pids(&root, id)?)?),
+            ListFormat::Table => husk::emit_raw!("{}", husk::cgroup_ops::ps_table(&root, id, ps_args)?),
         },
         Cmd::Update(ref a) => {
             if a.kernel_memory.is_some() || a.kernel_memory_tcp.is_some() {
@@ -345,7 +342,7 @@ fn real_main(cli: Cli, log_fd: Option<i32>) -> anyhow::Result<i32> {
         }
         Cmd::State { ref id } => {
             let st = container::state(&root, id)?;
-            println!("{}", serde_json::to_string_pretty(&st.to_oci_json())?);
+            husk::emit!("{}", serde_json::to_string_pretty(&st.to_oci_json())?);
         }
         Cmd::Kill { ref id, ref signal, all } => {
             let sig = container::parse_signal(signal)?;
@@ -408,14 +405,14 @@ fn list(root: &Root, format: ListFormat, quiet: bool) -> anyhow::Result<()> {
     }
     if quiet {
         for s in &states {
-            println!("{}", s.id);
+            husk::emit!("{}", s.id);
         }
         return Ok(());
     }
     match format {
         ListFormat::Json => {
             let v: Vec<_> = states.iter().map(|s| s.to_oci_json()).collect();
-            println!("{}", serde_json::to_string(&v)?);
+            husk::emit!("{}", serde_json::to_string(&v)?);
         }
         ListFormat::Table => {
             let rows: Vec<[String; 6]> = states
@@ -441,7 +438,7 @@ fn list(root: &Root, format: ListFormat, quiet: bool) -> anyhow::Result<()> {
             }
             for r in std::iter::once(&head).chain(rows.iter()) {
                 let line: Vec<String> = r.iter().enumerate().map(|(i, c)| format!("{c:<width$}", width = w[i])).collect();
-                println!("{}", line.join("   ").trim_end());
+                husk::emit!("{}", line.join("   ").trim_end());
             }
         }
     }

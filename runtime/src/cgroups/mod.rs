@@ -21,6 +21,27 @@
 //! only available there (as on the build machine) and for `unified` keys whose controller exists there.
 //! Controllers are enabled on the cgroup2 ancestors only when such a limit asks for them, and are left
 //! enabled by `destroy()` (other cgroups may use them).
+//!
+//! What is applied where (a requested limit that can't be applied is an error naming it):
+//!
+//! | resource | v1 (and hybrid) | v2 |
+//! |---|---|---|
+//! | memory limit / swap | memory.limit_in_bytes / memory.memsw.limit_in_bytes (order: raise memsw first) | memory.max / memory.swap.max (= swap − limit) |
+//! | memory reservation, swappiness, disableOOMKiller, useHierarchy | soft_limit_in_bytes, swappiness, oom_control, use_hierarchy | memory.low; the others are errors |
+//! | memory kernel / kernelTCP | kmem.limit_in_bytes (checked: kernels ≥ 6 ignore it → error) / kmem.tcp.limit_in_bytes | error |
+//! | checkBeforeUpdate | compared with memory.usage_in_bytes | compared with memory.current |
+//! | cpu shares / quota+period / burst / idle | cpu.shares (read back) / cfs_quota_us+cfs_period_us / cfs_burst_us / cpu.idle | cpu.weight (runc/crun quadratic mapping) / cpu.max / cpu.max.burst / cpu.idle |
+//! | cpu realtime runtime/period | cpu.rt_runtime_us / cpu.rt_period_us | error |
+//! | cpus / mems | cpuset.cpus / cpuset.mems (new cgroups inherit the parent's first) | same names |
+//! | pids.limit (≤ 0 = max) | pids.max | pids.max |
+//! | blockIO weight / weightDevice | blkio.weight or blkio.bfq.weight (+_device) | io.bfq.weight, else io.weight (converted) |
+//! | blockIO leafWeight | blkio.leaf_weight (CFQ; gone from current kernels → error) | error |
+//! | blockIO throttles | blkio.throttle.{read,write}_{bps,iops}_device | io.max rbps/wbps/riops/wiops |
+//! | hugepageLimits | v1 hugetlb.<size>.limit_in_bytes; hybrid without v1 hugetlb: the unified mount's hugetlb.<size>.max | hugetlb.<size>.max (+ .rsvd.max) |
+//! | network classID / priorities | net_cls.classid / net_prio.ifpriomap | error |
+//! | rdma | rdma.max | rdma.max |
+//! | devices | devices.allow / devices.deny, then runc's default allow list | an eBPF cgroup device program (see `ebpf.rs`) |
+//! | unified | hybrid: written on the unified mount when its controller exists there | written as given |
 
 mod convert;
 mod devices;
@@ -32,6 +53,7 @@ mod placement;
 mod stats;
 mod v1;
 mod v2;
+mod validate;
 
 pub use convert::{blkio_weight_to_io_weight, cpu_shares_to_weight, memory_swap_to_v2};
 pub use devices::default_allowed_devices;
@@ -242,7 +264,26 @@ impl CgroupManager {
 
     /// Create the directories (and missing parents), recording which ones this call created.
     /// v1 cpuset directories get their parent's cpus/mems so tasks can join them.
+    /// On failure, what this call created is removed again before the error is returned.
     pub fn create(&mut self) -> Result<()> {
+        let before = self.st.created.len();
+        let res = self.create_dirs();
+        if res.is_err() {
+            let mut undo = CgroupManager {
+                st: CgroupState {
+                    created: self.st.created.split_off(before),
+                    ..self.st.clone()
+                },
+            };
+            if let Err(e) = undo.destroy() {
+                tracing::warn!(error = %e, "cleaning up after a failed cgroup create");
+                self.st.created.extend(undo.st.created);
+            }
+        }
+        res
+    }
+
+    fn create_dirs(&mut self) -> Result<()> {
         let v1_dirs: Vec<PathBuf> = {
             let mut v: Vec<PathBuf> = Vec::new();
             for d in self.st.v1.values() {
@@ -312,6 +353,13 @@ impl CgroupManager {
                 return Ok(());
             }
         }
+    }
+
+    /// Check `linux.resources` without touching the kernel: values, and that this host has the
+    /// controllers the requested limits need. Call it before [`create`](Self::create) so a bad
+    /// config fails with nothing created; [`apply`](Self::apply) reports what only the kernel refuses.
+    pub fn validate(&self, r: &LinuxResources) -> Result<()> {
+        validate::validate(&self.st, r)
     }
 
     /// Apply `linux.resources`. Every requested limit is written or an error names it.

@@ -7,7 +7,7 @@
 use super::fsutil::{keyed, read_flat_keyed, write};
 use super::{CgroupError, Result};
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 /// What woke a watcher.
@@ -45,7 +45,7 @@ impl OomWatcher {
             source,
         })?;
         // SAFETY: eventfd takes no pointers; the returned fd is owned by us.
-        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if raw < 0 {
             return Err(sys("eventfd".into())(nix::Error::last()));
         }
@@ -72,7 +72,7 @@ impl OomWatcher {
             });
         }
         // SAFETY: inotify_init1 takes no pointers.
-        let raw = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+        let raw = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
         if raw < 0 {
             return Err(sys("inotify_init1".into())(nix::Error::last()));
         }
@@ -101,7 +101,7 @@ impl OomWatcher {
         })
     }
 
-    /// The fd to poll for readability (then call [`wait`](Self::wait), which won't block long).
+    /// The fd to poll for readability (then call [`try_wait`](Self::try_wait)).
     pub fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
@@ -109,29 +109,53 @@ impl OomWatcher {
     /// Block until the next OOM event or the removal of the cgroup.
     pub fn wait(&mut self) -> Result<OomEvent> {
         loop {
-            match &mut self.kind {
-                Kind::V1 { .. } => {
-                    let mut buf = [0u8; 8];
-                    read_fd(&self.fd, &mut buf, "eventfd read (memory.oom_control)")?;
-                    if !self.dir.join("memory.oom_control").exists() {
-                        return Ok(OomEvent::CgroupRemoved);
-                    }
-                    return Ok(OomEvent::Oom {
-                        count: u64::from_ne_bytes(buf),
-                    });
+            if let Some(ev) = self.try_wait()? {
+                return Ok(ev);
+            }
+            let mut fds = [nix::poll::PollFd::new(
+                self.fd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+                Ok(_) | Err(nix::Error::EINTR) => {}
+                Err(source) => {
+                    return Err(CgroupError::Sys {
+                        op: "poll OOM notification fd".into(),
+                        source,
+                    })
                 }
-                Kind::V2 { last } => {
-                    match oom_kills(&self.dir)? {
-                        None => return Ok(OomEvent::CgroupRemoved),
-                        Some(n) if n > *last => {
-                            let count = n - *last;
-                            *last = n;
-                            return Ok(OomEvent::Oom { count });
-                        }
-                        Some(_) => {}
+            }
+        }
+    }
+
+    /// Without blocking: an OOM event or the removal of the cgroup since the last call, if any.
+    /// Use it after polling [`as_raw_fd`](Self::as_raw_fd) readable (memory.events also changes for
+    /// events that are not OOM kills, so readable does not always mean an OOM).
+    pub fn try_wait(&mut self) -> Result<Option<OomEvent>> {
+        match &mut self.kind {
+            Kind::V1 { .. } => {
+                let mut buf = [0u8; 8];
+                if !read_nonblocking(&self.fd, &mut buf, "eventfd read (memory.oom_control)")? {
+                    return Ok(None);
+                }
+                if !self.dir.join("memory.oom_control").exists() {
+                    return Ok(Some(OomEvent::CgroupRemoved));
+                }
+                Ok(Some(OomEvent::Oom {
+                    count: u64::from_ne_bytes(buf),
+                }))
+            }
+            Kind::V2 { last } => {
+                let mut buf = [0u8; 4096];
+                while read_nonblocking(&self.fd, &mut buf, "inotify read (memory.events)")? {}
+                match oom_kills(&self.dir)? {
+                    None => Ok(Some(OomEvent::CgroupRemoved)),
+                    Some(n) if n > *last => {
+                        let count = n - *last;
+                        *last = n;
+                        Ok(Some(OomEvent::Oom { count }))
                     }
-                    let mut buf = [0u8; 4096];
-                    read_fd(&self.fd, &mut buf, "inotify read (memory.events)")?;
+                    Some(_) => Ok(None),
                 }
             }
         }
@@ -154,11 +178,13 @@ fn oom_kills(dir: &Path) -> Result<Option<u64>> {
     }
 }
 
-fn read_fd(fd: &OwnedFd, buf: &mut [u8], what: &str) -> Result<usize> {
+/// One read; false when nothing is pending (EAGAIN).
+fn read_nonblocking(fd: &OwnedFd, buf: &mut [u8], what: &str) -> Result<bool> {
     loop {
         match nix::unistd::read(fd, buf) {
-            Ok(n) => return Ok(n),
+            Ok(_) => return Ok(true),
             Err(nix::Error::EINTR) => continue,
+            Err(nix::Error::EAGAIN) => return Ok(false),
             Err(source) => {
                 return Err(CgroupError::Sys {
                     op: what.to_string(),

@@ -368,6 +368,12 @@ fn v2_unsupported_and_missing_are_errors() {
     for (r, want) in cases {
         let e = m.apply(&r).unwrap_err().to_string();
         assert!(e.contains(want), "expected {want:?} in {e}");
+        // the checks that need no kernel catch these before anything is created (the unified key
+        // naming a controller this cgroup lacks and checkBeforeUpdate need the kernel's answer)
+        if !matches!(want, "misc.max" | "below the current usage 4096") {
+            let e = m.validate(&r).unwrap_err().to_string();
+            assert!(e.contains(want), "validate: expected {want:?} in {e}");
+        }
     }
     // device rules on v2 are an eBPF program attached to the directory: a plain directory is no
     // cgroup, and the error says which bpf step failed on which path
@@ -444,6 +450,15 @@ fn v2_oom_watcher_counts_kills() {
     )
     .unwrap();
     assert_eq!(w.wait().unwrap(), OomEvent::Oom { count: 2 });
+    assert_eq!(w.try_wait().unwrap(), None);
+    // memory.events also changes for other events: readable, but no OOM
+    fs::write(d.join("memory.events"), "low 0\nhigh 5\nmax 4\noom 2\noom_kill 3").unwrap();
+    assert_eq!(w.try_wait().unwrap(), None);
+    fs::write(d.join("memory.events"), "low 0\nhigh 5\nmax 4\noom 3\noom_kill 4").unwrap();
+    assert_eq!(w.try_wait().unwrap(), Some(OomEvent::Oom { count: 1 }));
+    fs::remove_file(d.join("memory.events")).unwrap();
+    assert_eq!(w.try_wait().unwrap(), Some(OomEvent::CgroupRemoved));
+    fs::write(d.join("memory.events"), "oom_kill 4").unwrap();
 }
 
 #[test]
@@ -510,4 +525,33 @@ fn systemd_driver_is_a_clear_error() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("slice:prefix:name"), "{e}");
+}
+
+#[test]
+fn failed_create_removes_what_it_made() {
+    // fake v1 host: cpu and memory hierarchies in a temp dir; in memory, a file sits where a
+    // directory has to go, so create fails after the cpu directories were made
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().display().to_string();
+    fs::create_dir_all(tmp.path().join("cpu")).unwrap();
+    fs::create_dir_all(tmp.path().join("memory")).unwrap();
+    fs::write(tmp.path().join("memory/x"), "not a directory").unwrap();
+    let mi = format!(
+        "32 31 0:29 / {t}/cpu rw - cgroup cgroup rw,cpu\n33 31 0:30 / {t}/memory rw - cgroup cgroup rw,memory"
+    );
+    let host = Host::from_texts(&mi, "2:memory:/\n1:cpu:/").unwrap();
+    assert_eq!(host.mode(), Mode::V1);
+    let mut m = CgroupManager::new(
+        &host,
+        &CgroupOptions {
+            cgroups_path: Some(Path::new("/x/y")),
+            id: "y",
+            systemd: false,
+        },
+    )
+    .unwrap();
+    let e = m.create().unwrap_err().to_string();
+    assert!(e.contains("memory/x/y"), "{e}");
+    assert!(!tmp.path().join("cpu/x").exists(), "cpu/x left behind");
+    assert!(m.save().created.is_empty());
 }

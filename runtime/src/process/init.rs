@@ -147,6 +147,7 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
     }
 
     rootfs::switch_root(cfg.rootfs, cfg.no_pivot)?;
+    rootfs::apply_root_propagation(spec)?;
 
     if let Some(sock) = &cfg.console {
         let pty = crate::tty::open_pty()?;
@@ -158,6 +159,15 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
         drop(pty.master);
         crate::tty::make_controlling(&pty.slave)?;
     }
+    if let Some(h) = spec.hostname().as_ref().filter(|h| !h.is_empty()) {
+        nix::unistd::sethostname(h).ctx(|| format!("sethostname {h:?}"))?;
+    }
+    if let Some(d) = spec.domainname().as_ref().filter(|d| !d.is_empty()) {
+        // SAFETY: setdomainname with a buffer and its length.
+        if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
+            return Err(Error::sys(format!("setdomainname {d:?}"), std::io::Error::last_os_error()));
+        }
+    }
     if let Some(sysctl) = linux.sysctl() {
         rootfs::apply_sysctls(sysctl)?;
     }
@@ -166,12 +176,6 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
     }
     if let Some(p) = linux.readonly_paths() {
         rootfs::readonly_paths(p)?;
-    }
-    if let Some(h) = spec.hostname().as_ref().filter(|h| !h.is_empty()) {
-        nix::unistd::sethostname(h).ctx(|| format!("sethostname {h:?}"))?;
-    }
-    if let Some(d) = spec.domainname().as_ref().filter(|d| !d.is_empty()) {
-        std::fs::write("/proc/sys/kernel/domainname", d).ctx(|| format!("set domainname {d:?}"))?;
     }
     // The cwd is created if missing, as runc does; we are inside the new root here.
     std::fs::create_dir_all(process.cwd()).ctx(|| format!("create process.cwd {}", process.cwd().display()))?;

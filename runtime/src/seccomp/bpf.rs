@@ -14,14 +14,22 @@ pub type Insn = libc::sock_filter;
 pub const MAX_INSNS: usize = 4096;
 
 // Opcodes (linux/filter.h, linux/bpf_common.h).
-pub const LD_W_ABS: u16 = 0x00 | 0x00 | 0x20; // BPF_LD | BPF_W | BPF_ABS
-pub const ALU_AND_K: u16 = 0x04 | 0x50; // BPF_ALU | BPF_AND | BPF_K
-pub const RET_K: u16 = 0x06; // BPF_RET | BPF_K
-pub const JA: u16 = 0x05; // BPF_JMP | BPF_JA
-pub const JEQ_K: u16 = 0x05 | 0x10; // BPF_JMP | BPF_JEQ | BPF_K
-pub const JGT_K: u16 = 0x05 | 0x20;
-pub const JGE_K: u16 = 0x05 | 0x30;
-pub const JSET_K: u16 = 0x05 | 0x40;
+const BPF_LD: u16 = 0x00;
+const BPF_W: u16 = 0x00;
+const BPF_ABS: u16 = 0x20;
+const BPF_ALU: u16 = 0x04;
+const BPF_AND: u16 = 0x50;
+const BPF_JMP: u16 = 0x05;
+const BPF_RET: u16 = 0x06;
+const BPF_K: u16 = 0x00;
+pub const LD_W_ABS: u16 = BPF_LD | BPF_W | BPF_ABS;
+pub const ALU_AND_K: u16 = BPF_ALU | BPF_AND | BPF_K;
+pub const RET_K: u16 = BPF_RET | BPF_K;
+pub const JA: u16 = BPF_JMP; // | BPF_JA (0)
+pub const JEQ_K: u16 = BPF_JMP | 0x10 | BPF_K;
+pub const JGT_K: u16 = BPF_JMP | 0x20 | BPF_K;
+pub const JGE_K: u16 = BPF_JMP | 0x30 | BPF_K;
+pub const JSET_K: u16 = BPF_JMP | 0x40 | BPF_K;
 
 /// A forward jump target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

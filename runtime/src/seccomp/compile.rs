@@ -261,7 +261,10 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<CompiledFilter, SeccompError> {
         let what = || format!("linux.seccomp.syscalls[{i}] (names {:?})", sc.names());
         let action = action_value(sc.action(), sc.errno_ret(), &what)?;
         if sc.names().is_empty() {
-            return Err(SeccompError::Invalid(format!("{}: no syscall names", what())));
+            return Err(SeccompError::Invalid(format!(
+                "{}: no syscall names",
+                what()
+            )));
         }
         if sc.action() == LinuxSeccompAction::ScmpActNotify {
             if let Some(w) = sc.names().iter().find(|n| n.as_str() == "write") {
@@ -654,8 +657,14 @@ mod tests {
             r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["getpid"],"action":"SCMP_ACT_ERRNO","args":[{"index":7,"value":1,"op":"SCMP_CMP_EQ"}]}]}"#,
         );
         let e = compile(&p).unwrap_err().to_string();
-        assert!(e.contains("syscalls[0]") && e.contains("getpid") && e.contains("index 7"), "{e}");
+        assert!(
+            e.contains("syscalls[0]") && e.contains("getpid") && e.contains("index 7"),
+            "{e}"
+        );
         let p = profile(r#"{"defaultAction":"SCMP_ACT_NOTIFY"}"#);
-        assert!(compile(&p).unwrap_err().to_string().contains("defaultAction"));
+        assert!(compile(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("defaultAction"));
     }
 }

@@ -145,7 +145,9 @@ impl CompiledFilter {
                     " (no_new_privs is off and the process lacks CAP_SYS_ADMIN)"
                 }
                 nix::errno::Errno::EINVAL => " (a flag is not supported by this kernel)",
-                nix::errno::Errno::EBUSY => " (another listener already exists in this filter tree)",
+                nix::errno::Errno::EBUSY => {
+                    " (another listener already exists in this filter tree)"
+                }
                 _ => "",
             };
             return Err(SeccompError::Install {

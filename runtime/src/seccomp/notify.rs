@@ -57,10 +57,12 @@ fn sendmsg_fd(sock: BorrowedFd<'_>, payload: &[u8], fd: BorrowedFd<'_>) -> io::R
 /// Sends `fd` over the unix socket `sock` (one byte of payload + SCM_RIGHTS). Meant for
 /// the container init handing the listener fd to the runtime; does not allocate.
 pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> Result<()> {
-    sendmsg_fd(sock, b"S", fd).map(|_| ()).map_err(|e| SeccompError::Notify {
-        op: "sendmsg(SCM_RIGHTS)",
-        errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-    })
+    sendmsg_fd(sock, b"S", fd)
+        .map(|_| ())
+        .map_err(|e| SeccompError::Notify {
+            op: "sendmsg(SCM_RIGHTS)",
+            errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        })
 }
 
 /// Receives one fd sent with `send_fd` (or any SCM_RIGHTS message carrying one fd),

@@ -101,14 +101,23 @@ mod tests {
         )
         .unwrap();
         let e = parse_seccomp(&v).unwrap_err().to_string();
-        assert!(e.contains("syscalls[0]") && e.contains("keyctl") && e.contains("SCMP_ACT_FOO"), "{e}");
+        assert!(
+            e.contains("syscalls[0]") && e.contains("keyctl") && e.contains("SCMP_ACT_FOO"),
+            "{e}"
+        );
         let v: Value = serde_json::from_str(
             r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["personality"],"action":"SCMP_ACT_ERRNO","args":[{"index":0,"value":1,"op":"SCMP_CMP_XX"}]}]}"#,
         )
         .unwrap();
         let e = parse_seccomp(&v).unwrap_err().to_string();
-        assert!(e.contains("args[0].op") && e.contains("personality") && e.contains("SCMP_CMP_XX"), "{e}");
-        let v: Value = serde_json::from_str(r#"{"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_X86_64"]}"#).unwrap();
+        assert!(
+            e.contains("args[0].op") && e.contains("personality") && e.contains("SCMP_CMP_XX"),
+            "{e}"
+        );
+        let v: Value = serde_json::from_str(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_X86_64"]}"#,
+        )
+        .unwrap();
         assert!(parse_seccomp(&v).is_ok());
     }
 }
