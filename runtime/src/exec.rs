@@ -103,6 +103,13 @@ fn build_process(opts: &ExecOpts, base: &Process) -> Result<Process> {
     if opts.no_new_privs {
         p.set_no_new_privileges(Some(true));
     }
+    // As runc: the labels are recorded on the process and applied only where the LSM is enabled.
+    if let Some(a) = &opts.apparmor {
+        p.set_apparmor_profile(Some(a.clone()));
+    }
+    if let Some(l) = &opts.process_label {
+        p.set_selinux_label(Some(l.clone()));
+    }
     crate::spec::validate_process(&p)?;
     Ok(p)
 }
@@ -115,12 +122,6 @@ pub fn exec(root: &Root, opts: ExecOpts) -> Result<i32> {
         Status::Paused if opts.ignore_paused => {}
         Status::Paused => return Err(Error::container(format!("cannot exec in a paused container {} (use --ignore-paused)", opts.id))),
         s => return Err(Error::container(format!("cannot exec in a {s} container {}", opts.id))),
-    }
-    if opts.apparmor.as_ref().is_some_and(|a| !a.is_empty()) && !std::path::Path::new("/sys/kernel/security/apparmor").exists() {
-        return Err(Error::Unsupported("--apparmor: AppArmor is not enabled on this host".into()));
-    }
-    if opts.process_label.as_ref().is_some_and(|a| !a.is_empty()) && !std::path::Path::new("/sys/fs/selinux/enforce").exists() {
-        return Err(Error::Unsupported("--process-label: SELinux is not enabled on this host".into()));
     }
     let base = st.config.process().clone().unwrap_or_default();
     let process = build_process(&opts, &base)?;
@@ -309,6 +310,7 @@ impl ExecChild<'_> {
         if let Some(f) = self.filter.filter(|_| !late) {
             crate::process::SeccompInstall::install(f)?;
         }
+        crate::procattr::apply(self.process)?;
         init::set_user_and_caps(self.caps, self.process)?;
         if nnp {
             crate::sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).ctx(|| "prctl PR_SET_NO_NEW_PRIVS".into())?;

@@ -83,6 +83,8 @@ impl MountOpt {
             "ratime" => Ok(Recursive(0, sys::MOUNT_ATTR__ATIME)),
             "rstrictatime" => Ok(Recursive(sys::MOUNT_ATTR_STRICTATIME, sys::MOUNT_ATTR__ATIME)),
             "rnostrictatime" => Ok(Recursive(0, sys::MOUNT_ATTR__ATIME)),
+            "nosymfollow" => f(MsFlags::from_bits_retain(256)),
+            "symfollow" => c(MsFlags::from_bits_retain(256)),
             "rnosymfollow" => Ok(Recursive(sys::MOUNT_ATTR_NOSYMFOLLOW, 0)),
             "rsymfollow" => Ok(Recursive(0, sys::MOUNT_ATTR_NOSYMFOLLOW)),
             "idmap" | "ridmap" => Err(format!(

@@ -154,6 +154,17 @@ fn validate_linux(spec: &Spec, linux: &oci_spec::runtime::Linux) -> Result<()> {
             }
         }
     }
+    if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        return Err(Error::Unsupported("linux.netDevices: moving host interfaces into the container is not supported yet".into()));
+    }
+    if linux.memory_policy().is_some() {
+        return Err(Error::Unsupported("linux.memoryPolicy: not supported yet".into()));
+    }
+    if linux.intel_rdt().is_some() && !Path::new("/sys/fs/resctrl/schemata").exists() {
+        return Err(Error::Unsupported("linux.intelRdt: resctrl is not mounted on this host (/sys/fs/resctrl)".into()));
+    } else if linux.intel_rdt().is_some() {
+        return Err(Error::Unsupported("linux.intelRdt: not supported by husk yet".into()));
+    }
     if let Some(devs) = linux.devices() {
         for d in devs {
             if !d.path().is_absolute() || !d.path().starts_with("/dev") {

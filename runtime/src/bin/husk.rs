@@ -214,6 +214,8 @@ enum Cmd {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Print the runtime-spec features document.
+    Features,
     /// Write a default config.json.
     Spec {
         #[arg(short, long, default_value = ".")]
@@ -354,6 +356,7 @@ fn real_main(cli: Cli, log_fd: Option<i32>) -> anyhow::Result<i32> {
             return Ok(husk::run::run(&root, opts, detach, keep)?);
         }
         Cmd::List { format, quiet } => list(&root, format, quiet)?,
+        Cmd::Features => husk::emit!("{}", serde_json::to_string_pretty(&husk::features::document())?),
         Cmd::Spec { ref bundle, rootless } => {
             let path = bundle.join("config.json");
             if path.exists() {

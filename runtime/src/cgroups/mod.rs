@@ -493,7 +493,12 @@ impl CgroupManager {
                             Some(libc::EBUSY) | Some(libc::ENOTEMPTY)
                         ) =>
                     {
-                        tracing::debug!(dir = %d.display(), "cgroup parent still in use, kept");
+                        if remaining.iter().any(|r: &PathBuf| r.starts_with(d)) {
+                            // our own leaf below failed: keep it recorded for a later retry
+                            remaining.push(d.clone());
+                        } else {
+                            tracing::debug!(dir = %d.display(), "cgroup parent still in use, kept");
+                        }
                         Ok(())
                     }
                     Err(source) => Err(CgroupError::Rmdir {

@@ -452,9 +452,17 @@ fn v2_oom_watcher_counts_kills() {
     assert_eq!(w.wait().unwrap(), OomEvent::Oom { count: 2 });
     assert_eq!(w.try_wait().unwrap(), None);
     // memory.events also changes for other events: readable, but no OOM
-    fs::write(d.join("memory.events"), "low 0\nhigh 5\nmax 4\noom 2\noom_kill 3").unwrap();
+    fs::write(
+        d.join("memory.events"),
+        "low 0\nhigh 5\nmax 4\noom 2\noom_kill 3",
+    )
+    .unwrap();
     assert_eq!(w.try_wait().unwrap(), None);
-    fs::write(d.join("memory.events"), "low 0\nhigh 5\nmax 4\noom 3\noom_kill 4").unwrap();
+    fs::write(
+        d.join("memory.events"),
+        "low 0\nhigh 5\nmax 4\noom 3\noom_kill 4",
+    )
+    .unwrap();
     assert_eq!(w.try_wait().unwrap(), Some(OomEvent::Oom { count: 1 }));
     fs::remove_file(d.join("memory.events")).unwrap();
     assert_eq!(w.try_wait().unwrap(), Some(OomEvent::CgroupRemoved));
@@ -554,4 +562,23 @@ fn failed_create_removes_what_it_made() {
     assert!(e.contains("memory/x/y"), "{e}");
     assert!(!tmp.path().join("cpu/x").exists(), "cpu/x left behind");
     assert!(m.save().created.is_empty());
+}
+
+#[test]
+fn failed_destroy_keeps_its_record_for_a_retry() {
+    let f = Fake::new();
+    let mut m = f.manager(Some("/p/c"), "c");
+    let leaf = m.unified_path().unwrap().to_path_buf();
+    // the fake interface files make the leaf "busy": rmdir fails, as with live processes
+    let e = m.destroy().unwrap_err().to_string();
+    assert!(
+        e.contains("removing directory") && e.contains("/p/c"),
+        "{e}"
+    );
+    assert_eq!(m.save().created, vec![f.tmp.path().join("p"), leaf.clone()]);
+    for (name, _) in LEAF_FILES {
+        fs::remove_file(leaf.join(name)).unwrap();
+    }
+    m.destroy().unwrap();
+    assert!(!f.tmp.path().join("p").exists());
 }

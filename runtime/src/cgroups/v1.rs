@@ -60,8 +60,9 @@ pub(crate) fn apply(st: &CgroupState, r: &LinuxResources) -> Result<()> {
     if let Some(cpu) = r.cpu() {
         apply_cpuset(st, cpu)?;
     }
-    // Device rules always get the default allowed set appended.
-    if r.devices().is_some() || st.v1.contains_key("devices") {
+    // The spec's device rules, then the default allowed set. Without rules nothing is written: a new
+    // cgroup inherits its parent's (usually allow-all) list, and an update leaves the list alone.
+    if r.devices().is_some() {
         let rules = devices::rules(r.devices().as_ref())?;
         let d = dir(st, "devices", "linux.resources.devices")?;
         for rule in rules {

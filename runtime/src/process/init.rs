@@ -205,6 +205,10 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
         f.install()?;
     }
 
+    if let Some(p) = linux.personality() {
+        crate::procattr::apply_personality(p)?;
+    }
+    crate::procattr::apply(process)?;
     set_user_and_caps(cfg.caps.as_ref(), process)?;
     if nnp {
         sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).ctx(|| "prctl PR_SET_NO_NEW_PRIVS".into())?;

@@ -19,7 +19,10 @@
 //! - names unknown on an arch are skipped for that arch with a debug log;
 //! - if a rule's args use one index more than once, each arg becomes a rule of its own
 //!   (OR); otherwise the args form one rule (AND);
-//! - an unconditional rule for a syscall overrides its conditional rules;
+//! - an unconditional rule for a syscall overrides its conditional rules, and the first
+//!   unconditional action of a syscall wins (libseccomp); two conditional rules with the
+//!   same arguments and different actions are an error (libseccomp's EEXIST, which runc
+//!   reports); otherwise conditional rules are tried in profile order;
 //! - argument comparisons are unsigned 64-bit on 64-bit ABIs and on the low 32 bits for
 //!   32-bit ABIs (x86, x32), as libseccomp does; MASKED_EQ is `(arg & value) == valueTwo`;
 //! - runc's -ENOSYS stub: unless the default action is ALLOW/LOG or its errno is already
@@ -322,16 +325,26 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<CompiledFilter, SeccompError> {
                 let entry = per_abi.entry(*abi).or_default().entry(nr).or_default();
                 if rules.is_empty() {
                     match entry.unconditional {
-                        Some(prev) if prev != action => {
-                            return Err(SeccompError::Invalid(format!(
-                                "{}: conflicting actions for syscall {name:?} ({prev:#x} and {action:#x})",
-                                what()
-                            )));
-                        }
-                        _ => entry.unconditional = Some(action),
+                        // libseccomp keeps the first unconditional action of a syscall.
+                        Some(prev) if prev != action => debug!(syscall = %name,
+                            "seccomp: second unconditional action {action:#x} ignored, keeping {prev:#x}"),
+                        Some(_) => {}
+                        None => entry.unconditional = Some(action),
                     }
                 } else {
                     for conds in &rules {
+                        if let Some(prev) = entry
+                            .conditional
+                            .iter()
+                            .find(|r| r.conds == *conds && r.action != action)
+                        {
+                            // libseccomp refuses this (EEXIST) and so does runc.
+                            return Err(SeccompError::Invalid(format!(
+                                "{}: syscall {name:?} already has a rule with the same arguments and another action ({:#x} vs {action:#x})",
+                                what(),
+                                prev.action
+                            )));
+                        }
                         let r = Rule {
                             conds: conds.clone(),
                             action,

@@ -1,19 +1,29 @@
 //! seccomp: runtime-spec `linux.seccomp` compiled to classic BPF and installed with
-//! seccomp(2), with runc's semantics (see `compile` for the rules).
+//! seccomp(2), with runc's semantics (see `compile.rs` for the rules).
 //!
 //! Use:
 //! ```text
 //! parent/early:  let filter = seccomp::compile(&spec_seccomp)?;            // allocates
-//!                (or FilterCache::new(dir).compile(&spec_seccomp)? to reuse a compiled one)
-//! container init, last step before execve, single-threaded:
-//!                let listener = filter.install()?;                       // no allocation
+//!                (or FilterCache::new(root.join(".seccomp-cache")).compile(&s)?)
+//! container init (single-threaded, after clone):
+//!                NNP on : install() as the very last step before execve;
+//!                NNP off: install() before dropping capabilities (it needs
+//!                         CAP_SYS_ADMIN then), as runc does; the profile must then
+//!                         allow the syscalls that follow (capset, setuid, ...).
+//!                let listener = filter.install()?;                        // no allocation
 //!                if let Some(fd) = listener { seccomp::send_fd(sync_sock, fd.as_fd())? }
-//! parent:        seccomp::send_to_listener(listenerPath, metadata, fd, pid, &state)?
+//! runtime:       let fd = seccomp::recv_fd(sync_sock)?;
+//!                seccomp::send_to_listener(listenerPath, listenerMetadata, fd, pid, &state)?
+//!                and close its copy of fd.
 //! ```
+//! Every syscall made after install (sendmsg of the listener fd, execve) goes through
+//! the filter, as with runc.
+//!
 //! BPF is generated here rather than by `seccompiler`: seccompiler 0.5 builds one filter
 //! per architecture with a single match action for all rules, and has no NOTIFY action,
 //! no x86/x32 sections, no filter flags and no runc-style -ENOSYS stub, all of which the
-//! profiles Docker, containerd and CRI-O ship rely on. `seccompiler` is not used.
+//! profiles Docker, containerd and CRI-O ship rely on. The program is checked against
+//! libseccomp (runc's engine) by tests/seccomp_vs_libseccomp.rs.
 
 mod bpf;
 mod cache;

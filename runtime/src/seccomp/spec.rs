@@ -30,6 +30,32 @@ const OPERATORS: &[&str] = &[
     "SCMP_CMP_GT",
     "SCMP_CMP_MASKED_EQ",
 ];
+const ARCHES: &[&str] = &[
+    "SCMP_ARCH_NATIVE",
+    "SCMP_ARCH_X86",
+    "SCMP_ARCH_X86_64",
+    "SCMP_ARCH_X32",
+    "SCMP_ARCH_ARM",
+    "SCMP_ARCH_AARCH64",
+    "SCMP_ARCH_MIPS",
+    "SCMP_ARCH_MIPS64",
+    "SCMP_ARCH_MIPS64N32",
+    "SCMP_ARCH_MIPSEL",
+    "SCMP_ARCH_MIPSEL64",
+    "SCMP_ARCH_MIPSEL64N32",
+    "SCMP_ARCH_PPC",
+    "SCMP_ARCH_PPC64",
+    "SCMP_ARCH_PPC64LE",
+    "SCMP_ARCH_S390",
+    "SCMP_ARCH_S390X",
+    "SCMP_ARCH_PARISC",
+    "SCMP_ARCH_PARISC64",
+    "SCMP_ARCH_RISCV64",
+    "SCMP_ARCH_LOONGARCH64",
+    "SCMP_ARCH_M68K",
+    "SCMP_ARCH_SH",
+    "SCMP_ARCH_SHEB",
+];
 const FLAGS: &[&str] = &[
     "SECCOMP_FILTER_FLAG_TSYNC",
     "SECCOMP_FILTER_FLAG_LOG",
@@ -59,6 +85,16 @@ pub fn parse_seccomp(value: &Value) -> Result<LinuxSeccomp> {
         ACTIONS,
         "action",
     )?;
+    if let Some(Value::Array(arches)) = value.get("architectures") {
+        for (i, a) in arches.iter().enumerate() {
+            check(
+                &format!("linux.seccomp.architectures[{i}]"),
+                Some(a),
+                ARCHES,
+                "architecture",
+            )?;
+        }
+    }
     if let Some(Value::Array(flags)) = value.get("flags") {
         for (i, f) in flags.iter().enumerate() {
             check(&format!("linux.seccomp.flags[{i}]"), Some(f), FLAGS, "flag")?;
