@@ -213,11 +213,12 @@ pub fn events(root: &Root, id: &str, stats_once: bool, interval: Duration) -> Re
             let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
             let ms = nix::poll::PollTimeout::try_from(wait.as_millis() as i32).unwrap_or(nix::poll::PollTimeout::NONE);
             if matches!(nix::poll::poll(&mut fds, ms), Ok(n) if n > 0) {
-                match w.wait()? {
-                    crate::cgroups::OomEvent::Oom { .. } => {
+                match w.try_wait()? {
+                    Some(crate::cgroups::OomEvent::Oom { .. }) => {
                         crate::emit!("{}", serde_json::json!({"type": "oom", "id": id}));
                     }
-                    crate::cgroups::OomEvent::CgroupRemoved => oom = None,
+                    Some(crate::cgroups::OomEvent::CgroupRemoved) => oom = None,
+                    None => {}
                 }
             }
         } else {

@@ -173,6 +173,9 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
         &host,
         &CgroupOptions { cgroups_path: linux.cgroups_path().as_deref(), id: &opts.id, systemd: opts.systemd_cgroup },
     )?;
+    if let Some(r) = linux.resources() {
+        cg.validate(r)?;
+    }
     cg.create()?;
     st.cgroup = Some(serde_json::to_value(cg.save()).map_err(|e| Error::container(format!("serialize cgroup state: {e}")))?);
     guard.cgroup = Some(cg.clone());

@@ -128,6 +128,7 @@ pub struct Root {
 }
 
 /// An exclusive lock on one container's directory, held for the duration of a command.
+#[derive(Debug)]
 pub struct Locked {
     pub dir: PathBuf,
     _lock: File,

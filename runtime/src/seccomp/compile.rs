@@ -25,8 +25,8 @@
 //!   reports); otherwise conditional rules are tried in profile order;
 //! - argument comparisons are unsigned 64-bit on 64-bit ABIs and on the low 32 bits for
 //!   32-bit ABIs (x86, x32), as libseccomp does; MASKED_EQ is `(arg & value) == valueTwo`;
-//! - runc's -ENOSYS stub: unless the default action is ALLOW/LOG or its errno is already
-//!   ENOSYS, a syscall number above the largest one the profile names (per arch) returns
+//! - runc's -ENOSYS stub: unless the default action is ALLOW/LOG/TRACE or its errno is
+//!   already ENOSYS, a syscall number above the largest one the profile names (per arch) returns
 //!   ENOSYS, so that programs fall back from syscalls newer than the profile.
 
 use std::collections::BTreeMap;
@@ -376,9 +376,12 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<CompiledFilter, SeccompError> {
         debug!("seccomp: SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV ignored: no SCMP_ACT_NOTIFY rule");
     }
 
+    // runc counts TRACE as permissive too: a tracer is expected to handle new syscalls.
     let enosys_stub = !(matches!(
         default_action,
-        LinuxSeccompAction::ScmpActAllow | LinuxSeccompAction::ScmpActLog
+        LinuxSeccompAction::ScmpActAllow
+            | LinuxSeccompAction::ScmpActLog
+            | LinuxSeccompAction::ScmpActTrace
     ) || default == RET_ERRNO | libc::ENOSYS as u32);
 
     let program = generate(&abis, &per_abi, &max_nr, default, enosys_stub)?;

@@ -1,0 +1,755 @@
+//! `checkpoint` and `restore` (runc's commands) on top of CRIU, driven through CRIU's RPC
+//! (`criu swrk`, see `rpc`).
+//!
+//! Checkpoint: the container's config, the stdio of its init (`descriptors.json`, as runc writes it)
+//! and the list of external mounts go into the image directory next to CRIU's images. The rootfs
+//! and every bind mount are external mounts (CRIU does not copy host files); joined network
+//! namespaces are external namespaces. While CRIU works, a marker file `husk-incomplete` sits in
+//! the image directory; it is removed only when the dump succeeded, so a refused checkpoint leaves
+//! the container running and the image visibly unusable.
+//!
+//! Restore: a new state directory and new cgroups (from the config, under the new ID) are made
+//! first; criu swrk is moved into those cgroups and told (`cg_root`) that the dumped cgroups map to
+//! them, so the restored tree lands there. CRIU restores the tree as husk's sibling child
+//! (`rst_sibling`), which gives husk the init's pid for state.json. Any failure undoes everything:
+//! restored processes, cgroups, the temporary root mount and the state directory.
+pub mod proto;
+pub mod rpc;
+
+use crate::cgroups::{CgroupManager, CgroupOptions, Host};
+use crate::error::{Context, Error, Result};
+use crate::state::{ContainerState, Locked, Root, Status};
+use nix::mount::MsFlags;
+use nix::sys::signal::Signal;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use rpc::{opt, CgMode, Opts, Swrk};
+use serde::{Deserialize, Serialize};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// The container's config, saved with the image.
+pub const CONFIG_FILE: &str = "husk-config.json";
+/// What restore needs besides the config (bundle, rootfs, external mounts).
+pub const META_FILE: &str = "husk-checkpoint.json";
+/// The init's fds 0-2 at checkpoint time (the same file runc writes).
+pub const DESCRIPTORS_FILE: &str = "descriptors.json";
+/// Present while a checkpoint is in progress or after it failed; holds the reason.
+pub const INCOMPLETE_MARKER: &str = "husk-incomplete";
+pub const DUMP_LOG: &str = "dump.log";
+pub const RESTORE_LOG: &str = "restore.log";
+/// Key of a joined network namespace in the image (runc uses the same name).
+const EXT_NETNS_KEY: &str = "extRootNetNS";
+/// How much CRIU logs (4 = debug: the log is the only account of a failure).
+const CRIU_LOG_LEVEL: i32 = 4;
+
+/// Options of `husk checkpoint` (runc's flags).
+#[derive(Debug, Default, Clone)]
+pub struct CheckpointOpts {
+    pub id: String,
+    pub image_path: PathBuf,
+    pub work_path: Option<PathBuf>,
+    pub leave_running: bool,
+    pub tcp_established: bool,
+    pub ext_unix_sk: bool,
+    pub shell_job: bool,
+    pub file_locks: bool,
+    pub pre_dump: bool,
+    pub parent_path: Option<PathBuf>,
+    pub manage_cgroups_mode: Option<String>,
+    pub empty_ns: Vec<String>,
+    pub auto_dedup: bool,
+    pub criu: Option<PathBuf>,
+}
+
+/// Options of `husk restore` (runc's flags).
+#[derive(Debug, Default, Clone)]
+pub struct RestoreOpts {
+    pub id: String,
+    pub image_path: PathBuf,
+    /// Use this bundle's config.json and rootfs instead of the ones saved with the image.
+    pub bundle: Option<PathBuf>,
+    pub work_path: Option<PathBuf>,
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    pub tcp_established: bool,
+    pub ext_unix_sk: bool,
+    pub shell_job: bool,
+    pub file_locks: bool,
+    pub manage_cgroups_mode: Option<String>,
+    pub no_pivot: bool,
+    pub empty_ns: Vec<String>,
+    pub criu: Option<PathBuf>,
+    pub systemd_cgroup: bool,
+}
+
+/// An external mount: CRIU's key (the mount point in the container) and the host path bound there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalMount {
+    pub key: String,
+    pub source: PathBuf,
+    /// true for spec bind mounts (their source may change with `restore --bundle`)
+    #[serde(default)]
+    pub from_spec: bool,
+}
+
+/// The contents of META_FILE.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub own_pidns: bool,
+    pub external_mounts: Vec<ExternalMount>,
+    pub checkpointed: chrono::DateTime<chrono::Utc>,
+}
+
+fn empty_ns_flags(types: &[String]) -> Result<u32> {
+    let mut flags = 0u32;
+    for t in types {
+        match t.as_str() {
+            "network" | "net" => flags |= libc::CLONE_NEWNET as u32,
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "--empty-ns {other:?}: only \"network\" can be left empty (as with runc)"
+                )))
+            }
+        }
+    }
+    Ok(flags)
+}
+
+fn is_bind(m: &oci_spec::runtime::Mount) -> bool {
+    m.typ().as_deref() == Some("bind")
+        || m.options().as_ref().is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"))
+}
+
+/// The spec's bind mounts as CRIU external mounts (key = destination in the container).
+fn spec_binds(spec: &Spec, bundle: &Path) -> Vec<ExternalMount> {
+    let mut out = Vec::new();
+    for m in spec.mounts().iter().flatten() {
+        if !is_bind(m) {
+            continue;
+        }
+        let Some(src) = m.source() else { continue };
+        let source = if src.is_absolute() { src.clone() } else { bundle.join(src) };
+        out.push(ExternalMount { key: m.destination().display().to_string(), source, from_spec: true });
+    }
+    out
+}
+
+/// Every mount of the container that comes from outside its rootfs and that CRIU must treat as
+/// external: the spec's bind mounts, and (read from the init's mountinfo) bind mounts of host
+/// cgroup directories and of the host's /dev/null over masked files.
+fn external_mounts(st: &ContainerState) -> Result<Vec<ExternalMount>> {
+    let mut out = spec_binds(&st.config, &st.bundle);
+    let path = format!("/proc/{}/mountinfo", st.pid);
+    let text = std::fs::read_to_string(&path).ctx(|| format!("read {path}"))?;
+    for line in text.lines() {
+        let Some(mi) = MountInfo::parse(line) else { continue };
+        if mi.mount_point == "/" || out.iter().any(|e| e.key == mi.mount_point) {
+            continue;
+        }
+        if mi.fstype == "cgroup" && mi.root != "/" {
+            // a v1 controller directory bound into the container's /sys/fs/cgroup
+            out.push(ExternalMount {
+                key: mi.mount_point.clone(),
+                source: PathBuf::from(format!("cgroup:{}", mi.super_options)),
+                from_spec: false,
+            });
+        } else if mi.fstype == "devtmpfs" && mi.root == "/null" {
+            out.push(ExternalMount { key: mi.mount_point.clone(), source: PathBuf::from("/dev/null"), from_spec: false });
+        }
+    }
+    Ok(out)
+}
+
+/// One line of /proc/PID/mountinfo (the fields husk uses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MountInfo {
+    root: String,
+    mount_point: String,
+    fstype: String,
+    super_options: String,
+}
+
+impl MountInfo {
+    fn parse(line: &str) -> Option<MountInfo> {
+        let (pre, post) = line.split_once(" - ")?;
+        let pre: Vec<&str> = pre.split(' ').collect();
+        let post: Vec<&str> = post.split(' ').collect();
+        let unescape = |s: &str| s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\");
+        Some(MountInfo {
+            root: unescape(pre.get(3)?),
+            mount_point: unescape(pre.get(4)?),
+            fstype: post.first()?.to_string(),
+            super_options: post.get(2).map(|s| s.to_string()).unwrap_or_default(),
+        })
+    }
+}
+
+/// The lines of a CRIU log that say what went wrong ("Error (file:line): ..."), at most a few.
+pub fn criu_log_errors(log: &Path) -> String {
+    let Ok(text) = std::fs::read_to_string(log) else { return String::new() };
+    let errs: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Error (") || l.contains("Error:"))
+        .map(|l| l.trim())
+        .collect();
+    let keep: Vec<&str> = errs.iter().rev().take(6).rev().copied().collect();
+    keep.join("; ")
+}
+
+fn criu_failure(what: &str, resp: &rpc::Resp, log: &Path) -> Error {
+    let mut msg = format!("criu {what} failed");
+    if let Some(m) = resp.cr_errmsg.as_deref().filter(|m| !m.is_empty()) {
+        msg.push_str(&format!(": {m}"));
+    }
+    if let Some(e) = resp.cr_errno.filter(|e| *e != 0) {
+        msg.push_str(&format!(" ({})", std::io::Error::from_raw_os_error(e)));
+    }
+    let errs = criu_log_errors(log);
+    if !errs.is_empty() {
+        msg.push_str(&format!("; {errs}"));
+    }
+    msg.push_str(&format!(" (log: {})", log.display()));
+    Error::container(msg)
+}
+
+fn open_dir(p: &Path, what: &str) -> Result<OwnedFd> {
+    crate::sys::open(p, libc::O_RDONLY | libc::O_DIRECTORY).ctx(|| format!("open {what} {}", p.display()))
+}
+
+fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+    let data = serde_json::to_vec_pretty(v).map_err(|e| Error::container(format!("serialize {}: {e}", path.display())))?;
+    crate::state::write_atomic(path, &data)
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let data = std::fs::read(path).ctx(|| format!("read {}", path.display()))?;
+    serde_json::from_slice(&data).map_err(|e| Error::container(format!("{}: {e}", path.display())))
+}
+
+fn manage_cgroups(opts: &mut Opts, mode: Option<&str>) -> Result<()> {
+    opts.flag(opt::MANAGE_CGROUPS, true);
+    if let Some(m) = mode {
+        let m: CgMode = m.parse()?;
+        opts.int32(opt::MANAGE_CGROUPS_MODE, m as i32);
+    }
+    Ok(())
+}
+
+/// Fail clearly when CRIU cannot track dirty memory (needed for pre-dump/incremental images).
+fn require_mem_track(criu: &Path) -> Result<()> {
+    let (_, mem_track) = rpc::features(criu)?;
+    if !mem_track {
+        return Err(Error::Unsupported(format!(
+            "--pre-dump needs dirty-memory tracking (soft-dirty page bits), and {} reports it is not \
+             available on this kernel; only full checkpoints (without --pre-dump) work here",
+            criu.display()
+        )));
+    }
+    Ok(())
+}
+
+/// `husk checkpoint`.
+pub fn checkpoint(root: &Root, o: &CheckpointOpts) -> Result<()> {
+    let criu = rpc::find_criu(o.criu.as_deref())?;
+    let empty_ns = empty_ns_flags(&o.empty_ns)?;
+    if o.manage_cgroups_mode.is_some() {
+        // validate before touching anything
+        o.manage_cgroups_mode.as_deref().map(str::parse::<CgMode>).transpose()?;
+    }
+    if o.pre_dump {
+        require_mem_track(&criu)?;
+    }
+    let locked = root.lock(&o.id)?;
+    let st = locked.load()?;
+    let status = st.status();
+    if !matches!(status, Status::Running | Status::Paused) {
+        return Err(Error::container(format!("cannot checkpoint container {}: it is {status}, not running", o.id)));
+    }
+    if st.config.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false) {
+        return Err(Error::Unsupported(format!(
+            "cannot checkpoint container {}: containers with process.terminal=true are not supported by husk checkpoint yet",
+            o.id
+        )));
+    }
+    std::fs::create_dir_all(&o.image_path).ctx(|| format!("create image directory {}", o.image_path.display()))?;
+    let image_dir = std::fs::canonicalize(&o.image_path).ctx(|| format!("image directory {}", o.image_path.display()))?;
+    let marker = image_dir.join(INCOMPLETE_MARKER);
+    std::fs::write(&marker, format!("checkpoint of container {} in progress\n", o.id))
+        .ctx(|| format!("write {}", marker.display()))?;
+    let work_dir = match &o.work_path {
+        Some(w) => {
+            std::fs::create_dir_all(w).ctx(|| format!("create work directory {}", w.display()))?;
+            w.clone()
+        }
+        None => image_dir.clone(),
+    };
+    let log = work_dir.join(if o.pre_dump { "pre-dump.log" } else { DUMP_LOG });
+    let res = dump(root, locked, st, o, &criu, empty_ns, &image_dir, &work_dir, &log);
+    match &res {
+        Ok(()) => {
+            if let Err(e) = std::fs::remove_file(&marker) {
+                tracing::warn!("remove {}: {e}", marker.display());
+            }
+        }
+        Err(e) => {
+            let _ = std::fs::write(&marker, format!("checkpoint of container {} failed: {e}\n", o.id));
+        }
+    }
+    res
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dump(
+    root: &Root,
+    locked: Locked,
+    st: ContainerState,
+    o: &CheckpointOpts,
+    criu: &Path,
+    empty_ns: u32,
+    image_dir: &Path,
+    work_dir: &Path,
+    log: &Path,
+) -> Result<()> {
+    let externals = external_mounts(&st)?;
+    write_json(&image_dir.join(CONFIG_FILE), &st.config)?;
+    let meta = CheckpointMeta {
+        id: st.id.clone(),
+        bundle: st.bundle.clone(),
+        rootfs: st.rootfs.clone(),
+        own_pidns: st.own_pidns,
+        external_mounts: externals.clone(),
+        checkpointed: chrono::Utc::now(),
+    };
+    write_json(&image_dir.join(META_FILE), &meta)?;
+    let descriptors: Vec<String> = (0..3)
+        .map(|fd| {
+            std::fs::read_link(format!("/proc/{}/fd/{fd}", st.pid))
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    write_json(&image_dir.join(DESCRIPTORS_FILE), &descriptors)?;
+
+    let images_fd = open_dir(image_dir, "image directory")?;
+    let work_fd = open_dir(work_dir, "work directory")?;
+    let mut opts = Opts::new(images_fd.as_raw_fd());
+    opts.int32(opt::PID, st.pid)
+        .int32(opt::WORK_DIR_FD, work_fd.as_raw_fd())
+        .int32(opt::LOG_LEVEL, CRIU_LOG_LEVEL)
+        .string(opt::LOG_FILE, log.file_name().and_then(|n| n.to_str()).unwrap_or(DUMP_LOG))
+        .string(opt::ROOT, &st.rootfs.display().to_string())
+        .flag(opt::LEAVE_RUNNING, o.leave_running || o.pre_dump)
+        .flag(opt::TCP_ESTABLISHED, o.tcp_established)
+        .flag(opt::EXT_UNIX_SK, o.ext_unix_sk)
+        .flag(opt::SHELL_JOB, o.shell_job)
+        .flag(opt::FILE_LOCKS, o.file_locks)
+        .flag(opt::AUTO_DEDUP, o.auto_dedup);
+    if empty_ns != 0 {
+        opts.uint32(opt::EMPTY_NS, empty_ns);
+    }
+    if let Some(p) = &o.parent_path {
+        opts.string(opt::PARENT_IMG, &p.display().to_string());
+    }
+    if o.pre_dump {
+        opts.flag(opt::TRACK_MEM, true);
+    }
+    manage_cgroups(&mut opts, o.manage_cgroups_mode.as_deref())?;
+    if let Some(cg) = crate::container::cgroup_manager(&st) {
+        if let Some(f) = cg.v1_paths().get("freezer") {
+            // CRIU freezes (and, for a paused container, finds frozen) the tree through the freezer.
+            opts.string(opt::FREEZE_CGROUP, &f.display().to_string());
+        }
+    }
+    for e in &externals {
+        opts.external(&format!("mnt[{}]:{}", e.key, e.key));
+    }
+    for ns in st.config.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default() {
+        if ns.typ() == LinuxNamespaceType::Network {
+            if let Some(p) = ns.path() {
+                let meta = std::fs::metadata(p).ctx(|| format!("stat joined network namespace {}", p.display()))?;
+                opts.external(&format!("net[{}]:{EXT_NETNS_KEY}", std::os::unix::fs::MetadataExt::ino(&meta)));
+            }
+        }
+    }
+    let typ = if o.pre_dump { rpc::req::PRE_DUMP } else { rpc::req::DUMP };
+    let started = std::time::Instant::now();
+    let swrk = Swrk::spawn(criu)?;
+    let resp = swrk.call(typ, Some(&opts), false);
+    let exit = swrk.finish();
+    let resp = resp?;
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, ?exit, "criu dump");
+    if !resp.success {
+        return Err(criu_failure(if o.pre_dump { "pre-dump" } else { "dump" }, &resp, log));
+    }
+    if o.leave_running || o.pre_dump {
+        return Ok(());
+    }
+    // CRIU killed the tree: remove the container like `delete` (cgroups, state directory).
+    drop(locked);
+    crate::container::delete(root, &st.id, true)
+}
+
+/// Undo a restore that did not complete: kill what CRIU restored, remove the cgroups, the
+/// temporary root mount and the state directory.
+struct RestoreGuard<'a> {
+    locked: &'a Locked,
+    cgroup: Option<CgroupManager>,
+    criu_root: Option<PathBuf>,
+    pid: Option<i32>,
+    done: bool,
+}
+
+fn unmount_criu_root(p: &Path) {
+    if let Err(e) = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH) {
+        tracing::warn!("umount {}: {e}", p.display());
+    }
+    let _ = std::fs::remove_dir(p);
+}
+
+impl Drop for RestoreGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = &self.criu_root {
+            unmount_criu_root(p);
+        }
+        if self.done {
+            return;
+        }
+        if let Some(pid) = self.pid {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        }
+        if let Some(cg) = &mut self.cgroup {
+            for _ in 0..200 {
+                let procs = cg.procs().unwrap_or_default();
+                if procs.is_empty() {
+                    break;
+                }
+                let _ = cg.thaw();
+                for p in procs {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), Signal::SIGKILL);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            if let Err(e) = cg.destroy() {
+                tracing::warn!("cleanup after failed restore: {e}");
+            }
+        }
+        if let Err(e) = self.locked.remove() {
+            tracing::warn!("cleanup after failed restore: {e}");
+        }
+    }
+}
+
+/// What restore works from: the config and where the rootfs and bundle are.
+struct Source {
+    spec: Spec,
+    bundle: PathBuf,
+    rootfs: PathBuf,
+    meta: Option<CheckpointMeta>,
+}
+
+fn restore_source(o: &RestoreOpts, image_dir: &Path) -> Result<Source> {
+    let meta_path = image_dir.join(META_FILE);
+    let meta: Option<CheckpointMeta> = if meta_path.is_file() { Some(read_json(&meta_path)?) } else { None };
+    if let Some(b) = &o.bundle {
+        let b = crate::spec::load_bundle(b)?;
+        return Ok(Source { spec: b.spec, bundle: b.dir, rootfs: b.rootfs, meta });
+    }
+    let cfg = image_dir.join(CONFIG_FILE);
+    let Some(m) = meta else {
+        return Err(Error::container(format!(
+            "{}: no {META_FILE} (not a husk checkpoint): pass --bundle",
+            image_dir.display()
+        )));
+    };
+    if !cfg.is_file() {
+        return Err(Error::container(format!("{}: missing (pass --bundle)", cfg.display())));
+    }
+    let spec: Spec = read_json(&cfg)?;
+    crate::spec::validate(&spec)?;
+    if !m.rootfs.is_dir() {
+        return Err(Error::container(format!(
+            "rootfs {} of the checkpointed container does not exist: pass --bundle",
+            m.rootfs.display()
+        )));
+    }
+    Ok(Source { spec, bundle: m.bundle.clone(), rootfs: m.rootfs.clone(), meta: Some(m) })
+}
+
+/// The cgroups of a process as CRIU `cg_root` entries (controller list → path).
+fn own_cgroups(pid: i32) -> Result<Vec<(String, String)>> {
+    let path = format!("/proc/{pid}/cgroup");
+    let text = std::fs::read_to_string(&path).ctx(|| format!("read {path}"))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let _ = it.next()?;
+            let ctrls = it.next()?.to_string();
+            let p = it.next()?.to_string();
+            Some((ctrls, p))
+        })
+        .collect())
+}
+
+/// `husk restore`: returns the exit code husk should exit with (the container's, without --detach).
+pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
+    crate::state::validate_id(&o.id)?;
+    if o.no_pivot {
+        return Err(Error::Unsupported(
+            "restore --no-pivot: CRIU always pivots into the restored root; not supported".into(),
+        ));
+    }
+    let criu = rpc::find_criu(o.criu.as_deref())?;
+    let empty_ns = empty_ns_flags(&o.empty_ns)?;
+    o.manage_cgroups_mode.as_deref().map(str::parse::<CgMode>).transpose()?;
+    let image_dir = std::fs::canonicalize(&o.image_path).ctx(|| format!("image directory {}", o.image_path.display()))?;
+    let marker = image_dir.join(INCOMPLETE_MARKER);
+    if marker.exists() {
+        let why = std::fs::read_to_string(&marker).unwrap_or_default();
+        return Err(Error::container(format!(
+            "image directory {} holds an incomplete checkpoint ({}): {}",
+            image_dir.display(),
+            INCOMPLETE_MARKER,
+            why.trim()
+        )));
+    }
+    let src = restore_source(o, &image_dir)?;
+    if src.spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false) {
+        return Err(Error::Unsupported(
+            "restore of a container with process.terminal=true is not supported by husk yet".into(),
+        ));
+    }
+    let work_dir = match &o.work_path {
+        Some(w) => {
+            std::fs::create_dir_all(w).ctx(|| format!("create work directory {}", w.display()))?;
+            w.clone()
+        }
+        None => image_dir.clone(),
+    };
+    let log = work_dir.join(RESTORE_LOG);
+    let descriptors: Vec<String> = {
+        let p = image_dir.join(DESCRIPTORS_FILE);
+        if p.is_file() {
+            read_json(&p)?
+        } else {
+            Vec::new()
+        }
+    };
+    let mut externals: Vec<ExternalMount> = src.meta.as_ref().map(|m| m.external_mounts.clone()).unwrap_or_default();
+    if o.bundle.is_some() {
+        // the bundle given now decides where its bind mounts come from
+        for b in spec_binds(&src.spec, &src.bundle) {
+            match externals.iter_mut().find(|e| e.key == b.key) {
+                Some(e) => *e = b,
+                None => externals.push(b),
+            }
+        }
+    }
+    let linux = src.spec.linux().as_ref().ok_or_else(|| Error::config("linux: missing"))?;
+    let plan = crate::namespaces::NsPlan::from_spec(&src.spec)?;
+    let netns_fd = match linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .find(|n| n.typ() == LinuxNamespaceType::Network)
+        .and_then(|n| n.path().clone())
+    {
+        Some(p) => Some(crate::sys::open(&p, libc::O_RDONLY).ctx(|| format!("open network namespace {}", p.display()))?),
+        None => None,
+    };
+    let fg = if o.detach { None } else { Some(crate::run::Foreground::prepare()?) };
+
+    let locked = root.create(&o.id)?;
+    let mut guard = RestoreGuard { locked: &locked, cgroup: None, criu_root: None, pid: None, done: false };
+    let host = Host::detect()?;
+    let mut cg = CgroupManager::new(
+        &host,
+        &CgroupOptions { cgroups_path: linux.cgroups_path().as_deref(), id: &o.id, systemd: o.systemd_cgroup },
+    )?;
+    let cg_res = cg.create();
+    guard.cgroup = Some(cg.clone());
+    cg_res?;
+    if let Some(r) = linux.resources() {
+        cg.apply(r)?;
+    }
+    let mut st = ContainerState {
+        id: o.id.clone(),
+        pid: 0,
+        pid_start: 0,
+        bundle: src.bundle.clone(),
+        rootfs: src.rootfs.clone(),
+        created: chrono::Utc::now(),
+        annotations: src.spec.annotations().clone().unwrap_or_default(),
+        started: true,
+        start_fd: -1,
+        owner: String::new(),
+        cgroup: Some(serde_json::to_value(cg.save()).map_err(|e| Error::container(format!("serialize cgroup state: {e}")))?),
+        config: src.spec.clone(),
+        own_pidns: src.meta.as_ref().map_or(plan.is_new(LinuxNamespaceType::Pid), |m| m.own_pidns),
+    };
+    // a restore killed half-way leaves a state `delete --force` can clean
+    locked.save(&st)?;
+
+    // CRIU needs the root to be a mount point of its own.
+    let criu_root = locked.dir.join("criu-root");
+    std::fs::create_dir(&criu_root).ctx(|| format!("mkdir {}", criu_root.display()))?;
+    nix::mount::mount(Some(&src.rootfs), &criu_root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .ctx(|| format!("bind {} on {}", src.rootfs.display(), criu_root.display()))?;
+    guard.criu_root = Some(criu_root.clone());
+    nix::mount::mount(None::<&str>, &criu_root, None::<&str>, MsFlags::MS_PRIVATE | MsFlags::MS_REC, None::<&str>)
+        .ctx(|| format!("make {} private", criu_root.display()))?;
+
+    let images_fd = open_dir(&image_dir, "image directory")?;
+    let work_fd = open_dir(&work_dir, "work directory")?;
+    let mut opts = Opts::new(images_fd.as_raw_fd());
+    opts.int32(opt::WORK_DIR_FD, work_fd.as_raw_fd())
+        .int32(opt::LOG_LEVEL, CRIU_LOG_LEVEL)
+        .string(opt::LOG_FILE, RESTORE_LOG)
+        .string(opt::ROOT, &criu_root.display().to_string())
+        .flag(opt::RST_SIBLING, true)
+        .flag(opt::TCP_ESTABLISHED, o.tcp_established)
+        .flag(opt::EXT_UNIX_SK, o.ext_unix_sk)
+        .flag(opt::SHELL_JOB, o.shell_job)
+        .flag(opt::FILE_LOCKS, o.file_locks);
+    if empty_ns != 0 {
+        opts.uint32(opt::EMPTY_NS, empty_ns);
+    }
+    manage_cgroups(&mut opts, o.manage_cgroups_mode.as_deref())?;
+    for e in &externals {
+        let source = match e.source.to_str().and_then(|s| s.strip_prefix("cgroup:")) {
+            // a cgroup controller bound into the container: the new container's own directory
+            Some(super_opts) => match cgroup_dir_for(&cg, super_opts) {
+                Some(d) => d,
+                None => {
+                    return Err(Error::container(format!(
+                        "restore: external cgroup mount {} ({super_opts}): no such controller in the new container's cgroups",
+                        e.key
+                    )))
+                }
+            },
+            None => e.source.clone(),
+        };
+        opts.external(&format!("mnt[{}]:{}", e.key, source.display()));
+    }
+    for (fd, name) in descriptors.iter().enumerate() {
+        if name.starts_with("pipe:") {
+            opts.inherit_fd(name, fd as i32);
+        }
+    }
+    if let Some(ns) = &netns_fd {
+        crate::sys::clear_cloexec(ns.as_raw_fd()).ctx(|| "clear FD_CLOEXEC on the network namespace fd".into())?;
+        opts.inherit_fd(EXT_NETNS_KEY, ns.as_raw_fd());
+    }
+
+    let swrk = Swrk::spawn(&criu)?;
+    // criu joins the container's cgroups; the restored tree is created inside them.
+    let placed = cg.add_task(swrk.pid()).map_err(Error::from).and_then(|()| own_cgroups(swrk.pid()));
+    let cgs = match placed {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = swrk.finish();
+            return Err(e);
+        }
+    };
+    for (ctrls, path) in &cgs {
+        if !ctrls.is_empty() {
+            opts.cg_root(Some(ctrls), path);
+        }
+    }
+    let resp = swrk.call(rpc::req::RESTORE, Some(&opts), false);
+    if let Ok(r) = &resp {
+        guard.pid = r.restored_pid.filter(|p| *p > 0);
+    }
+    if let Err(e) = swrk.finish() {
+        tracing::warn!("criu swrk: {e}");
+    }
+    let resp = resp?;
+    if !resp.success {
+        return Err(criu_failure("restore", &resp, &log));
+    }
+    let pid = guard
+        .pid
+        .ok_or_else(|| Error::container(format!("criu restore reported success without a pid (log: {})", log.display())))?;
+    st.pid = pid;
+    st.pid_start = crate::sys::proc_start_time(pid).ctx(|| format!("read start time of restored init pid {pid}"))?;
+    locked.save(&st)?;
+    if let Some(p) = &o.pid_file {
+        crate::state::write_atomic(p, pid.to_string().as_bytes())?;
+    }
+    guard.done = true;
+    drop(guard);
+    drop(locked);
+    let Some(fg) = fg else { return Ok(0) };
+    let code = fg.wait(pid, None)?;
+    crate::container::delete(root, &o.id, true)?;
+    Ok(code)
+}
+
+/// The new container's v1 directory for a cgroup mount with these super options
+/// ("rw,memory" → the memory directory).
+fn cgroup_dir_for(cg: &CgroupManager, super_opts: &str) -> Option<PathBuf> {
+    let paths = cg.v1_paths();
+    super_opts.split(',').find_map(|o| {
+        let o = o.strip_prefix("name=").map(|n| format!("name={n}")).unwrap_or_else(|| o.to_string());
+        paths.get(&o).cloned()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_lines() {
+        let l = "530 520 0:35 /husk/c1 /sys/fs/cgroup/memory ro,nosuid - cgroup cgroup rw,memory";
+        let m = MountInfo::parse(l).unwrap();
+        assert_eq!(m.root, "/husk/c1");
+        assert_eq!(m.mount_point, "/sys/fs/cgroup/memory");
+        assert_eq!(m.fstype, "cgroup");
+        assert_eq!(m.super_options, "rw,memory");
+        let l = "1 2 0:5 /null /proc/kcore rw shared:3 - devtmpfs udev rw,size=10k";
+        let m = MountInfo::parse(l).unwrap();
+        assert_eq!((m.root.as_str(), m.fstype.as_str()), ("/null", "devtmpfs"));
+        assert!(MountInfo::parse("garbage").is_none());
+        let l = "1 2 0:5 / /a\\040b rw - ext4 /dev/sda rw";
+        assert_eq!(MountInfo::parse(l).unwrap().mount_point, "/a b");
+    }
+
+    #[test]
+    fn empty_ns_only_network() {
+        assert_eq!(empty_ns_flags(&["network".into()]).unwrap(), libc::CLONE_NEWNET as u32);
+        assert_eq!(empty_ns_flags(&[]).unwrap(), 0);
+        assert!(empty_ns_flags(&["pid".into()]).unwrap_err().to_string().contains("\"pid\""));
+    }
+
+    #[test]
+    fn log_errors_are_extracted() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("restore.log");
+        std::fs::write(&p, "(00.001) info\n(00.002) Error (criu/image.c:12): Unable to open inventory.img\n(00.003) ok\n").unwrap();
+        assert_eq!(criu_log_errors(&p), "(00.002) Error (criu/image.c:12): Unable to open inventory.img");
+        assert_eq!(criu_log_errors(&d.path().join("none")), "");
+    }
+
+    #[test]
+    fn spec_bind_mounts_become_external() {
+        let spec: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["rbind"]},
+                {"destination": "/rel", "source": "rel", "options": ["bind", "ro"]}
+            ]
+        }))
+        .unwrap();
+        let e = spec_binds(&spec, Path::new("/b"));
+        assert_eq!(e.len(), 2);
+        assert_eq!((e[0].key.as_str(), e[0].source.as_path()), ("/data", Path::new("/srv/data")));
+        assert_eq!((e[1].key.as_str(), e[1].source.as_path()), ("/rel", Path::new("/b/rel")));
+    }
+}
