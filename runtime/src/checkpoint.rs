@@ -92,6 +92,16 @@ pub struct ExternalMount {
     pub from_spec: bool,
 }
 
+/// One of the init's fds 0-2 that comes from outside the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StdioFd {
+    pub fd: i32,
+    /// CRIU's key for it (`inherit_fd` on restore).
+    pub key: String,
+    /// true for files CRIU must be told are external (`external file[...]` on dump).
+    pub external_file: bool,
+}
+
 /// The contents of META_FILE.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckpointMeta {
@@ -100,6 +110,10 @@ pub struct CheckpointMeta {
     pub rootfs: PathBuf,
     pub own_pidns: bool,
     pub external_mounts: Vec<ExternalMount>,
+    /// The init's stdio as CRIU names it in the image (`pipe:[INODE]` or an external
+    /// `file[MNT:INODE]`): restore hands husk's own fd of the same number to CRIU for each.
+    #[serde(default)]
+    pub stdio: Vec<StdioFd>,
     pub checkpointed: chrono::DateTime<chrono::Utc>,
 }
 
@@ -156,9 +170,50 @@ fn external_mounts(st: &ContainerState) -> Result<Vec<ExternalMount>> {
                 source: PathBuf::from(format!("cgroup:{}", mi.super_options)),
                 from_spec: false,
             });
+        } else if mi.fstype == "cgroup2" && mi.root != "/" {
+            out.push(ExternalMount { key: mi.mount_point.clone(), source: PathBuf::from("cgroup2:"), from_spec: false });
         } else if mi.fstype == "devtmpfs" && mi.root == "/null" {
             out.push(ExternalMount { key: mi.mount_point.clone(), source: PathBuf::from("/dev/null"), from_spec: false });
         }
+    }
+    Ok(out)
+}
+
+/// The init's fds 0-2 that CRIU cannot recreate by itself: pipes (their other end is outside) and
+/// files on mounts outside the container (e.g. the host's /dev/null).
+fn stdio_fds(pid: i32) -> Result<Vec<StdioFd>> {
+    let path = format!("/proc/{pid}/mountinfo");
+    let mounts: Vec<u64> = std::fs::read_to_string(&path)
+        .ctx(|| format!("read {path}"))?
+        .lines()
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect();
+    let mut out = Vec::new();
+    for fd in 0..3 {
+        let link = match std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) {
+            Ok(l) => l.display().to_string(),
+            Err(_) => continue,
+        };
+        if link.starts_with("pipe:") {
+            out.push(StdioFd { fd, key: link, external_file: false });
+            continue;
+        }
+        if link.starts_with("socket:") || link.starts_with("anon_inode:") || link.starts_with("/dev/pts/") {
+            continue;
+        }
+        let info_path = format!("/proc/{pid}/fdinfo/{fd}");
+        let info = std::fs::read_to_string(&info_path).ctx(|| format!("read {info_path}"))?;
+        let Some(mnt_id) = info.lines().find_map(|l| l.strip_prefix("mnt_id:")).and_then(|v| v.trim().parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if mounts.contains(&mnt_id) {
+            continue;
+        }
+        let fd_path = format!("/proc/{pid}/fd/{fd}");
+        let meta = std::fs::metadata(&fd_path).ctx(|| format!("stat {fd_path}"))?;
+        let ino = std::os::unix::fs::MetadataExt::ino(&meta);
+        out.push(StdioFd { fd, key: format!("file[{mnt_id:x}:{ino:x}]"), external_file: true });
     }
     Ok(out)
 }
@@ -193,6 +248,8 @@ pub fn criu_log_errors(log: &Path) -> String {
     let errs: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("Error (") || l.contains("Error:"))
+        // CRIU tries to raise its own nofile limit; without CAP_SYS_RESOURCE that fails harmlessly
+        .filter(|l| !l.contains("Can't setup RLIMIT_NOFILE for self"))
         .map(|l| l.trim())
         .collect();
     let keep: Vec<&str> = errs.iter().rev().take(6).rev().copied().collect();
@@ -201,7 +258,9 @@ pub fn criu_log_errors(log: &Path) -> String {
 
 fn criu_failure(what: &str, resp: &rpc::Resp, log: &Path) -> Error {
     let mut msg = format!("criu {what} failed");
-    if let Some(m) = resp.cr_errmsg.as_deref().filter(|m| !m.is_empty()) {
+    // CRIU reports its first error; skip the harmless nofile one (see criu_log_errors)
+    let first = resp.cr_errmsg.as_deref().map(str::trim).filter(|m| !m.is_empty() && !m.contains("RLIMIT_NOFILE for self"));
+    if let Some(m) = first {
         msg.push_str(&format!(": {m}"));
     }
     if let Some(e) = resp.cr_errno.filter(|e| *e != 0) {
@@ -314,6 +373,7 @@ fn dump(
     log: &Path,
 ) -> Result<()> {
     let externals = external_mounts(&st)?;
+    let stdio = stdio_fds(st.pid)?;
     write_json(&image_dir.join(CONFIG_FILE), &st.config)?;
     let meta = CheckpointMeta {
         id: st.id.clone(),
@@ -321,6 +381,7 @@ fn dump(
         rootfs: st.rootfs.clone(),
         own_pidns: st.own_pidns,
         external_mounts: externals.clone(),
+        stdio: stdio.clone(),
         checkpointed: chrono::Utc::now(),
     };
     write_json(&image_dir.join(META_FILE), &meta)?;
@@ -365,6 +426,9 @@ fn dump(
     }
     for e in &externals {
         opts.external(&format!("mnt[{}]:{}", e.key, e.key));
+    }
+    for f in stdio.iter().filter(|f| f.external_file) {
+        opts.external(&f.key);
     }
     for ns in st.config.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default() {
         if ns.typ() == LinuxNamespaceType::Network {
@@ -620,7 +684,11 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
     }
     manage_cgroups(&mut opts, o.manage_cgroups_mode.as_deref())?;
     for e in &externals {
-        let source = match e.source.to_str().and_then(|s| s.strip_prefix("cgroup:")) {
+        let source = if e.source == Path::new("cgroup2:") {
+            cg.unified_path().map(Path::to_path_buf).ok_or_else(|| {
+                Error::container(format!("restore: external cgroup2 mount {}: the new container has no cgroup2 directory", e.key))
+            })?
+        } else { match e.source.to_str().and_then(|s| s.strip_prefix("cgroup:")) {
             // a cgroup controller bound into the container: the new container's own directory
             Some(super_opts) => match cgroup_dir_for(&cg, super_opts) {
                 Some(d) => d,
@@ -632,12 +700,22 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
                 }
             },
             None => e.source.clone(),
-        };
+        }};
         opts.external(&format!("mnt[{}]:{}", e.key, source.display()));
     }
-    for (fd, name) in descriptors.iter().enumerate() {
-        if name.starts_with("pipe:") {
-            opts.inherit_fd(name, fd as i32);
+    match src.meta.as_ref().map(|m| &m.stdio).filter(|s| !s.is_empty()) {
+        Some(stdio) => {
+            for f in stdio {
+                opts.inherit_fd(&f.key, f.fd);
+            }
+        }
+        None => {
+            // an image without husk's metadata (runc's): its pipes, as runc restores them
+            for (fd, name) in descriptors.iter().enumerate() {
+                if name.starts_with("pipe:") {
+                    opts.inherit_fd(name, fd as i32);
+                }
+            }
         }
     }
     if let Some(ns) = &netns_fd {
@@ -656,9 +734,8 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
         }
     };
     for (ctrls, path) in &cgs {
-        if !ctrls.is_empty() {
-            opts.cg_root(Some(ctrls), path);
-        }
+        // "" is the cgroup2 hierarchy (the `0::` line), which CRIU matches by the empty name
+        opts.cg_root(Some(ctrls), path);
     }
     let resp = swrk.call(rpc::req::RESTORE, Some(&opts), false);
     if let Ok(r) = &resp {

@@ -162,6 +162,7 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
         annotations: bundle.spec.annotations().clone().unwrap_or_default(),
         started: false,
         start_fd: -1,
+        exec_fd: -1,
         owner: String::new(),
         cgroup: None,
         config: bundle.spec.clone(),
@@ -203,13 +204,14 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
         seccomp: filter.as_ref().map(|f| f as &dyn process::SeccompInstall),
         intermediate: plan.needs_intermediate(),
     };
-    let (pid, start_fd) = {
+    let (pid, start_fd, exec_fd) = {
         let mut side = ParentSide { guard: &mut guard, st: &mut st };
         process::spawn(cfg, &mut side)?
     };
     st.pid = pid;
     st.pid_start = crate::sys::proc_start_time(pid).ctx(|| format!("read start time of init pid {pid}"))?;
     st.start_fd = start_fd;
+    st.exec_fd = exec_fd;
     locked.save(&st)?;
     if let Some(p) = &opts.pid_file {
         crate::state::write_atomic(p, pid.to_string().as_bytes())?;
@@ -239,12 +241,24 @@ pub fn start(root: &Root, id: &str) -> Result<()> {
         Status::Stopped => return Err(Error::container(format!("cannot start a container that has stopped: {id}"))),
         s => return Err(Error::container(format!("cannot start an already {s} container {id}"))),
     }
+    // Open the exec pipe before letting the init go, so its EOF tells us the exec happened.
+    let exec_path = format!("/proc/{}/fd/{}", st.pid, st.exec_fd);
+    let exec_pipe = crate::sys::open(Path::new(&exec_path), libc::O_RDONLY).ctx(|| format!("open exec pipe {exec_path}"))?;
     let path = format!("/proc/{}/fd/{}", st.pid, st.start_fd);
     let f = crate::sys::open(Path::new(&path), libc::O_WRONLY).ctx(|| format!("open start pipe {path}"))?;
     nix::unistd::write(&f, &[0u8]).ctx(|| format!("write start pipe {path}"))?;
     drop(f);
     st.started = true;
     locked.save(&st)?;
+    // startContainer hooks run, then execve closes the pipe (or the init dies): EOF either way.
+    let mut b = [0u8; 1];
+    loop {
+        match nix::unistd::read(&exec_pipe, &mut b) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => break,
+        }
+    }
+    drop(exec_pipe);
     if let Some(h) = st.config.hooks() {
         crate::hooks::run_all_warn("poststart", h.poststart(), &st.hook_json(Status::Running));
     }

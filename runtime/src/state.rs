@@ -65,6 +65,9 @@ pub struct ContainerState {
     pub started: bool,
     /// The fd (in the init) of the pipe the init blocks on until `start`.
     pub start_fd: i32,
+    /// The fd (in the init) of the pipe that closes when the init execs.
+    #[serde(default = "no_fd")]
+    pub exec_fd: i32,
     pub owner: String,
     /// The cgroups created for the container (opaque to this module).
     #[serde(default)]
@@ -119,6 +122,10 @@ impl ContainerState {
         v["pid"] = serde_json::Value::from(self.pid);
         v.to_string()
     }
+}
+
+fn no_fd() -> i32 {
+    -1
 }
 
 /// The state root directory.

@@ -147,3 +147,25 @@ fn timing_compile_vs_cache_hit() {
         compile.as_secs_f64() / hit.as_secs_f64().max(1e-9)
     );
 }
+
+#[test]
+fn unwritable_cache_does_not_fail_compilation() {
+    let dir = cache_dir();
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, b"x").expect("write");
+    let cache = FilterCache::new(not_a_dir.join(".seccomp-cache"));
+    let p = fixture("docker-default.json");
+    let (f, outcome) = cache.compile(&p).expect("compiles without a usable cache");
+    assert!(
+        matches!(outcome, CacheOutcome::Recompiled(ref r) if r.contains("read failed")),
+        "{outcome:?}"
+    );
+    assert_eq!(f, seccomp::compile(&p).expect("compile"));
+    // Writing explicitly reports the path that failed.
+    let key = FilterCache::key(&p).expect("key");
+    let e = cache
+        .store(&key, &f)
+        .expect_err("store must fail")
+        .to_string();
+    assert!(e.contains(".seccomp-cache"), "{e}");
+}

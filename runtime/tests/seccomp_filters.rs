@@ -400,6 +400,7 @@ fn notify_reaches_listener_and_supervisor_answers() {
         .join(format!("agent-{}.sock", std::process::id()));
     let profile_json = format!(
         r#"{{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"{}","listenerMetadata":"meta-{}",
+            "flags":["SECCOMP_FILTER_FLAG_TSYNC","SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"],
             "syscalls":[{{"names":["getppid"],"action":"SCMP_ACT_NOTIFY"}}]}}"#,
         sock_path.display(),
         std::process::id()
@@ -407,6 +408,14 @@ fn notify_reaches_listener_and_supervisor_answers() {
     let p = profile(&profile_json);
     let f = seccomp::compile(&p).expect("compile");
     assert!(f.uses_notify());
+    // TSYNC with a listener needs TSYNC_ESRCH; WAIT_KILLABLE_RECV goes with the listener.
+    assert_eq!(
+        f.flags(),
+        (libc::SECCOMP_FILTER_FLAG_TSYNC
+            | libc::SECCOMP_FILTER_FLAG_TSYNC_ESRCH
+            | libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
+            | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV) as u32
+    );
     let listener = UnixListener::bind(&sock_path).expect("bind agent socket");
 
     // The seccomp agent: receives the state and the fd, answers one notification.

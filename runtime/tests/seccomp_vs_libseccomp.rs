@@ -238,7 +238,8 @@ fn reference_verdict(r: &Reference, nr: u32, arch: u32, args: [u64; 6]) -> u32 {
 
 /// Argument values around every constant the profile uses.
 fn probe_values(p: &LinuxSeccomp) -> Vec<u64> {
-    let mut v: BTreeSet<u64> = [0, 1, 0xffff_ffff, 1 << 32, u64::MAX].into_iter().collect();
+    // 0..=24 covers every socketcall(2)/ipc(2) call number.
+    let mut v: BTreeSet<u64> = (0..=24).chain([0xffff_ffff, 1 << 32, u64::MAX]).collect();
     for sc in p.syscalls().iter().flatten() {
         for a in sc.args().iter().flatten() {
             for c in [a.value(), a.value_two().unwrap_or(0)] {
@@ -263,13 +264,17 @@ fn compare(p: &LinuxSeccomp, label: &str) {
     let ours: CompiledFilter = seccomp::compile(p).expect("compile");
     let reference = runc_reference(p);
     let values = probe_values(p);
-    let arg_syscalls: BTreeSet<String> = p
+    // Syscalls whose verdict depends on arguments: those with argument rules, plus the
+    // x86 multiplexers libseccomp adds rules for.
+    let mut arg_syscalls: BTreeSet<String> = p
         .syscalls()
         .iter()
         .flatten()
         .filter(|s| s.args().as_ref().is_some_and(|a| !a.is_empty()))
         .flat_map(|s| s.names().iter().cloned())
         .collect();
+    arg_syscalls.insert("socketcall".into());
+    arg_syscalls.insert("ipc".into());
     let mut arg_nrs: Vec<(u32, u32)> = Vec::new(); // (arch, nr)
     for name in &arg_syscalls {
         let n = cstr(name);
@@ -479,8 +484,15 @@ fn time_syscalls(prog: Option<&[libc::sock_filter]>) -> Vec<f64> {
 #[test]
 fn timing_syscall_cost_under_docker_profile() {
     let p = fixture("docker-default.json");
+    let t = std::time::Instant::now();
     let ours = seccomp::compile(&p).expect("compile");
+    let t_ours = t.elapsed();
+    let t = std::time::Instant::now();
     let reference = runc_reference(&p);
+    let t_ref = t.elapsed();
+    println!(
+        "compile docker-default once: husk {t_ours:?}, libseccomp as runc builds it (rules, export, -ENOSYS maxima) {t_ref:?}"
+    );
     // Best of five rounds, interleaved, to damp the noise of a shared machine.
     let min = |a: Vec<f64>, b: Vec<f64>| -> Vec<f64> {
         a.iter().zip(&b).map(|(x, y)| x.min(*y)).collect()
@@ -496,4 +508,22 @@ fn timing_syscall_cost_under_docker_profile() {
         "ns/syscall [getppid, geteuid, read]: no filter {none:.0?}, husk {husk:.0?}, \
          libseccomp (runc, without its stub) {libseccomp:.0?}"
     );
+}
+
+#[test]
+fn x86_socketcall_and_ipc_multiplexing_match_runc() {
+    // Without socketcall/ipc allowed outright, libseccomp also allows the multiplexed
+    // forms of the socket and SysV IPC syscalls on x86.
+    let p = profile(
+        r#"{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86"],
+        "syscalls":[
+        {"names":["exit_group","read","write"],"action":"SCMP_ACT_ALLOW"},
+        {"names":["socket"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":40,"op":"SCMP_CMP_NE"}]},
+        {"names":["connect","recv","accept4","sendmmsg","semop","semtimedop","shmget"],"action":"SCMP_ACT_ALLOW"},
+        {"names":["send"],"action":"SCMP_ACT_ERRNO","errnoRet":5},
+        {"names":["msgget"],"action":"SCMP_ACT_KILL_PROCESS"},
+        {"names":["ipc"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":99,"op":"SCMP_CMP_EQ"}]}
+        ]}"#,
+    );
+    compare(&p, "x86 multiplexing");
 }

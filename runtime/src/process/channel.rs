@@ -12,8 +12,9 @@ pub enum ToParent {
     InitPid(i32),
     /// Mounts are done: run prestart and createRuntime hooks now.
     RunHooks,
-    /// Set-up is complete; the init blocks on `start_fd` until `start`.
-    Ready { start_fd: i32 },
+    /// Set-up is complete; the init blocks on `start_fd` until `start`. `exec_fd` is the write
+    /// end of a close-on-exec pipe: its readers see EOF once the init has exec'd (or died).
+    Ready { start_fd: i32, exec_fd: i32 },
     /// Set-up failed; the message names what.
     Error(String),
 }

@@ -220,7 +220,10 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
 
     // Block until `start`: read one byte from a pipe that only `start` writes to.
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe for start".into())?;
-    chan.send(&ToParent::Ready { start_fd: w.as_raw_fd() })?;
+    // Held until execve closes it: `start` waits for that EOF before running poststart hooks.
+    let (exec_r, exec_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe for exec".into())?;
+    drop(exec_r);
+    chan.send(&ToParent::Ready { start_fd: w.as_raw_fd(), exec_fd: exec_w.as_raw_fd() })?;
     let mut b = [0u8; 1];
     loop {
         match nix::unistd::read(&r, &mut b) {
@@ -245,6 +248,7 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
         f.install()?;
     }
     let e = nix::unistd::execve(&exe, &cfg.args, &env);
+    drop(exec_w);
     e.ctx(|| format!("exec {:?}", exe)).map(|n| match n {})
 }
 

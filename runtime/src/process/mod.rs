@@ -24,8 +24,8 @@ pub trait Parent {
 }
 
 /// Clone the container's init and drive its set-up until it is ready to exec.
-/// Returns (init pid, the fd number of its start pipe).
-pub fn spawn(cfg: init::InitConfig<'_>, parent: &mut dyn Parent) -> Result<(i32, i32)> {
+/// Returns (init pid, the fd numbers of its start pipe and its exec pipe).
+pub fn spawn(cfg: init::InitConfig<'_>, parent: &mut dyn Parent) -> Result<(i32, i32, i32)> {
     let (ours, theirs) = channel::pair()?;
     let flags = if cfg.intermediate { 0 } else { cfg.plan.clone_flags() };
     let new_user = cfg.plan.is_new(LinuxNamespaceType::User);
@@ -66,7 +66,7 @@ pub fn spawn(cfg: init::InitConfig<'_>, parent: &mut dyn Parent) -> Result<(i32,
                 let state = parent.run_hooks(init_pid)?;
                 ours.send(&ToChild::HooksDone { state })?;
             }
-            Some(ToParent::Ready { start_fd }) => return Ok((init_pid, start_fd)),
+            Some(ToParent::Ready { start_fd, exec_fd }) => return Ok((init_pid, start_fd, exec_fd)),
             Some(ToParent::Error(msg)) => return Err(Error::Init(msg)),
             None => {
                 return Err(Error::Init(format!(

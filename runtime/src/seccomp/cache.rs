@@ -1,6 +1,7 @@
 //! On-disk cache of compiled filters, keyed by content hash.
 //!
-//! Key: sha256 over a generator tag, the native architecture and the JSON of
+//! Key: sha256 over a generator tag, a build-time hash of the generator's sources (so
+//! entries written by another build are never reused), the native architecture and the JSON of
 //! `linux.seccomp` without `listenerPath`/`listenerMetadata` (they do not change the
 //! program), fields in a fixed order. File `<dir>/<key>.bpf`:
 //! ```text
@@ -26,8 +27,31 @@ use tracing::{debug, warn};
 use super::{bpf, compile, CompiledFilter, Result, SeccompError};
 
 const MAGIC: &[u8; 8] = b"HUSKBPF1";
-/// Bump when the generator's output for a given profile changes.
+/// Format of the cache files and of the key.
 const GENERATOR_VERSION: &str = "husk-seccomp-gen 1";
+
+/// FNV-1a over the generator's sources, computed at build time: any change to the code
+/// that produces programs gives new keys, so a stale entry is never reused.
+const GENERATOR_HASH: u64 = {
+    let parts: [&[u8]; 3] = [
+        include_bytes!("compile.rs"),
+        include_bytes!("bpf.rs"),
+        include_bytes!("syscall_tables.rs"),
+    ];
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut p = 0;
+    while p < parts.len() {
+        let b = parts[p];
+        let mut i = 0;
+        while i < b.len() {
+            h ^= b[i] as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+            i += 1;
+        }
+        p += 1;
+    }
+    h
+};
 const HEADER: usize = 8 + 32 + 4 + 4 + 4;
 
 /// What `FilterCache::compile` did.
@@ -82,6 +106,7 @@ impl FilterCache {
             .map_err(|e| SeccompError::Internal(format!("serialising linux.seccomp: {e}")))?;
         let mut h = Sha256::new();
         h.update(GENERATOR_VERSION.as_bytes());
+        h.update(GENERATOR_HASH.to_le_bytes());
         h.update(b"\n");
         h.update(std::env::consts::ARCH.as_bytes());
         h.update(b"\n");
@@ -94,7 +119,8 @@ impl FilterCache {
     }
 
     /// Returns the compiled filter for `seccomp`, from the cache when a valid entry
-    /// exists, otherwise compiling it and storing the result.
+    /// exists, otherwise compiling it and storing the result. Cache I/O problems are
+    /// logged (warn) and never fail the call; profile errors do.
     pub fn compile(&self, seccomp: &LinuxSeccomp) -> Result<(CompiledFilter, CacheOutcome)> {
         let key = Self::key(seccomp)?;
         let path = self.path_for(&key);
@@ -108,16 +134,21 @@ impl FilterCache {
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => CacheOutcome::Miss,
             Err(e) => {
-                return Err(SeccompError::CacheIo { path, source: e });
+                warn!(path = %path.display(), error = %e, "seccomp cache unreadable, recompiling");
+                CacheOutcome::Recompiled(format!("read failed: {e}"))
             }
         };
         let filter = compile(seccomp)?;
-        self.store(&key, &filter)?;
-        debug!(path = %path.display(), "seccomp filter cached");
+        // The cache only saves time: failing to write it must not fail the container.
+        match self.store(&key, &filter) {
+            Ok(()) => debug!(path = %path.display(), "seccomp filter cached"),
+            Err(e) => warn!(error = %e, "seccomp filter not cached"),
+        }
         Ok((filter, outcome))
     }
 
-    fn store(&self, key: &str, f: &CompiledFilter) -> Result<()> {
+    /// Writes `f` as the entry for `key` (temporary file + rename).
+    pub fn store(&self, key: &str, f: &CompiledFilter) -> Result<()> {
         let io = |path: &Path, source| SeccompError::CacheIo {
             path: path.to_path_buf(),
             source,

@@ -23,6 +23,8 @@
 //!   unconditional action of a syscall wins (libseccomp); two conditional rules with the
 //!   same arguments and different actions are an error (libseccomp's EEXIST, which runc
 //!   reports); otherwise conditional rules are tried in profile order;
+//! - on x86 (i386), a rule for a socket or SysV IPC syscall is also added for
+//!   socketcall(2)/ipc(2) with `a0 == <call>` (libseccomp's multiplexing);
 //! - argument comparisons are unsigned 64-bit on 64-bit ABIs and on the low 32 bits for
 //!   32-bit ABIs (x86, x32), as libseccomp does; MASKED_EQ is `(arg & value) == valueTwo`;
 //! - runc's -ENOSYS stub: unless the default action is ALLOW/LOG/TRACE or its errno is
@@ -55,6 +57,55 @@ const RET_ALLOW: u32 = 0x7fff_0000;
 
 /// Linear-search group size at the leaves of the binary search.
 const LEAF: usize = 8;
+
+/// i386 socketcall(2) and ipc(2) numbers (linux/net.h, linux/ipc.h).
+const X86_SOCKETCALL: u32 = 102;
+const X86_IPC: u32 = 117;
+const X86_MULTIPLEXED: &[(&str, u32, u64)] = &[
+    ("socket", X86_SOCKETCALL, 1),
+    ("bind", X86_SOCKETCALL, 2),
+    ("connect", X86_SOCKETCALL, 3),
+    ("listen", X86_SOCKETCALL, 4),
+    ("accept", X86_SOCKETCALL, 5),
+    ("getsockname", X86_SOCKETCALL, 6),
+    ("getpeername", X86_SOCKETCALL, 7),
+    ("socketpair", X86_SOCKETCALL, 8),
+    ("send", X86_SOCKETCALL, 9),
+    ("recv", X86_SOCKETCALL, 10),
+    ("sendto", X86_SOCKETCALL, 11),
+    ("recvfrom", X86_SOCKETCALL, 12),
+    ("shutdown", X86_SOCKETCALL, 13),
+    ("setsockopt", X86_SOCKETCALL, 14),
+    ("getsockopt", X86_SOCKETCALL, 15),
+    ("sendmsg", X86_SOCKETCALL, 16),
+    ("recvmsg", X86_SOCKETCALL, 17),
+    ("accept4", X86_SOCKETCALL, 18),
+    ("recvmmsg", X86_SOCKETCALL, 19),
+    ("sendmmsg", X86_SOCKETCALL, 20),
+    ("semop", X86_IPC, 1),
+    ("semget", X86_IPC, 2),
+    ("semctl", X86_IPC, 3),
+    ("semtimedop", X86_IPC, 4),
+    ("msgsnd", X86_IPC, 11),
+    ("msgrcv", X86_IPC, 12),
+    ("msgget", X86_IPC, 13),
+    ("msgctl", X86_IPC, 14),
+    ("shmat", X86_IPC, 21),
+    ("shmdt", X86_IPC, 22),
+    ("shmget", X86_IPC, 23),
+    ("shmctl", X86_IPC, 24),
+];
+
+/// On x86 a socket or SysV IPC syscall can also be made through socketcall(2)/ipc(2);
+/// libseccomp then adds `socketcall|ipc(a0 == call)` with the rule's action (the
+/// rule's own argument checks cannot apply there and are dropped). Returns that
+/// (multiplexer nr, call number).
+fn x86_multiplexed(name: &str) -> Option<(u32, u64)> {
+    X86_MULTIPLEXED
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, nr, call)| (*nr, *call))
+}
 
 /// A syscall ABI with its own number table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -150,14 +201,12 @@ fn action_value(
         }
         Ok(e)
     };
+    // runc ignores errnoRet on actions that carry no errno.
     let needs_no_errno = |name: &str| -> Result<(), SeccompError> {
-        match errno_ret {
-            None => Ok(()),
-            Some(e) => Err(SeccompError::Invalid(format!(
-                "{}: errnoRet {e} is only valid with SCMP_ACT_ERRNO or SCMP_ACT_TRACE, not {name}",
-                what()
-            ))),
+        if let Some(e) = errno_ret {
+            debug!("seccomp: {}: errnoRet {e} ignored for {name}", what());
         }
+        Ok(())
     };
     Ok(match action {
         LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
@@ -308,51 +357,42 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<CompiledFilter, SeccompError> {
 
         for abi in &abis {
             for name in sc.names() {
-                let Some(nr) = abi.resolve(name) else {
-                    debug!(syscall = %name, arch = abi.name(),
-                        "seccomp: syscall unknown on this architecture, skipped");
-                    continue;
+                let nr = abi.resolve(name);
+                let mux = if *abi == Abi::X86 {
+                    x86_multiplexed(name)
+                } else {
+                    None
                 };
-                let m = max_nr.entry(*abi).or_insert(0);
-                *m = (*m).max(nr);
+                // runc takes the stub's bound from libseccomp's name resolution, which
+                // gives the multiplexed x86 socket/IPC names pseudo (negative) numbers.
+                if let (Some(nr), None) = (nr, mux) {
+                    let m = max_nr.entry(*abi).or_insert(0);
+                    *m = (*m).max(nr);
+                }
                 if action == default {
                     // runc drops rules that repeat the default action.
+                    continue;
+                }
+                if nr.is_none() && mux.is_none() {
+                    debug!(syscall = %name, arch = abi.name(),
+                        "seccomp: syscall unknown on this architecture, skipped");
                     continue;
                 }
                 if action == RET_USER_NOTIF {
                     uses_notify = true;
                 }
-                let entry = per_abi.entry(*abi).or_default().entry(nr).or_default();
-                if rules.is_empty() {
-                    match entry.unconditional {
-                        // libseccomp keeps the first unconditional action of a syscall.
-                        Some(prev) if prev != action => debug!(syscall = %name,
-                            "seccomp: second unconditional action {action:#x} ignored, keeping {prev:#x}"),
-                        Some(_) => {}
-                        None => entry.unconditional = Some(action),
-                    }
-                } else {
-                    for conds in &rules {
-                        if let Some(prev) = entry
-                            .conditional
-                            .iter()
-                            .find(|r| r.conds == *conds && r.action != action)
-                        {
-                            // libseccomp refuses this (EEXIST) and so does runc.
-                            return Err(SeccompError::Invalid(format!(
-                                "{}: syscall {name:?} already has a rule with the same arguments and another action ({:#x} vs {action:#x})",
-                                what(),
-                                prev.action
-                            )));
-                        }
-                        let r = Rule {
-                            conds: conds.clone(),
-                            action,
-                        };
-                        if !entry.conditional.contains(&r) {
-                            entry.conditional.push(r);
-                        }
-                    }
+                let table = per_abi.entry(*abi).or_default();
+                if let Some(nr) = nr {
+                    add_rules(table.entry(nr).or_default(), name, action, &rules, &what)?;
+                }
+                if let Some((mux_nr, call)) = mux {
+                    let via = vec![vec![Cond {
+                        index: 0,
+                        op: LinuxSeccompOperator::ScmpCmpEq,
+                        value: call,
+                        value_two: 0,
+                    }]];
+                    add_rules(table.entry(mux_nr).or_default(), name, action, &via, &what)?;
                 }
             }
         }
@@ -390,6 +430,48 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<CompiledFilter, SeccompError> {
         flags,
         uses_notify,
     })
+}
+
+/// Adds one profile rule (`rules` empty: unconditional) for one syscall number.
+fn add_rules(
+    entry: &mut SyscallRules,
+    name: &str,
+    action: u32,
+    rules: &[Vec<Cond>],
+    what: &dyn Fn() -> String,
+) -> Result<(), SeccompError> {
+    if rules.is_empty() {
+        match entry.unconditional {
+            // libseccomp keeps the first unconditional action of a syscall.
+            Some(prev) if prev != action => debug!(syscall = %name,
+                "seccomp: second unconditional action {action:#x} ignored, keeping {prev:#x}"),
+            Some(_) => {}
+            None => entry.unconditional = Some(action),
+        }
+        return Ok(());
+    }
+    for conds in rules {
+        if let Some(prev) = entry
+            .conditional
+            .iter()
+            .find(|r| r.conds == *conds && r.action != action)
+        {
+            // libseccomp refuses this (EEXIST) and so does runc.
+            return Err(SeccompError::Invalid(format!(
+                "{}: syscall {name:?} already has a rule with the same arguments and another action ({:#x} vs {action:#x})",
+                what(),
+                prev.action
+            )));
+        }
+        let r = Rule {
+            conds: conds.clone(),
+            action,
+        };
+        if !entry.conditional.contains(&r) {
+            entry.conditional.push(r);
+        }
+    }
+    Ok(())
 }
 
 fn generate(
