@@ -97,6 +97,11 @@ impl process::Parent for ParentSide<'_, '_> {
         }
         self.st.pid = pid;
     }
+    fn seccomp_fd(&mut self, fd: OwnedFd, init_pid: i32) -> Result<()> {
+        self.st.pid = init_pid;
+        let json = self.st.hook_json(Status::Creating);
+        crate::seccomp_glue::forward_to_listener(&self.st.config, &fd, init_pid, &json)
+    }
     fn run_hooks(&mut self, init_pid: i32) -> Result<String> {
         self.st.pid = init_pid;
         let json = self.st.hook_json(Status::Creating);

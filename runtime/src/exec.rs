@@ -201,10 +201,23 @@ pub fn exec(root: &Root, opts: ExecOpts) -> Result<i32> {
         }
     };
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(inter), None);
-    // The process reports an error, or closes the channel by exec'ing (close-on-exec).
-    if let Some(ToParent::Error(m)) = ours.recv::<ToParent>()? {
-        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-        return Err(Error::Init(m));
+    // The process reports an error, or closes the channel by exec'ing (close-on-exec); with a
+    // NOTIFY filter it first hands over the listener fd for the seccomp agent.
+    loop {
+        match ours.recv::<ToParent>()? {
+            Some(ToParent::Error(m)) => {
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+                return Err(Error::Init(m));
+            }
+            Some(ToParent::SeccompFd) => {
+                let fd = ours.recv_fd()?;
+                let mut s = st.clone();
+                s.pid = pid;
+                crate::seccomp_glue::forward_to_listener(&st.config, &fd, pid, &s.hook_json(Status::Running))?;
+                ours.send(&ToChild::SeccompDone)?;
+            }
+            _ => break,
+        }
     }
     if let Some(p) = &opts.pid_file {
         crate::state::write_atomic(p, pid.to_string().as_bytes())?;
@@ -308,7 +321,7 @@ impl ExecChild<'_> {
         let nnp = self.process.no_new_privileges().unwrap_or(false);
         let late = nnp || self.caps.map_or(self.process.user().uid() == 0, |c| c.effective.contains(&caps::Capability::CAP_SYS_ADMIN));
         if let Some(f) = self.filter.filter(|_| !late) {
-            crate::process::SeccompInstall::install(f)?;
+            init::install_seccomp(f, chan)?;
         }
         crate::procattr::apply(self.process)?;
         init::set_user_and_caps(self.caps, self.process)?;
@@ -322,7 +335,7 @@ impl ExecChild<'_> {
         init::check_cwd_inside()?;
         crate::sys::reset_signals();
         if let Some(f) = self.filter.filter(|_| late) {
-            crate::process::SeccompInstall::install(f)?;
+            init::install_seccomp(f, chan)?;
         }
         let e = nix::unistd::execve(&exe, &self.args, &self.env);
         e.ctx(|| format!("exec {exe:?}")).map(|n| match n {})

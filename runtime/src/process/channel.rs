@@ -15,6 +15,8 @@ pub enum ToParent {
     /// Set-up is complete; the init blocks on `start_fd` until `start`. `exec_fd` is the write
     /// end of a close-on-exec pipe: its readers see EOF once the init has exec'd (or died).
     Ready { start_fd: i32, exec_fd: i32 },
+    /// The seccomp listener fd follows in the next packet (SCM_RIGHTS).
+    SeccompFd,
     /// Set-up failed; the message names what.
     Error(String),
 }
@@ -27,6 +29,8 @@ pub enum ToChild {
     IdMapsDone,
     /// Hooks ran; the state JSON for the container-side hooks.
     HooksDone { state: String },
+    /// The seccomp listener fd was handed to the agent.
+    SeccompDone,
 }
 
 pub struct Channel {
@@ -63,6 +67,18 @@ impl Channel {
                 Err(e) => return Err(Error::sys("recv on init sync channel", std::io::Error::from_raw_os_error(e as i32))),
             }
         }
+    }
+
+    /// Send an fd (SCM_RIGHTS) as its own packet.
+    pub fn send_fd(&self, fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+        use std::os::fd::AsFd;
+        crate::seccomp::send_fd(self.fd.as_fd(), fd)?;
+        Ok(())
+    }
+
+    pub fn recv_fd(&self) -> Result<OwnedFd> {
+        use std::os::fd::AsFd;
+        Ok(crate::seccomp::recv_fd(self.fd.as_fd())?)
     }
 
     pub fn raw(&self) -> i32 {

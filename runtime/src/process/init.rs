@@ -202,7 +202,7 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
             .as_ref()
             .map_or(process.user().uid() == 0, |c| c.effective.contains(&caps::Capability::CAP_SYS_ADMIN));
     if let Some(f) = cfg.seccomp.filter(|_| !can_late_seccomp) {
-        f.install()?;
+        install_seccomp(f, chan)?;
     }
 
     if let Some(p) = linux.personality() {
@@ -219,6 +219,10 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
     check_cwd_inside()?;
 
     // Block until `start`: read one byte from a pipe that only `start` writes to.
+    // A NOTIFY filter goes in before Ready: the parent must hand its fd to the agent.
+    if let Some(f) = cfg.seccomp.filter(|f| can_late_seccomp && f.uses_notify()) {
+        install_seccomp(f, chan)?;
+    }
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe for start".into())?;
     // Held until execve closes it: `start` waits for that EOF before running poststart hooks.
     let (exec_r, exec_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe for exec".into())?;
@@ -244,12 +248,25 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
         .map(|e| CString::new(e.as_bytes()).map_err(|_| Error::config(format!("process.env {e:?}: contains NUL"))))
         .collect::<Result<_>>()?;
     sys::reset_signals();
-    if let Some(f) = cfg.seccomp.filter(|_| can_late_seccomp) {
+    if let Some(f) = cfg.seccomp.filter(|f| can_late_seccomp && !f.uses_notify()) {
         f.install()?;
     }
     let e = nix::unistd::execve(&exe, &cfg.args, &env);
     drop(exec_w);
     e.ctx(|| format!("exec {:?}", exe)).map(|n| match n {})
+}
+
+/// Install the filter; a NOTIFY listener fd goes to the parent, which hands it to the agent.
+pub(crate) fn install_seccomp(f: &dyn super::SeccompInstall, chan: &Channel) -> Result<()> {
+    if let Some(fd) = f.install()? {
+        chan.send(&ToParent::SeccompFd)?;
+        chan.send_fd(std::os::fd::AsFd::as_fd(&fd))?;
+        match chan.recv::<ToChild>()? {
+            Some(ToChild::SeccompDone) => {}
+            other => return Err(Error::container(format!("sync: expected SeccompDone, got {other:?}"))),
+        }
+    }
+    Ok(())
 }
 
 /// runc's semantics for process.args[0]: a path with '/' is used as is, a bare name is searched in

@@ -9,7 +9,9 @@ use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType};
 
 /// A seccomp filter ready to install in the init (compiled before clone).
 pub trait SeccompInstall {
-    fn install(&self) -> Result<()>;
+    /// Install the filter; returns the user-notification listener fd when the profile uses NOTIFY.
+    fn install(&self) -> Result<Option<std::os::fd::OwnedFd>>;
+    fn uses_notify(&self) -> bool;
 }
 
 /// Callbacks from the parent's side of the set-up conversation.
@@ -21,6 +23,8 @@ pub trait Parent {
     /// Mounts are done: run prestart + createRuntime hooks; returns the state JSON for the
     /// container-side hooks.
     fn run_hooks(&mut self, init_pid: i32) -> Result<String>;
+    /// The init installed a filter with NOTIFY: give its listener fd to the seccomp agent.
+    fn seccomp_fd(&mut self, fd: std::os::fd::OwnedFd, init_pid: i32) -> Result<()>;
 }
 
 /// Clone the container's init and drive its set-up until it is ready to exec.
@@ -65,6 +69,11 @@ pub fn spawn(cfg: init::InitConfig<'_>, parent: &mut dyn Parent) -> Result<(i32,
             Some(ToParent::RunHooks) => {
                 let state = parent.run_hooks(init_pid)?;
                 ours.send(&ToChild::HooksDone { state })?;
+            }
+            Some(ToParent::SeccompFd) => {
+                let fd = ours.recv_fd()?;
+                parent.seccomp_fd(fd, init_pid)?;
+                ours.send(&ToChild::SeccompDone)?;
             }
             Some(ToParent::Ready { start_fd, exec_fd }) => return Ok((init_pid, start_fd, exec_fd)),
             Some(ToParent::Error(msg)) => return Err(Error::Init(msg)),
