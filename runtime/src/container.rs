@@ -182,11 +182,20 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
     if let Some(r) = linux.resources() {
         cg.validate(r)?;
     }
-    cg.create()?;
-    st.cgroup = Some(serde_json::to_value(cg.save()).map_err(|e| Error::container(format!("serialize cgroup state: {e}")))?);
-    guard.cgroup = Some(cg.clone());
-    if let Some(r) = linux.resources() {
-        cg.apply(r)?;
+    match cg.create() {
+        Ok(()) => {
+            st.cgroup = Some(serde_json::to_value(cg.save()).map_err(|e| Error::container(format!("serialize cgroup state: {e}")))?);
+            guard.cgroup = Some(cg.clone());
+            if let Some(r) = linux.resources() {
+                cg.apply(r)?;
+            }
+        }
+        // Rootless without a delegated cgroup: like runc, run without cgroups as long as no
+        // limit was asked for.
+        Err(e) if crate::state::rootless() && !asks_for_limits(linux.resources().as_ref()) => {
+            tracing::debug!("rootless: running without cgroups: {e}");
+        }
+        Err(e) => return Err(e.into()),
     }
     // Saved before clone: a create killed half-way leaves a state `delete --force` can clean.
     locked.save(&st)?;
@@ -223,6 +232,19 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
     }
     guard.done = true;
     Ok(st)
+}
+
+/// Whether `resources` asks for any limit (device rules alone are not a limit).
+fn asks_for_limits(r: Option<&oci_spec::runtime::LinuxResources>) -> bool {
+    let Some(r) = r else { return false };
+    r.memory().is_some()
+        || r.cpu().is_some()
+        || r.pids().is_some()
+        || r.block_io().is_some()
+        || r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty())
+        || r.network().is_some()
+        || r.rdma().as_ref().is_some_and(|h| !h.is_empty())
+        || r.unified().as_ref().is_some_and(|h| !h.is_empty())
 }
 
 fn home_of(rootfs: &Path, uid: u32) -> String {

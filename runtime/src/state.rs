@@ -13,6 +13,25 @@ const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "lock";
 const MAX_ID_LEN: usize = 1024;
 
+/// True when husk runs without root on the host: a rootless container (user namespace
+/// required, cgroups only where the user may write them).
+pub fn rootless() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() != 0 }
+}
+
+/// The default state root: /run/husk for root, $XDG_RUNTIME_DIR/husk (else /tmp/husk-UID) otherwise.
+pub fn default_root() -> PathBuf {
+    if !rootless() {
+        return PathBuf::from(DEFAULT_ROOT);
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("husk"),
+        // SAFETY: geteuid cannot fail.
+        _ => PathBuf::from(format!("/tmp/husk-{}", unsafe { libc::geteuid() })),
+    }
+}
+
 /// Container IDs: non-empty, bounded, no path separators, no "." or "..", printable ASCII from a
 /// conservative set (what runc accepts).
 pub fn validate_id(id: &str) -> Result<()> {
@@ -144,8 +163,13 @@ pub struct Locked {
 impl Root {
     pub fn new(path: &Path) -> Result<Root> {
         std::fs::create_dir_all(path).ctx(|| format!("create state root {}", path.display()))?;
-        // The state root holds pids and configs: private to root.
+        // The state root holds pids and configs: private to its owner.
         let _ = std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o711));
+        let meta = std::fs::metadata(path).ctx(|| format!("stat state root {}", path.display()))?;
+        // SAFETY: geteuid cannot fail.
+        if std::os::unix::fs::MetadataExt::uid(&meta) != unsafe { libc::geteuid() } {
+            return Err(Error::container(format!("state root {} is owned by another user", path.display())));
+        }
         Ok(Root { path: path.to_path_buf() })
     }
 

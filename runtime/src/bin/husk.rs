@@ -8,9 +8,10 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(name = "husk", version, about = "Husk: an OCI runtime (runtime-spec 1.2) with runc's command line")]
 struct Cli {
-    /// Root directory for container state.
-    #[arg(long, global = true, default_value = husk::state::DEFAULT_ROOT)]
-    root: PathBuf,
+    /// Root directory for container state (default /run/husk; for a non-root user
+    /// $XDG_RUNTIME_DIR/husk).
+    #[arg(long, global = true)]
+    root: Option<PathBuf>,
     /// Log file (default: stderr).
     #[arg(long, global = true)]
     log: Option<PathBuf>,
@@ -280,7 +281,7 @@ fn main() {
 }
 
 fn real_main(cli: Cli, log_fd: Option<i32>) -> anyhow::Result<i32> {
-    let root = Root::new(&cli.root)?;
+    let root = Root::new(&cli.root.clone().unwrap_or_else(husk::state::default_root))?;
     match cli.cmd {
         Cmd::Create(ref a) => {
             let a = CreateArgs { ..clone_args(a) };

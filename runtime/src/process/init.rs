@@ -227,6 +227,11 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
     // Held until execve closes it: `start` waits for that EOF before running poststart hooks.
     let (exec_r, exec_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe for exec".into())?;
     drop(exec_r);
+    if crate::state::rootless() {
+        // The credential changes above made us non-dumpable; `start`, run by the same
+        // unprivileged user, must be able to open our start pipe through /proc/PID/fd.
+        sys::prctl(libc::PR_SET_DUMPABLE, 1, 0).ctx(|| "prctl PR_SET_DUMPABLE".into())?;
+    }
     chan.send(&ToParent::Ready { start_fd: w.as_raw_fd(), exec_fd: exec_w.as_raw_fd() })?;
     let mut b = [0u8; 1];
     loop {

@@ -44,6 +44,12 @@ pub fn spawn(cfg: init::InitConfig<'_>, parent: &mut dyn Parent) -> Result<(i32,
     drop(cfg);
     let linux = spec.linux().as_ref();
     let maps = |pid: i32| -> Result<()> {
+        if crate::state::rootless() {
+            // Without CAP_SETGID on the host the kernel only takes a gid_map once setgroups(2)
+            // is denied in the new namespace.
+            let p = format!("/proc/{pid}/setgroups");
+            std::fs::write(&p, "deny").ctx(|| format!("write {p}"))?;
+        }
         write_id_map(pid, "uid_map", linux.and_then(|l| l.uid_mappings().as_ref()))?;
         write_id_map(pid, "gid_map", linux.and_then(|l| l.gid_mappings().as_ref()))
     };
