@@ -134,7 +134,9 @@ fn empty_ns_flags(types: &[String]) -> Result<u32> {
 
 fn is_bind(m: &oci_spec::runtime::Mount) -> bool {
     m.typ().as_deref() == Some("bind")
-        || m.options().as_ref().is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"))
+        || m.options()
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"))
 }
 
 /// The spec's bind mounts as CRIU external mounts (key = destination in the container).
@@ -145,8 +147,16 @@ fn spec_binds(spec: &Spec, bundle: &Path) -> Vec<ExternalMount> {
             continue;
         }
         let Some(src) = m.source() else { continue };
-        let source = if src.is_absolute() { src.clone() } else { bundle.join(src) };
-        out.push(ExternalMount { key: m.destination().display().to_string(), source, from_spec: true });
+        let source = if src.is_absolute() {
+            src.clone()
+        } else {
+            bundle.join(src)
+        };
+        out.push(ExternalMount {
+            key: m.destination().display().to_string(),
+            source,
+            from_spec: true,
+        });
     }
     out
 }
@@ -159,7 +169,9 @@ fn external_mounts(st: &ContainerState) -> Result<Vec<ExternalMount>> {
     let path = format!("/proc/{}/mountinfo", st.pid);
     let text = std::fs::read_to_string(&path).ctx(|| format!("read {path}"))?;
     for line in text.lines() {
-        let Some(mi) = MountInfo::parse(line) else { continue };
+        let Some(mi) = MountInfo::parse(line) else {
+            continue;
+        };
         if mi.mount_point == "/" || out.iter().any(|e| e.key == mi.mount_point) {
             continue;
         }
@@ -171,9 +183,17 @@ fn external_mounts(st: &ContainerState) -> Result<Vec<ExternalMount>> {
                 from_spec: false,
             });
         } else if mi.fstype == "cgroup2" && mi.root != "/" {
-            out.push(ExternalMount { key: mi.mount_point.clone(), source: PathBuf::from("cgroup2:"), from_spec: false });
+            out.push(ExternalMount {
+                key: mi.mount_point.clone(),
+                source: PathBuf::from("cgroup2:"),
+                from_spec: false,
+            });
         } else if mi.fstype == "devtmpfs" && mi.root == "/null" {
-            out.push(ExternalMount { key: mi.mount_point.clone(), source: PathBuf::from("/dev/null"), from_spec: false });
+            out.push(ExternalMount {
+                key: mi.mount_point.clone(),
+                source: PathBuf::from("/dev/null"),
+                from_spec: false,
+            });
         }
     }
     Ok(out)
@@ -195,15 +215,25 @@ fn stdio_fds(pid: i32) -> Result<Vec<StdioFd>> {
             Err(_) => continue,
         };
         if link.starts_with("pipe:") {
-            out.push(StdioFd { fd, key: link, external_file: false });
+            out.push(StdioFd {
+                fd,
+                key: link,
+                external_file: false,
+            });
             continue;
         }
-        if link.starts_with("socket:") || link.starts_with("anon_inode:") || link.starts_with("/dev/pts/") {
+        if link.starts_with("socket:")
+            || link.starts_with("anon_inode:")
+            || link.starts_with("/dev/pts/")
+        {
             continue;
         }
         let info_path = format!("/proc/{pid}/fdinfo/{fd}");
         let info = std::fs::read_to_string(&info_path).ctx(|| format!("read {info_path}"))?;
-        let Some(mnt_id) = info.lines().find_map(|l| l.strip_prefix("mnt_id:")).and_then(|v| v.trim().parse::<u64>().ok())
+        let Some(mnt_id) = info
+            .lines()
+            .find_map(|l| l.strip_prefix("mnt_id:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
         else {
             continue;
         };
@@ -213,7 +243,11 @@ fn stdio_fds(pid: i32) -> Result<Vec<StdioFd>> {
         let fd_path = format!("/proc/{pid}/fd/{fd}");
         let meta = std::fs::metadata(&fd_path).ctx(|| format!("stat {fd_path}"))?;
         let ino = std::os::unix::fs::MetadataExt::ino(&meta);
-        out.push(StdioFd { fd, key: format!("file[{mnt_id:x}:{ino:x}]"), external_file: true });
+        out.push(StdioFd {
+            fd,
+            key: format!("file[{mnt_id:x}:{ino:x}]"),
+            external_file: true,
+        });
     }
     Ok(out)
 }
@@ -232,7 +266,12 @@ impl MountInfo {
         let (pre, post) = line.split_once(" - ")?;
         let pre: Vec<&str> = pre.split(' ').collect();
         let post: Vec<&str> = post.split(' ').collect();
-        let unescape = |s: &str| s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\");
+        let unescape = |s: &str| {
+            s.replace("\\040", " ")
+                .replace("\\011", "\t")
+                .replace("\\012", "\n")
+                .replace("\\134", "\\")
+        };
         Some(MountInfo {
             root: unescape(pre.get(3)?),
             mount_point: unescape(pre.get(4)?),
@@ -244,7 +283,9 @@ impl MountInfo {
 
 /// The lines of a CRIU log that say what went wrong ("Error (file:line): ..."), at most a few.
 pub fn criu_log_errors(log: &Path) -> String {
-    let Ok(text) = std::fs::read_to_string(log) else { return String::new() };
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return String::new();
+    };
     let errs: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("Error (") || l.contains("Error:"))
@@ -259,7 +300,11 @@ pub fn criu_log_errors(log: &Path) -> String {
 fn criu_failure(what: &str, resp: &rpc::Resp, log: &Path) -> Error {
     let mut msg = format!("criu {what} failed");
     // CRIU reports its first error; skip the harmless nofile one (see criu_log_errors)
-    let first = resp.cr_errmsg.as_deref().map(str::trim).filter(|m| !m.is_empty() && !m.contains("RLIMIT_NOFILE for self"));
+    let first = resp
+        .cr_errmsg
+        .as_deref()
+        .map(str::trim)
+        .filter(|m| !m.is_empty() && !m.contains("RLIMIT_NOFILE for self"));
     if let Some(m) = first {
         msg.push_str(&format!(": {m}"));
     }
@@ -268,18 +313,21 @@ fn criu_failure(what: &str, resp: &rpc::Resp, log: &Path) -> Error {
     }
     let errs = criu_log_errors(log);
     if !errs.is_empty() {
-        msg.push_str(&format!("; {errs}"));
+        msg.push_str(if first.is_some() { "; " } else { ": " });
+        msg.push_str(&errs);
     }
     msg.push_str(&format!(" (log: {})", log.display()));
     Error::container(msg)
 }
 
 fn open_dir(p: &Path, what: &str) -> Result<OwnedFd> {
-    crate::sys::open(p, libc::O_RDONLY | libc::O_DIRECTORY).ctx(|| format!("open {what} {}", p.display()))
+    crate::sys::open(p, libc::O_RDONLY | libc::O_DIRECTORY)
+        .ctx(|| format!("open {what} {}", p.display()))
 }
 
 fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
-    let data = serde_json::to_vec_pretty(v).map_err(|e| Error::container(format!("serialize {}: {e}", path.display())))?;
+    let data = serde_json::to_vec_pretty(v)
+        .map_err(|e| Error::container(format!("serialize {}: {e}", path.display())))?;
     crate::state::write_atomic(path, &data)
 }
 
@@ -316,7 +364,10 @@ pub fn checkpoint(root: &Root, o: &CheckpointOpts) -> Result<()> {
     let empty_ns = empty_ns_flags(&o.empty_ns)?;
     if o.manage_cgroups_mode.is_some() {
         // validate before touching anything
-        o.manage_cgroups_mode.as_deref().map(str::parse::<CgMode>).transpose()?;
+        o.manage_cgroups_mode
+            .as_deref()
+            .map(str::parse::<CgMode>)
+            .transpose()?;
     }
     if o.pre_dump {
         require_mem_track(&criu)?;
@@ -325,19 +376,33 @@ pub fn checkpoint(root: &Root, o: &CheckpointOpts) -> Result<()> {
     let st = locked.load()?;
     let status = st.status();
     if !matches!(status, Status::Running | Status::Paused) {
-        return Err(Error::container(format!("cannot checkpoint container {}: it is {status}, not running", o.id)));
+        return Err(Error::container(format!(
+            "cannot checkpoint container {}: it is {status}, not running",
+            o.id
+        )));
     }
-    if st.config.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false) {
+    if st
+        .config
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false)
+    {
         return Err(Error::Unsupported(format!(
             "cannot checkpoint container {}: containers with process.terminal=true are not supported by husk checkpoint yet",
             o.id
         )));
     }
-    std::fs::create_dir_all(&o.image_path).ctx(|| format!("create image directory {}", o.image_path.display()))?;
-    let image_dir = std::fs::canonicalize(&o.image_path).ctx(|| format!("image directory {}", o.image_path.display()))?;
+    std::fs::create_dir_all(&o.image_path)
+        .ctx(|| format!("create image directory {}", o.image_path.display()))?;
+    let image_dir = std::fs::canonicalize(&o.image_path)
+        .ctx(|| format!("image directory {}", o.image_path.display()))?;
     let marker = image_dir.join(INCOMPLETE_MARKER);
-    std::fs::write(&marker, format!("checkpoint of container {} in progress\n", o.id))
-        .ctx(|| format!("write {}", marker.display()))?;
+    std::fs::write(
+        &marker,
+        format!("checkpoint of container {} in progress\n", o.id),
+    )
+    .ctx(|| format!("write {}", marker.display()))?;
     let work_dir = match &o.work_path {
         Some(w) => {
             std::fs::create_dir_all(w).ctx(|| format!("create work directory {}", w.display()))?;
@@ -346,7 +411,9 @@ pub fn checkpoint(root: &Root, o: &CheckpointOpts) -> Result<()> {
         None => image_dir.clone(),
     };
     let log = work_dir.join(if o.pre_dump { "pre-dump.log" } else { DUMP_LOG });
-    let res = dump(root, locked, st, o, &criu, empty_ns, &image_dir, &work_dir, &log);
+    let res = dump(
+        root, locked, st, o, &criu, empty_ns, &image_dir, &work_dir, &log,
+    );
     match &res {
         Ok(()) => {
             if let Err(e) = std::fs::remove_file(&marker) {
@@ -354,7 +421,10 @@ pub fn checkpoint(root: &Root, o: &CheckpointOpts) -> Result<()> {
             }
         }
         Err(e) => {
-            let _ = std::fs::write(&marker, format!("checkpoint of container {} failed: {e}\n", o.id));
+            let _ = std::fs::write(
+                &marker,
+                format!("checkpoint of container {} failed: {e}\n", o.id),
+            );
         }
     }
     res
@@ -400,7 +470,10 @@ fn dump(
     opts.int32(opt::PID, st.pid)
         .int32(opt::WORK_DIR_FD, work_fd.as_raw_fd())
         .int32(opt::LOG_LEVEL, CRIU_LOG_LEVEL)
-        .string(opt::LOG_FILE, log.file_name().and_then(|n| n.to_str()).unwrap_or(DUMP_LOG))
+        .string(
+            opt::LOG_FILE,
+            log.file_name().and_then(|n| n.to_str()).unwrap_or(DUMP_LOG),
+        )
         .string(opt::ROOT, &st.rootfs.display().to_string())
         .flag(opt::LEAVE_RUNNING, o.leave_running || o.pre_dump)
         .flag(opt::TCP_ESTABLISHED, o.tcp_established)
@@ -430,23 +503,45 @@ fn dump(
     for f in stdio.iter().filter(|f| f.external_file) {
         opts.external(&f.key);
     }
-    for ns in st.config.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default() {
+    for ns in st
+        .config
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default()
+    {
         if ns.typ() == LinuxNamespaceType::Network {
             if let Some(p) = ns.path() {
-                let meta = std::fs::metadata(p).ctx(|| format!("stat joined network namespace {}", p.display()))?;
-                opts.external(&format!("net[{}]:{EXT_NETNS_KEY}", std::os::unix::fs::MetadataExt::ino(&meta)));
+                let meta = std::fs::metadata(p)
+                    .ctx(|| format!("stat joined network namespace {}", p.display()))?;
+                opts.external(&format!(
+                    "net[{}]:{EXT_NETNS_KEY}",
+                    std::os::unix::fs::MetadataExt::ino(&meta)
+                ));
             }
         }
     }
-    let typ = if o.pre_dump { rpc::req::PRE_DUMP } else { rpc::req::DUMP };
+    let typ = if o.pre_dump {
+        rpc::req::PRE_DUMP
+    } else {
+        rpc::req::DUMP
+    };
     let started = std::time::Instant::now();
     let swrk = Swrk::spawn(criu)?;
     let resp = swrk.call(typ, Some(&opts), false);
     let exit = swrk.finish();
     let resp = resp?;
-    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, ?exit, "criu dump");
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        ?exit,
+        "criu dump"
+    );
     if !resp.success {
-        return Err(criu_failure(if o.pre_dump { "pre-dump" } else { "dump" }, &resp, log));
+        return Err(criu_failure(
+            if o.pre_dump { "pre-dump" } else { "dump" },
+            &resp,
+            log,
+        ));
     }
     if o.leave_running || o.pre_dump {
         return Ok(());
@@ -517,10 +612,19 @@ struct Source {
 
 fn restore_source(o: &RestoreOpts, image_dir: &Path) -> Result<Source> {
     let meta_path = image_dir.join(META_FILE);
-    let meta: Option<CheckpointMeta> = if meta_path.is_file() { Some(read_json(&meta_path)?) } else { None };
+    let meta: Option<CheckpointMeta> = if meta_path.is_file() {
+        Some(read_json(&meta_path)?)
+    } else {
+        None
+    };
     if let Some(b) = &o.bundle {
         let b = crate::spec::load_bundle(b)?;
-        return Ok(Source { spec: b.spec, bundle: b.dir, rootfs: b.rootfs, meta });
+        return Ok(Source {
+            spec: b.spec,
+            bundle: b.dir,
+            rootfs: b.rootfs,
+            meta,
+        });
     }
     let cfg = image_dir.join(CONFIG_FILE);
     let Some(m) = meta else {
@@ -530,7 +634,10 @@ fn restore_source(o: &RestoreOpts, image_dir: &Path) -> Result<Source> {
         )));
     };
     if !cfg.is_file() {
-        return Err(Error::container(format!("{}: missing (pass --bundle)", cfg.display())));
+        return Err(Error::container(format!(
+            "{}: missing (pass --bundle)",
+            cfg.display()
+        )));
     }
     let spec: Spec = read_json(&cfg)?;
     crate::spec::validate(&spec)?;
@@ -540,7 +647,12 @@ fn restore_source(o: &RestoreOpts, image_dir: &Path) -> Result<Source> {
             m.rootfs.display()
         )));
     }
-    Ok(Source { spec, bundle: m.bundle.clone(), rootfs: m.rootfs.clone(), meta: Some(m) })
+    Ok(Source {
+        spec,
+        bundle: m.bundle.clone(),
+        rootfs: m.rootfs.clone(),
+        meta: Some(m),
+    })
 }
 
 /// The cgroups of a process as CRIU `cg_root` entries (controller list → path).
@@ -569,8 +681,12 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
     }
     let criu = rpc::find_criu(o.criu.as_deref())?;
     let empty_ns = empty_ns_flags(&o.empty_ns)?;
-    o.manage_cgroups_mode.as_deref().map(str::parse::<CgMode>).transpose()?;
-    let image_dir = std::fs::canonicalize(&o.image_path).ctx(|| format!("image directory {}", o.image_path.display()))?;
+    o.manage_cgroups_mode
+        .as_deref()
+        .map(str::parse::<CgMode>)
+        .transpose()?;
+    let image_dir = std::fs::canonicalize(&o.image_path)
+        .ctx(|| format!("image directory {}", o.image_path.display()))?;
     let marker = image_dir.join(INCOMPLETE_MARKER);
     if marker.exists() {
         let why = std::fs::read_to_string(&marker).unwrap_or_default();
@@ -582,7 +698,13 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
         )));
     }
     let src = restore_source(o, &image_dir)?;
-    if src.spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false) {
+    if src
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false)
+    {
         return Err(Error::Unsupported(
             "restore of a container with process.terminal=true is not supported by husk yet".into(),
         ));
@@ -603,7 +725,11 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
             Vec::new()
         }
     };
-    let mut externals: Vec<ExternalMount> = src.meta.as_ref().map(|m| m.external_mounts.clone()).unwrap_or_default();
+    let mut externals: Vec<ExternalMount> = src
+        .meta
+        .as_ref()
+        .map(|m| m.external_mounts.clone())
+        .unwrap_or_default();
     if o.bundle.is_some() {
         // the bundle given now decides where its bind mounts come from
         for b in spec_binds(&src.spec, &src.bundle) {
@@ -613,7 +739,11 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
             }
         }
     }
-    let linux = src.spec.linux().as_ref().ok_or_else(|| Error::config("linux: missing"))?;
+    let linux = src
+        .spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| Error::config("linux: missing"))?;
     let plan = crate::namespaces::NsPlan::from_spec(&src.spec)?;
     let netns_fd = match linux
         .namespaces()
@@ -622,17 +752,34 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
         .find(|n| n.typ() == LinuxNamespaceType::Network)
         .and_then(|n| n.path().clone())
     {
-        Some(p) => Some(crate::sys::open(&p, libc::O_RDONLY).ctx(|| format!("open network namespace {}", p.display()))?),
+        Some(p) => Some(
+            crate::sys::open(&p, libc::O_RDONLY)
+                .ctx(|| format!("open network namespace {}", p.display()))?,
+        ),
         None => None,
     };
-    let fg = if o.detach { None } else { Some(crate::run::Foreground::prepare()?) };
+    let fg = if o.detach {
+        None
+    } else {
+        Some(crate::run::Foreground::prepare()?)
+    };
 
     let locked = root.create(&o.id)?;
-    let mut guard = RestoreGuard { locked: &locked, cgroup: None, criu_root: None, pid: None, done: false };
+    let mut guard = RestoreGuard {
+        locked: &locked,
+        cgroup: None,
+        criu_root: None,
+        pid: None,
+        done: false,
+    };
     let host = Host::detect()?;
     let mut cg = CgroupManager::new(
         &host,
-        &CgroupOptions { cgroups_path: linux.cgroups_path().as_deref(), id: &o.id, systemd: o.systemd_cgroup },
+        &CgroupOptions {
+            cgroups_path: linux.cgroups_path().as_deref(),
+            id: &o.id,
+            systemd: o.systemd_cgroup,
+        },
     )?;
     let cg_res = cg.create();
     guard.cgroup = Some(cg.clone());
@@ -650,10 +797,17 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
         annotations: src.spec.annotations().clone().unwrap_or_default(),
         started: true,
         start_fd: -1,
+        exec_fd: -1,
         owner: String::new(),
-        cgroup: Some(serde_json::to_value(cg.save()).map_err(|e| Error::container(format!("serialize cgroup state: {e}")))?),
+        cgroup: Some(
+            serde_json::to_value(cg.save())
+                .map_err(|e| Error::container(format!("serialize cgroup state: {e}")))?,
+        ),
         config: src.spec.clone(),
-        own_pidns: src.meta.as_ref().map_or(plan.is_new(LinuxNamespaceType::Pid), |m| m.own_pidns),
+        own_pidns: src
+            .meta
+            .as_ref()
+            .map_or(plan.is_new(LinuxNamespaceType::Pid), |m| m.own_pidns),
     };
     // a restore killed half-way leaves a state `delete --force` can clean
     locked.save(&st)?;
@@ -661,11 +815,23 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
     // CRIU needs the root to be a mount point of its own.
     let criu_root = locked.dir.join("criu-root");
     std::fs::create_dir(&criu_root).ctx(|| format!("mkdir {}", criu_root.display()))?;
-    nix::mount::mount(Some(&src.rootfs), &criu_root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .ctx(|| format!("bind {} on {}", src.rootfs.display(), criu_root.display()))?;
+    nix::mount::mount(
+        Some(&src.rootfs),
+        &criu_root,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx(|| format!("bind {} on {}", src.rootfs.display(), criu_root.display()))?;
     guard.criu_root = Some(criu_root.clone());
-    nix::mount::mount(None::<&str>, &criu_root, None::<&str>, MsFlags::MS_PRIVATE | MsFlags::MS_REC, None::<&str>)
-        .ctx(|| format!("make {} private", criu_root.display()))?;
+    nix::mount::mount(
+        None::<&str>,
+        &criu_root,
+        None::<&str>,
+        MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx(|| format!("make {} private", criu_root.display()))?;
 
     let images_fd = open_dir(&image_dir, "image directory")?;
     let work_fd = open_dir(&work_dir, "work directory")?;
@@ -688,7 +854,8 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
             cg.unified_path().map(Path::to_path_buf).ok_or_else(|| {
                 Error::container(format!("restore: external cgroup2 mount {}: the new container has no cgroup2 directory", e.key))
             })?
-        } else { match e.source.to_str().and_then(|s| s.strip_prefix("cgroup:")) {
+        } else {
+            match e.source.to_str().and_then(|s| s.strip_prefix("cgroup:")) {
             // a cgroup controller bound into the container: the new container's own directory
             Some(super_opts) => match cgroup_dir_for(&cg, super_opts) {
                 Some(d) => d,
@@ -700,10 +867,16 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
                 }
             },
             None => e.source.clone(),
-        }};
+        }
+        };
         opts.external(&format!("mnt[{}]:{}", e.key, source.display()));
     }
-    match src.meta.as_ref().map(|m| &m.stdio).filter(|s| !s.is_empty()) {
+    match src
+        .meta
+        .as_ref()
+        .map(|m| &m.stdio)
+        .filter(|s| !s.is_empty())
+    {
         Some(stdio) => {
             for f in stdio {
                 opts.inherit_fd(&f.key, f.fd);
@@ -719,13 +892,17 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
         }
     }
     if let Some(ns) = &netns_fd {
-        crate::sys::clear_cloexec(ns.as_raw_fd()).ctx(|| "clear FD_CLOEXEC on the network namespace fd".into())?;
+        crate::sys::clear_cloexec(ns.as_raw_fd())
+            .ctx(|| "clear FD_CLOEXEC on the network namespace fd".into())?;
         opts.inherit_fd(EXT_NETNS_KEY, ns.as_raw_fd());
     }
 
     let swrk = Swrk::spawn(&criu)?;
     // criu joins the container's cgroups; the restored tree is created inside them.
-    let placed = cg.add_task(swrk.pid()).map_err(Error::from).and_then(|()| own_cgroups(swrk.pid()));
+    let placed = cg
+        .add_task(swrk.pid())
+        .map_err(Error::from)
+        .and_then(|()| own_cgroups(swrk.pid()));
     let cgs = match placed {
         Ok(c) => c,
         Err(e) => {
@@ -748,11 +925,15 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
     if !resp.success {
         return Err(criu_failure("restore", &resp, &log));
     }
-    let pid = guard
-        .pid
-        .ok_or_else(|| Error::container(format!("criu restore reported success without a pid (log: {})", log.display())))?;
+    let pid = guard.pid.ok_or_else(|| {
+        Error::container(format!(
+            "criu restore reported success without a pid (log: {})",
+            log.display()
+        ))
+    })?;
     st.pid = pid;
-    st.pid_start = crate::sys::proc_start_time(pid).ctx(|| format!("read start time of restored init pid {pid}"))?;
+    st.pid_start = crate::sys::proc_start_time(pid)
+        .ctx(|| format!("read start time of restored init pid {pid}"))?;
     locked.save(&st)?;
     if let Some(p) = &o.pid_file {
         crate::state::write_atomic(p, pid.to_string().as_bytes())?;
@@ -771,7 +952,10 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
 fn cgroup_dir_for(cg: &CgroupManager, super_opts: &str) -> Option<PathBuf> {
     let paths = cg.v1_paths();
     super_opts.split(',').find_map(|o| {
-        let o = o.strip_prefix("name=").map(|n| format!("name={n}")).unwrap_or_else(|| o.to_string());
+        let o = o
+            .strip_prefix("name=")
+            .map(|n| format!("name={n}"))
+            .unwrap_or_else(|| o.to_string());
         paths.get(&o).cloned()
     })
 }
@@ -798,9 +982,15 @@ mod tests {
 
     #[test]
     fn empty_ns_only_network() {
-        assert_eq!(empty_ns_flags(&["network".into()]).unwrap(), libc::CLONE_NEWNET as u32);
+        assert_eq!(
+            empty_ns_flags(&["network".into()]).unwrap(),
+            libc::CLONE_NEWNET as u32
+        );
         assert_eq!(empty_ns_flags(&[]).unwrap(), 0);
-        assert!(empty_ns_flags(&["pid".into()]).unwrap_err().to_string().contains("\"pid\""));
+        assert!(empty_ns_flags(&["pid".into()])
+            .unwrap_err()
+            .to_string()
+            .contains("\"pid\""));
     }
 
     #[test]
@@ -808,7 +998,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("restore.log");
         std::fs::write(&p, "(00.001) info\n(00.002) Error (criu/image.c:12): Unable to open inventory.img\n(00.003) ok\n").unwrap();
-        assert_eq!(criu_log_errors(&p), "(00.002) Error (criu/image.c:12): Unable to open inventory.img");
+        assert_eq!(
+            criu_log_errors(&p),
+            "(00.002) Error (criu/image.c:12): Unable to open inventory.img"
+        );
         assert_eq!(criu_log_errors(&d.path().join("none")), "");
     }
 
@@ -826,7 +1019,13 @@ mod tests {
         .unwrap();
         let e = spec_binds(&spec, Path::new("/b"));
         assert_eq!(e.len(), 2);
-        assert_eq!((e[0].key.as_str(), e[0].source.as_path()), ("/data", Path::new("/srv/data")));
-        assert_eq!((e[1].key.as_str(), e[1].source.as_path()), ("/rel", Path::new("/b/rel")));
+        assert_eq!(
+            (e[0].key.as_str(), e[0].source.as_path()),
+            ("/data", Path::new("/srv/data"))
+        );
+        assert_eq!(
+            (e[1].key.as_str(), e[1].source.as_path()),
+            ("/rel", Path::new("/b/rel"))
+        );
     }
 }

@@ -150,6 +150,7 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
     }
     let caps = process.capabilities().as_ref().map(CapPlan::new);
     let join_fds = plan.open_joins()?;
+    let idmapped = crate::idmap::prepare(&bundle.spec, &bundle.dir)?;
     let console = match (&opts.console_socket, opts.console_fd.take()) {
         (_, Some(fd)) => Some(fd),
         (Some(p), None) => Some(crate::tty::connect_console_socket(p)?),
@@ -217,6 +218,7 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
         env,
         seccomp: filter.as_ref().map(|f| f as &dyn process::SeccompInstall),
         intermediate: plan.needs_intermediate(),
+        idmapped,
     };
     let (pid, start_fd, exec_fd) = {
         let mut side = ParentSide { guard: &mut guard, st: &mut st };

@@ -1,9 +1,9 @@
 //! `husk features`: the runtime-spec features document, true to what this build supports.
 use crate::rootfs::MountOpt;
 
-/// Mount options `rootfs` understands (idmap/ridmap/tmpcopyup are refused, so not listed).
+/// Mount options `rootfs` understands (tmpcopyup is refused, so not listed).
 const MOUNT_OPTIONS: &[&str] = &[
-    "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec", "iversion", "lazytime", "loud",
+    "async", "atime", "bind", "idmap", "ridmap", "defaults", "dev", "diratime", "dirsync", "exec", "iversion", "lazytime", "loud",
     "mand", "noatime", "nodev", "nodiratime", "noexec", "noiversion", "nolazytime", "nomand", "norelatime",
     "nostrictatime", "nosuid", "nosymfollow", "private", "ratime", "rbind", "rdev", "rdiratime", "relatime",
     "remount", "rexec", "rnoatime", "rnodev", "rnodiratime", "rnoexec", "rnorelatime", "rnostrictatime",
@@ -40,7 +40,7 @@ pub fn document() -> serde_json::Value {
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false},
             "intelRdt": {"enabled": false},
-            "mountExtensions": {"idmap": {"enabled": false}}
+            "mountExtensions": {"idmap": {"enabled": true}}
         },
         "annotations": {
             "io.github.husk.version": env!("CARGO_PKG_VERSION"),
@@ -56,7 +56,7 @@ mod tests {
         let d = super::document();
         let opts = d["mountOptions"].as_array().unwrap();
         assert!(opts.len() >= 50, "{}", opts.len());
-        assert!(!opts.iter().any(|o| o == "idmap"));
-        assert_eq!(d["linux"]["mountExtensions"]["idmap"]["enabled"], false);
+        assert!(opts.iter().any(|o| o == "rro"));
+        assert_eq!(d["linux"]["mountExtensions"]["idmap"]["enabled"], true);
     }
 }

@@ -10,6 +10,7 @@ pub mod exec;
 pub mod features;
 pub mod exe;
 pub mod hooks;
+pub mod idmap;
 pub mod logging;
 pub mod namespaces;
 pub mod procattr;

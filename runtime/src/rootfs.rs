@@ -87,9 +87,8 @@ impl MountOpt {
             "symfollow" => c(MsFlags::from_bits_retain(256)),
             "rnosymfollow" => Ok(Recursive(sys::MOUNT_ATTR_NOSYMFOLLOW, 0)),
             "rsymfollow" => Ok(Recursive(0, sys::MOUNT_ATTR_NOSYMFOLLOW)),
-            "idmap" | "ridmap" => Err(format!(
-                "mount option {o:?} (idmapped mounts) is not supported yet"
-            )),
+            // Idmapped mounts are prepared by `idmap`; nothing for the flags.
+            "idmap" | "ridmap" => Ok(Set(MsFlags::empty())),
             "tmpcopyup" => Err("mount option \"tmpcopyup\" is not supported".to_string()),
             other => Ok(Data(other.to_string())),
         }
@@ -267,6 +266,8 @@ pub struct RootfsCtx<'a> {
     pub bundle: &'a Path,
     pub in_userns: bool,
     pub new_cgroupns: bool,
+    /// Idmapped mount trees prepared by the parent, by index in spec.mounts.
+    pub idmapped: &'a [crate::idmap::Prep],
 }
 
 /// Everything before pivot_root: propagation, the rootfs bind, every mount, devices.
@@ -286,10 +287,14 @@ pub fn prepare(ctx: &RootfsCtx<'_>) -> Result<()> {
     let root = sys::open(ctx.rootfs, libc::O_PATH | libc::O_DIRECTORY)
         .ctx(|| format!("open rootfs {}", ctx.rootfs.display()))?;
     let mut dev_is_bind = false;
-    for m in ctx.spec.mounts().iter().flatten() {
+    for (i, m) in ctx.spec.mounts().iter().flatten().enumerate() {
         let opts = MountOpts::from_options(m.options().as_deref().unwrap_or(&[]))?;
         if m.destination() == Path::new("/dev") && opts.is_bind() {
             dev_is_bind = true;
+        }
+        if let Some(p) = ctx.idmapped.iter().find(|p| p.index == i) {
+            mount_idmapped(root.as_fd(), m, &opts, p)?;
+            continue;
         }
         mount_one(ctx, root.as_fd(), m, &opts)?;
     }
@@ -332,12 +337,6 @@ fn unescape(s: &str) -> String {
 fn mount_one(ctx: &RootfsCtx<'_>, root: BorrowedFd<'_>, m: &Mount, opts: &MountOpts) -> Result<()> {
     let dest = m.destination();
     let typ = m.typ().as_deref().unwrap_or("");
-    if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
-        return Err(Error::Unsupported(format!(
-            "mount {}: uidMappings/gidMappings (idmapped mounts) are not supported yet",
-            dest.display()
-        )));
-    }
     if typ == "cgroup" || typ == "cgroup2" {
         return mount_cgroup(ctx, root, m, opts);
     }
@@ -380,6 +379,20 @@ fn mount_one(ctx: &RootfsCtx<'_>, root: BorrowedFd<'_>, m: &Mount, opts: &MountO
         let mounted = sys::openat_in_root(root, dest, libc::O_PATH).ctx(|| format!("reopen {}", dest.display()))?;
         finish_mount(mounted.as_fd(), opts, dest)
     }
+}
+
+/// Attach an idmapped tree prepared by the parent, then apply the mount's flags.
+fn mount_idmapped(root: BorrowedFd<'_>, m: &Mount, opts: &MountOpts, p: &crate::idmap::Prep) -> Result<()> {
+    let dest = m.destination();
+    let is_dir = std::fs::metadata(&p.source).map(|m| m.is_dir()).unwrap_or(true);
+    let target = mkdir_all_in_root(root, dest, !is_dir)?;
+    crate::idmap::mount_at(p, target.as_fd(), dest)?;
+    let remount = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+    let mounted = sys::openat_in_root(root, dest, libc::O_PATH).ctx(|| format!("reopen {}", dest.display()))?;
+    if !remount.is_empty() {
+        remount_bind(&sys::fd_path(mounted.as_fd()), remount, &dest.display().to_string())?;
+    }
+    finish_mount(mounted.as_fd(), opts, dest)
 }
 
 /// Propagation and recursive attributes, applied to the new mount.
@@ -749,8 +762,9 @@ mod tests {
     }
 
     #[test]
-    fn idmap_is_a_clear_error() {
-        assert!(MountOpt::parse("idmap").unwrap_err().contains("idmap"));
+    fn idmap_sets_no_flags_and_tmpcopyup_is_refused() {
+        assert_eq!(MountOpt::parse("idmap").unwrap(), MountOpt::Set(MsFlags::empty()));
+        assert!(MountOpt::parse("tmpcopyup").unwrap_err().contains("tmpcopyup"));
     }
 
     #[test]

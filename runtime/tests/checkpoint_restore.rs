@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 const PATIENCE: Duration = Duration::from_secs(30);
 
 fn husk_bin() -> PathBuf {
-    std::env::var_os("HUSK").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_husk")))
+    std::env::var_os("HUSK")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_husk")))
 }
 
 /// The first CRIU that passes `criu check`, or why there is none.
@@ -35,16 +37,28 @@ fn working_criu() -> Result<PathBuf, String> {
         for c in candidates.into_iter().filter(|c| c.is_file()) {
             match Command::new(&c).arg("check").output() {
                 Ok(o) => {
-                    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+                    let text = format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    );
                     if text.contains("Looks good") {
                         return Ok(c);
                     }
-                    tried.push(format!("{} check: {}", c.display(), text.lines().last().unwrap_or("").trim()));
+                    tried.push(format!(
+                        "{} check: {}",
+                        c.display(),
+                        text.lines().last().unwrap_or("").trim()
+                    ));
                 }
                 Err(e) => tried.push(format!("{}: {e}", c.display())),
             }
         }
-        Err(if tried.is_empty() { "no criu installed".to_string() } else { tried.join("; ") })
+        Err(if tried.is_empty() {
+            "no criu installed".to_string()
+        } else {
+            tried.join("; ")
+        })
     })
     .clone()
 }
@@ -73,13 +87,22 @@ fn bundle(dir: &Path, script: &str) -> PathBuf {
     for d in ["bin", "proc", "sys", "dev", "tmp", "etc"] {
         std::fs::create_dir_all(rootfs.join(d)).unwrap();
     }
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("copy /bin/busybox (busybox-static)");
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+        .expect("copy /bin/busybox (busybox-static)");
     for applet in ["sh", "sleep", "echo", "cat"] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
     }
     std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
-    let out = Command::new(husk_bin()).args(["spec", "-b"]).arg(&b).output().unwrap();
-    assert!(out.status.success(), "husk spec: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(husk_bin())
+        .args(["spec", "-b"])
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "husk spec: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let path = b.join("config.json");
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     v["process"]["terminal"] = false.into();
@@ -96,11 +119,17 @@ struct Env {
     dir: tempfile::TempDir,
     criu: PathBuf,
     ids: Mutex<Vec<String>>,
+    runs: std::sync::atomic::AtomicUsize,
 }
 
 impl Env {
     fn new(criu: PathBuf) -> Env {
-        Env { dir: tempfile::tempdir().unwrap(), criu, ids: Mutex::new(Vec::new()) }
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            criu,
+            ids: Mutex::new(Vec::new()),
+            runs: Default::default(),
+        }
     }
     fn id(&self, tag: &str) -> String {
         let id = format!("husk-cr-{}-{tag}", std::process::id());
@@ -112,29 +141,41 @@ impl Env {
     }
     fn cmd(&self) -> Command {
         let mut c = Command::new(husk_bin());
-        c.arg("--root").arg(self.root()).arg("--criu").arg(&self.criu);
+        c.arg("--root")
+            .arg(self.root())
+            .arg("--criu")
+            .arg(&self.criu);
         c
     }
-    /// Run husk with stdio from the test (stdin /dev/null, stdout to `out` if given).
+    /// Run husk with stdin /dev/null, stdout to `out` if given, and stderr to a file (a container
+    /// inherits husk's stdio: a pipe there would never see EOF while the container lives).
     fn run(&self, args: &[&str], out: Option<&OwnedFd>) -> Output {
+        let n = self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let err_path = self.dir.path().join(format!("stderr-{n}"));
+        let err = std::fs::File::create(&err_path).unwrap();
         let mut c = self.cmd();
-        c.args(args).stdin(Stdio::null());
-        if let Some(o) = out {
-            c.stdout(Stdio::from(o.try_clone().unwrap()));
-        } else {
-            c.stdout(Stdio::piped());
-        }
-        c.stderr(Stdio::piped());
-        let child = c.spawn().unwrap();
-        child.wait_with_output().unwrap()
+        c.args(args).stdin(Stdio::null()).stderr(Stdio::from(err));
+        match out {
+            Some(o) => c.stdout(Stdio::from(o.try_clone().unwrap())),
+            None => c.stdout(Stdio::piped()),
+        };
+        let mut o = c.spawn().unwrap().wait_with_output().unwrap();
+        o.stderr = std::fs::read(&err_path).unwrap();
+        o
     }
     fn ok(&self, args: &[&str], out: Option<&OwnedFd>) {
         let o = self.run(args, out);
-        assert!(o.status.success(), "husk {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "husk {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     fn state(&self, id: &str) -> Option<serde_json::Value> {
         let o = self.run(&["state", id], None);
-        o.status.success().then(|| serde_json::from_slice(&o.stdout).unwrap())
+        o.status
+            .success()
+            .then(|| serde_json::from_slice(&o.stdout).unwrap())
     }
     fn start_counter(&self, bundle: &Path, id: &str, out: &OwnedFd) {
         self.ok(&["create", "-b", bundle.to_str().unwrap(), id], Some(out));
@@ -145,7 +186,11 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         for id in self.ids.lock().unwrap().iter() {
-            let _ = self.cmd().args(["delete", "--force", id]).stdin(Stdio::null()).output();
+            let _ = self
+                .cmd()
+                .args(["delete", "--force", id])
+                .stdin(Stdio::null())
+                .output();
         }
     }
 }
@@ -182,7 +227,11 @@ impl Counter {
     fn wait_len(&self, n: usize) {
         let until = Instant::now() + PATIENCE;
         while self.snapshot().len() < n {
-            assert!(Instant::now() < until, "counter printed only {:?}", self.snapshot());
+            assert!(
+                Instant::now() < until,
+                "counter printed only {:?}",
+                self.snapshot()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -190,7 +239,11 @@ impl Counter {
     fn wait_above(&self, v: u64) {
         let until = Instant::now() + PATIENCE;
         while self.last() <= v {
-            assert!(Instant::now() < until, "counter stuck at {:?} (waiting for > {v})", self.snapshot().last());
+            assert!(
+                Instant::now() < until,
+                "counter stuck at {:?} (waiting for > {v})",
+                self.snapshot().last()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -198,14 +251,22 @@ impl Counter {
 
 fn assert_contiguous_from(nums: &[u64], first: u64) {
     for (i, v) in nums.iter().enumerate() {
-        assert_eq!(*v, first + i as u64, "numbers are not contiguous from {first}: {nums:?}");
+        assert_eq!(
+            *v,
+            first + i as u64,
+            "numbers are not contiguous from {first}: {nums:?}"
+        );
     }
 }
 
 fn cgroup_line(pid: i64, ctrl: &str) -> String {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     text.lines()
-        .find(|l| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|x| x == ctrl)))
+        .find(|l| {
+            l.split(':')
+                .nth(1)
+                .is_some_and(|c| c.split(',').any(|x| x == ctrl))
+        })
         .unwrap_or_default()
         .to_string()
 }
@@ -225,24 +286,44 @@ fn checkpoint_then_restore_continues_counting() {
     counter.wait_len(5);
 
     let img = env.dir.path().join("img");
-    env.ok(&["checkpoint", "--image-path", img.to_str().unwrap(), &id], None);
+    env.ok(
+        &["checkpoint", "--image-path", img.to_str().unwrap(), &id],
+        None,
+    );
     // without --leave-running the container is gone, the image is complete
-    assert!(env.state(&id).is_none(), "container still exists after checkpoint");
+    assert!(
+        env.state(&id).is_none(),
+        "container still exists after checkpoint"
+    );
     assert!(!img.join("husk-incomplete").exists());
     assert!(img.join("inventory.img").is_file() && img.join("husk-config.json").is_file());
-    assert!(!v1_pids_dir_exists(&id), "cgroup of the checkpointed container left behind");
+    assert!(
+        !v1_pids_dir_exists(&id),
+        "cgroup of the checkpointed container left behind"
+    );
     let before = counter.snapshot();
     assert_contiguous_from(&before, 1);
 
     let pid_file = env.dir.path().join("pid");
     env.ok(
-        &["restore", "--detach", "--image-path", img.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), &id],
+        &[
+            "restore",
+            "--detach",
+            "--image-path",
+            img.to_str().unwrap(),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            &id,
+        ],
         Some(&counter.w),
     );
     let st = env.state(&id).expect("state of the restored container");
     assert_eq!(st["status"], "running", "{st}");
     let pid = st["pid"].as_i64().unwrap();
-    assert_eq!(std::fs::read_to_string(&pid_file).unwrap().trim(), pid.to_string());
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        pid.to_string()
+    );
     assert!(
         cgroup_line(pid, "pids").ends_with(&format!("/{id}")),
         "restored init not in the container's pids cgroup: {}",
@@ -271,18 +352,40 @@ fn leave_running_and_restore_under_another_id() {
     ca.wait_len(5);
 
     let img = env.dir.path().join("img");
-    env.ok(&["checkpoint", "--leave-running", "--image-path", img.to_str().unwrap(), &a], None);
+    env.ok(
+        &[
+            "checkpoint",
+            "--leave-running",
+            "--image-path",
+            img.to_str().unwrap(),
+            &a,
+        ],
+        None,
+    );
     let at_checkpoint = ca.last();
     let st_a = env.state(&a).expect("original still exists");
     assert_eq!(st_a["status"], "running", "{st_a}");
     ca.wait_above(at_checkpoint + 3);
 
     let cb = Counter::new();
-    env.ok(&["restore", "-d", "--image-path", img.to_str().unwrap(), &copy], Some(&cb.w));
+    env.ok(
+        &[
+            "restore",
+            "-d",
+            "--image-path",
+            img.to_str().unwrap(),
+            &copy,
+        ],
+        Some(&cb.w),
+    );
     cb.wait_len(5);
     let nums = cb.snapshot();
     // the copy starts from the checkpointed value, not from 1
-    assert!(nums[0] > 5 && nums[0] <= at_checkpoint + 1, "copy started at {} (checkpoint at {at_checkpoint})", nums[0]);
+    assert!(
+        nums[0] > 5 && nums[0] <= at_checkpoint + 1,
+        "copy started at {} (checkpoint at {at_checkpoint})",
+        nums[0]
+    );
     assert_contiguous_from(&nums, nums[0]);
 
     let st_a = env.state(&a).unwrap();
@@ -291,7 +394,11 @@ fn leave_running_and_restore_under_another_id() {
     assert_eq!(st_a["status"], "running", "{st_a}");
     assert_ne!(st_a["pid"], st_b["pid"]);
     let pid_b = st_b["pid"].as_i64().unwrap();
-    assert!(cgroup_line(pid_b, "pids").ends_with(&format!("/{copy}")), "{}", cgroup_line(pid_b, "pids"));
+    assert!(
+        cgroup_line(pid_b, "pids").ends_with(&format!("/{copy}")),
+        "{}",
+        cgroup_line(pid_b, "pids")
+    );
     // the original keeps counting on its own
     let a_now = ca.last();
     ca.wait_above(a_now + 2);
@@ -313,7 +420,16 @@ fn restore_from_a_damaged_image_fails_and_leaves_nothing() {
     env.start_counter(&b, &a, &ca.w);
     ca.wait_len(3);
     let img = env.dir.path().join("img");
-    env.ok(&["checkpoint", "--leave-running", "--image-path", img.to_str().unwrap(), &a], None);
+    env.ok(
+        &[
+            "checkpoint",
+            "--leave-running",
+            "--image-path",
+            img.to_str().unwrap(),
+            &a,
+        ],
+        None,
+    );
 
     // damage the image: the process tree record loses its end
     let pstree = img.join("pstree.img");
@@ -321,19 +437,35 @@ fn restore_from_a_damaged_image_fails_and_leaves_nothing() {
     std::fs::write(&pstree, &data[..data.len() / 2]).unwrap();
 
     let cb = Counter::new();
-    let o = env.run(&["restore", "-d", "--image-path", img.to_str().unwrap(), &bad], Some(&cb.w));
+    let o = env.run(
+        &["restore", "-d", "--image-path", img.to_str().unwrap(), &bad],
+        Some(&cb.w),
+    );
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "restore from a damaged image succeeded");
-    assert!(err.contains("criu restore failed") && err.contains("Error ("), "no CRIU reason in: {err}");
+    assert!(
+        !o.status.success(),
+        "restore from a damaged image succeeded"
+    );
+    assert!(
+        err.contains("criu restore failed") && err.contains("Error ("),
+        "no CRIU reason in: {err}"
+    );
     assert!(err.contains("restore.log"), "no log path in: {err}");
     // nothing left: no state, no cgroup, no mount, no process printing
     assert!(env.state(&bad).is_none());
     assert!(!env.root().join(&bad).exists(), "state dir left behind");
     assert!(!v1_pids_dir_exists(&bad), "cgroup left behind");
-    assert!(!Path::new("/sys/fs/cgroup/unified").join(&bad).exists(), "cgroup2 dir left behind");
+    assert!(
+        !Path::new("/sys/fs/cgroup/unified").join(&bad).exists(),
+        "cgroup2 dir left behind"
+    );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&bad), "mount left behind");
-    assert!(cb.snapshot().is_empty(), "a restored process printed {:?}", cb.snapshot());
+    assert!(
+        cb.snapshot().is_empty(),
+        "a restored process printed {:?}",
+        cb.snapshot()
+    );
     // the source container was not disturbed
     assert_eq!(env.state(&a).unwrap()["status"], "running");
     env.ok(&["delete", "--force", &a], None);
@@ -353,16 +485,22 @@ fn refused_checkpoint_keeps_the_container_running_and_marks_the_image() {
     c.args(["create", "-b", b.to_str().unwrap(), &id])
         .stdin(Stdio::from(OwnedFd::from(sock)))
         .stdout(Stdio::from(counter.w.try_clone().unwrap()))
-        .stderr(Stdio::piped());
-    let o = c.spawn().unwrap().wait_with_output().unwrap();
-    assert!(o.status.success(), "create: {}", String::from_utf8_lossy(&o.stderr));
+        .stderr(Stdio::null());
+    let status = c.status().unwrap();
+    assert!(status.success(), "create with a socket as stdin failed");
     env.ok(&["start", &id], None);
     counter.wait_len(3);
 
     let img = env.dir.path().join("img");
-    let o = env.run(&["checkpoint", "--image-path", img.to_str().unwrap(), &id], None);
+    let o = env.run(
+        &["checkpoint", "--image-path", img.to_str().unwrap(), &id],
+        None,
+    );
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "checkpoint with an external unix socket succeeded");
+    assert!(
+        !o.status.success(),
+        "checkpoint with an external unix socket succeeded"
+    );
     assert!(err.contains("criu dump failed"), "{err}");
     let marker = std::fs::read_to_string(img.join("husk-incomplete")).expect("incomplete marker");
     assert!(marker.contains("failed"), "{marker}");
@@ -372,9 +510,22 @@ fn refused_checkpoint_keeps_the_container_running_and_marks_the_image() {
     counter.wait_above(now + 2);
     assert_contiguous_from(&counter.snapshot(), 1);
     // and a restore from that image is refused before CRIU is asked
-    let o = env.run(&["restore", "-d", "--image-path", img.to_str().unwrap(), &env.id("never")], None);
+    let o = env.run(
+        &[
+            "restore",
+            "-d",
+            "--image-path",
+            img.to_str().unwrap(),
+            &env.id("never"),
+        ],
+        None,
+    );
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("incomplete checkpoint"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("incomplete checkpoint"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     env.ok(&["delete", "--force", &id], None);
 }
 
@@ -388,15 +539,37 @@ fn pre_dump_needs_dirty_memory_tracking() {
     env.start_counter(&b, &id, &counter.w);
     counter.wait_len(2);
     let img = env.dir.path().join("img");
-    let o = env.run(&["checkpoint", "--pre-dump", "--image-path", img.to_str().unwrap(), &id], None);
-    let check = Command::new(&criu).args(["check", "--feature", "mem_dirty_track"]).output().unwrap();
+    let o = env.run(
+        &[
+            "checkpoint",
+            "--pre-dump",
+            "--image-path",
+            img.to_str().unwrap(),
+            &id,
+        ],
+        None,
+    );
+    let check = Command::new(&criu)
+        .args(["check", "--feature", "mem_dirty_track"])
+        .output()
+        .unwrap();
     let kernel_tracks = check.status.success();
     if kernel_tracks {
-        assert!(o.status.success(), "pre-dump failed: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "pre-dump failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     } else {
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "pre-dump succeeded without dirty-memory tracking");
-        assert!(err.contains("--pre-dump") && err.contains("dirty-memory tracking"), "{err}");
+        assert!(
+            !o.status.success(),
+            "pre-dump succeeded without dirty-memory tracking"
+        );
+        assert!(
+            err.contains("--pre-dump") && err.contains("dirty-memory tracking"),
+            "{err}"
+        );
     }
     // either way the container keeps running
     assert_eq!(env.state(&id).unwrap()["status"], "running");

@@ -100,17 +100,32 @@ pub fn fields(data: &[u8]) -> Result<Vec<(u32, Value<'_>)>, DecodeError> {
     let mut pos = 0;
     while pos < data.len() {
         let key = get_varint(data, &mut pos)?;
-        let field = u32::try_from(key >> 3).map_err(|_| DecodeError("field number out of range"))?;
+        let field =
+            u32::try_from(key >> 3).map_err(|_| DecodeError("field number out of range"))?;
         match key & 7 {
             0 => out.push((field, Value::Varint(get_varint(data, &mut pos)?))),
-            1 => pos = pos.checked_add(8).filter(|p| *p <= data.len()).ok_or(DecodeError("truncated fixed64"))?,
+            1 => {
+                pos = pos
+                    .checked_add(8)
+                    .filter(|p| *p <= data.len())
+                    .ok_or(DecodeError("truncated fixed64"))?
+            }
             2 => {
-                let len = usize::try_from(get_varint(data, &mut pos)?).map_err(|_| DecodeError("length out of range"))?;
-                let end = pos.checked_add(len).filter(|e| *e <= data.len()).ok_or(DecodeError("truncated field"))?;
+                let len = usize::try_from(get_varint(data, &mut pos)?)
+                    .map_err(|_| DecodeError("length out of range"))?;
+                let end = pos
+                    .checked_add(len)
+                    .filter(|e| *e <= data.len())
+                    .ok_or(DecodeError("truncated field"))?;
                 out.push((field, Value::Bytes(&data[pos..end])));
                 pos = end;
             }
-            5 => pos = pos.checked_add(4).filter(|p| *p <= data.len()).ok_or(DecodeError("truncated fixed32"))?,
+            5 => {
+                pos = pos
+                    .checked_add(4)
+                    .filter(|p| *p <= data.len())
+                    .ok_or(DecodeError("truncated fixed32"))?
+            }
             _ => return Err(DecodeError("unsupported wire type")),
         }
     }
@@ -140,7 +155,11 @@ mod tests {
     #[test]
     fn varints_round_trip() {
         let mut m = Msg::new();
-        m.int32(1, 150).int32(2, -1).bool(3, true).uint32(4, 0).string(5, "abc");
+        m.int32(1, 150)
+            .int32(2, -1)
+            .bool(3, true)
+            .uint32(4, 0)
+            .string(5, "abc");
         let b = m.into_bytes();
         // field 1 = 150: key 0x08, varint 0x96 0x01 (the protobuf documentation's example)
         assert_eq!(&b[..3], &[0x08, 0x96, 0x01]);

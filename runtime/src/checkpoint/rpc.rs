@@ -183,13 +183,17 @@ pub fn find_criu(explicit: Option<&Path>) -> Result<PathBuf> {
         if p.is_file() {
             return Ok(p.to_path_buf());
         }
-        return Err(Error::container(format!("--criu {}: no such file", p.display())));
+        return Err(Error::container(format!(
+            "--criu {}: no such file",
+            p.display()
+        )));
     }
     let local = Path::new("/usr/local/sbin/criu");
     if local.is_file() {
         return Ok(local.to_path_buf());
     }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     for dir in std::env::split_paths(&path) {
         let c = dir.join("criu");
         if c.is_file() {
@@ -214,9 +218,19 @@ impl Swrk {
     pub fn spawn(criu: &Path) -> Result<Swrk> {
         let mut sv = [0i32; 2];
         // SAFETY: socketpair writes two fds into `sv`, which we own from here on.
-        let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) };
+        let rc = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                sv.as_mut_ptr(),
+            )
+        };
         if rc != 0 {
-            return Err(Error::sys("socketpair(AF_UNIX, SOCK_SEQPACKET) for criu swrk", std::io::Error::last_os_error()));
+            return Err(Error::sys(
+                "socketpair(AF_UNIX, SOCK_SEQPACKET) for criu swrk",
+                std::io::Error::last_os_error(),
+            ));
         }
         // SAFETY: both fds were just created and are owned by nobody else.
         let (ours, theirs) = unsafe {
@@ -225,19 +239,35 @@ impl Swrk {
         };
         let child_fd = theirs.as_raw_fd();
         let mut cmd = Command::new(criu);
-        cmd.arg("swrk").arg(child_fd.to_string()).stdin(Stdio::inherit()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        cmd.arg("swrk")
+            .arg(child_fd.to_string())
+            .stdin(Stdio::inherit())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
         // SAFETY: only async-signal-safe calls between fork and exec (fcntl, signal, sigprocmask, prctl).
         unsafe {
             cmd.pre_exec(move || {
                 crate::sys::clear_cloexec(child_fd)?;
                 crate::sys::reset_signals();
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                );
                 Ok(())
             });
         }
-        let child = cmd.spawn().ctx(|| format!("start {} swrk", criu.display()))?;
+        let child = cmd
+            .spawn()
+            .ctx(|| format!("start {} swrk", criu.display()))?;
         drop(theirs);
-        Ok(Swrk { child, sock: ours, criu: criu.to_path_buf() })
+        Ok(Swrk {
+            child,
+            sock: ours,
+            criu: criu.to_path_buf(),
+        })
     }
 
     pub fn pid(&self) -> i32 {
@@ -246,9 +276,19 @@ impl Swrk {
 
     fn send(&self, data: &[u8]) -> Result<()> {
         // SAFETY: sending from a valid buffer on a socket we own.
-        let n = unsafe { libc::send(self.sock.as_raw_fd(), data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+        let n = unsafe {
+            libc::send(
+                self.sock.as_raw_fd(),
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
         if n < 0 || n as usize != data.len() {
-            return Err(Error::sys(format!("send request to {} swrk", self.criu.display()), std::io::Error::last_os_error()));
+            return Err(Error::sys(
+                format!("send request to {} swrk", self.criu.display()),
+                std::io::Error::last_os_error(),
+            ));
         }
         Ok(())
     }
@@ -258,20 +298,29 @@ impl Swrk {
         let mut buf = vec![0u8; 1 << 20];
         let n = loop {
             // SAFETY: receiving into a buffer we own, of the given length.
-            let n = unsafe { libc::recv(self.sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let n =
+                unsafe { libc::recv(self.sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(Error::sys(format!("receive response from {} swrk", self.criu.display()), e));
+                return Err(Error::sys(
+                    format!("receive response from {} swrk", self.criu.display()),
+                    e,
+                ));
             }
             break n as usize;
         };
         if n == 0 {
-            return Err(Error::container(format!("{} swrk exited without answering", self.criu.display())));
+            return Err(Error::container(format!(
+                "{} swrk exited without answering",
+                self.criu.display()
+            )));
         }
-        parse_resp(&buf[..n]).map_err(|e| Error::container(format!("response from {} swrk: {e}", self.criu.display())))
+        parse_resp(&buf[..n]).map_err(|e| {
+            Error::container(format!("response from {} swrk: {e}", self.criu.display()))
+        })
     }
 
     /// Send a request of type `typ` (with `opts` and, for FEATURE_CHECK, features) and return the
@@ -304,7 +353,9 @@ impl Swrk {
     /// Close the socket (criu swrk exits) and reap criu.
     pub fn finish(mut self) -> Result<std::process::ExitStatus> {
         drop(self.sock);
-        self.child.wait().ctx(|| format!("wait for {} swrk", self.criu.display()))
+        self.child
+            .wait()
+            .ctx(|| format!("wait for {} swrk", self.criu.display()))
     }
 }
 
@@ -338,7 +389,10 @@ mod tests {
     #[test]
     fn parses_an_error_response() {
         let mut m = Msg::new();
-        m.uint32(1, req::DUMP as u32).bool(2, false).int32(7, 2).string(9, "Dump failed");
+        m.uint32(1, req::DUMP as u32)
+            .bool(2, false)
+            .int32(7, 2)
+            .string(9, "Dump failed");
         let r = parse_resp(&m.into_bytes()).unwrap();
         assert!(!r.success);
         assert_eq!(r.cr_errno, Some(2));
@@ -349,6 +403,10 @@ mod tests {
     fn cg_modes() {
         assert_eq!("soft".parse::<CgMode>().unwrap(), CgMode::Soft);
         assert_eq!("ignore".parse::<CgMode>().unwrap() as u32, 0);
-        assert!("props".parse::<CgMode>().unwrap_err().to_string().contains("--manage-cgroups-mode"));
+        assert!("props"
+            .parse::<CgMode>()
+            .unwrap_err()
+            .to_string()
+            .contains("--manage-cgroups-mode"));
     }
 }

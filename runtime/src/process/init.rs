@@ -34,6 +34,8 @@ pub struct InitConfig<'a> {
     pub env: Vec<String>,
     pub seccomp: Option<&'a dyn super::SeccompInstall>,
     pub intermediate: bool,
+    /// Idmapped mount trees prepared before clone.
+    pub idmapped: crate::idmap::Prepared,
 }
 
 /// Entry point of the cloned child. Never returns.
@@ -127,6 +129,7 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
         bundle: cfg.bundle,
         in_userns,
         new_cgroupns: cfg.plan.is_new(LinuxNamespaceType::Cgroup),
+        idmapped: &cfg.idmapped,
     };
     rootfs::prepare(&ctx)?;
 
@@ -306,6 +309,7 @@ pub(crate) fn find_executable(arg0: &CString, path: Option<&str>) -> Result<CStr
 fn close_other_fds(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     let mut keep: Vec<RawFd> = cfg.keep_fds.clone();
     keep.push(chan.raw());
+    keep.extend(cfg.idmapped.iter().map(|p| p.tree.as_raw_fd()));
     if let Some(c) = &cfg.console {
         keep.push(c.as_raw_fd());
     }
