@@ -97,6 +97,12 @@ impl process::Parent for ParentSide<'_, '_> {
         }
         self.st.pid = pid;
     }
+    fn namespaces_ready(&mut self, init_pid: i32) -> Result<()> {
+        if let Some(devs) = self.st.config.linux().as_ref().and_then(|l| l.net_devices().as_ref()) {
+            crate::netdev::move_in(devs, init_pid)?;
+        }
+        Ok(())
+    }
     fn seccomp_fd(&mut self, fd: OwnedFd, init_pid: i32) -> Result<()> {
         self.st.pid = init_pid;
         let json = self.st.hook_json(Status::Creating);
@@ -378,6 +384,14 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
             return Err(Error::container(format!(
                 "cannot delete container {id} that is not stopped: {s} (use --force)"
             )))
+        }
+    }
+    // Network devices go back to the host while the container's netns still exists.
+    if status != Status::Stopped {
+        if let Some(devs) = st.config.linux().as_ref().and_then(|l| l.net_devices().as_ref()) {
+            if let Err(e) = crate::netdev::move_out(devs, st.pid) {
+                tracing::warn!("delete {id}: moving network devices back: {e}");
+            }
         }
     }
     if status != Status::Stopped || !st.own_pidns {

@@ -13,6 +13,7 @@ pub mod hooks;
 pub mod idmap;
 pub mod logging;
 pub mod namespaces;
+pub mod netdev;
 pub mod procattr;
 pub mod process;
 pub mod rootfs;

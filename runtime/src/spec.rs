@@ -154,8 +154,8 @@ fn validate_linux(spec: &Spec, linux: &oci_spec::runtime::Linux) -> Result<()> {
             }
         }
     }
-    if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        return Err(Error::Unsupported("linux.netDevices: moving host interfaces into the container is not supported yet".into()));
+    if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) && !plan.is_new(LinuxNamespaceType::Network) {
+        return Err(Error::config("linux.netDevices: needs a new network namespace"));
     }
     if linux.memory_policy().is_some() {
         return Err(Error::Unsupported("linux.memoryPolicy: not supported yet".into()));

@@ -20,6 +20,8 @@ pub trait Parent {
     fn placed(&mut self, pid: i32) -> Result<()>;
     /// The init pid is known (it may be killed on failure).
     fn init_pid(&mut self, pid: i32);
+    /// The init's namespaces exist: move network devices in.
+    fn namespaces_ready(&mut self, init_pid: i32) -> Result<()>;
     /// Mounts are done: run prestart + createRuntime hooks; returns the state JSON for the
     /// container-side hooks.
     fn run_hooks(&mut self, init_pid: i32) -> Result<String>;
@@ -32,6 +34,7 @@ pub trait Parent {
 pub fn spawn(cfg: init::InitConfig<'_>, parent: &mut dyn Parent) -> Result<(i32, i32, i32)> {
     let (ours, theirs) = channel::pair()?;
     let flags = if cfg.intermediate { 0 } else { cfg.plan.clone_flags() };
+    let cfg_intermediate = cfg.intermediate;
     let new_user = cfg.plan.is_new(LinuxNamespaceType::User);
     let spec = cfg.spec;
     // SAFETY: the runtime is single-threaded (no thread is ever started before this point).
@@ -59,6 +62,9 @@ pub fn spawn(cfg: init::InitConfig<'_>, parent: &mut dyn Parent) -> Result<(i32,
     if new_user && flags & libc::CLONE_NEWUSER != 0 {
         maps(first)?;
     }
+    if flags != 0 || !cfg_intermediate {
+        parent.namespaces_ready(first)?;
+    }
     ours.send(&ToChild::Go)?;
     loop {
         match ours.recv::<ToParent>()? {
@@ -69,6 +75,7 @@ pub fn spawn(cfg: init::InitConfig<'_>, parent: &mut dyn Parent) -> Result<(i32,
             Some(ToParent::InitPid(pid)) => {
                 init_pid = pid;
                 parent.init_pid(pid);
+                parent.namespaces_ready(pid)?;
                 // Reap the intermediate, which exits right after reporting.
                 let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(first), None);
             }
