@@ -15,7 +15,9 @@ fn convert(set: &Option<Capabilities>, which: &str) -> CapsHashSet {
             Ok(cap) if supported.contains(&cap) => {
                 out.insert(cap);
             }
-            _ => tracing::warn!("capabilities.{which}: {name} is not supported by this kernel, ignored"),
+            _ => tracing::warn!(
+                "capabilities.{which}: {name} is not supported by this kernel, ignored"
+            ),
         }
     }
     out
@@ -46,8 +48,12 @@ impl CapPlan {
     pub fn apply_bounding(&self) -> Result<()> {
         for cap in caps::runtime::thread_all_supported() {
             if !self.bounding.contains(&cap) {
-                caps::drop(None, CapSet::Bounding, cap)
-                    .map_err(|e| Error::sys(format!("drop {cap} from the bounding set"), std::io::Error::other(e.to_string())))?;
+                caps::drop(None, CapSet::Bounding, cap).map_err(|e| {
+                    Error::sys(
+                        format!("drop {cap} from the bounding set"),
+                        std::io::Error::other(e.to_string()),
+                    )
+                })?;
             }
         }
         Ok(())
@@ -56,14 +62,22 @@ impl CapPlan {
     /// Set inheritable, effective, permitted (in an order the kernel accepts), then ambient.
     pub fn apply_sets(&self) -> Result<()> {
         let set = |which: CapSet, v: &CapsHashSet, name: &str| {
-            caps::set(None, which, v)
-                .map_err(|e| Error::sys(format!("capset {name} {v:?}"), std::io::Error::other(e.to_string())))
+            caps::set(None, which, v).map_err(|e| {
+                Error::sys(
+                    format!("capset {name} {v:?}"),
+                    std::io::Error::other(e.to_string()),
+                )
+            })
         };
         set(CapSet::Inheritable, &self.inheritable, "inheritable")?;
         set(CapSet::Effective, &self.effective, "effective")?;
         set(CapSet::Permitted, &self.permitted, "permitted")?;
-        caps::clear(None, CapSet::Ambient)
-            .map_err(|e| Error::sys("clear ambient capabilities", std::io::Error::other(e.to_string())))?;
+        caps::clear(None, CapSet::Ambient).map_err(|e| {
+            Error::sys(
+                "clear ambient capabilities",
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
         for cap in &self.ambient {
             // The kernel only raises an ambient capability that is also permitted and inheritable;
             // like runc, a config that asks for more gets a warning, and the set stays smaller.
@@ -71,8 +85,12 @@ impl CapPlan {
                 tracing::debug!("capabilities.ambient: {cap} is not in both permitted and inheritable, not raised");
                 continue;
             }
-            caps::raise(None, CapSet::Ambient, *cap)
-                .map_err(|e| Error::sys(format!("raise ambient {cap}"), std::io::Error::other(e.to_string())))?;
+            caps::raise(None, CapSet::Ambient, *cap).map_err(|e| {
+                Error::sys(
+                    format!("raise ambient {cap}"),
+                    std::io::Error::other(e.to_string()),
+                )
+            })?;
         }
         Ok(())
     }

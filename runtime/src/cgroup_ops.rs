@@ -4,9 +4,13 @@ use crate::error::{Context, Error, Result};
 use crate::state::{Root, Status};
 use std::time::Duration;
 
-fn manager(root: &Root, id: &str) -> Result<(crate::state::ContainerState, crate::cgroups::CgroupManager)> {
+fn manager(
+    root: &Root,
+    id: &str,
+) -> Result<(crate::state::ContainerState, crate::cgroups::CgroupManager)> {
     let st = state(root, id)?;
-    let cg = cgroup_manager(&st).ok_or_else(|| Error::container(format!("container {id} has no cgroups")))?;
+    let cg = cgroup_manager(&st)
+        .ok_or_else(|| Error::container(format!("container {id} has no cgroups")))?;
     Ok((st, cg))
 }
 
@@ -15,9 +19,14 @@ pub fn pause(root: &Root, id: &str) -> Result<()> {
     let st = locked.load()?;
     match st.status() {
         Status::Running | Status::Created => {}
-        s => return Err(Error::container(format!("cannot pause container {id}: it is {s}"))),
+        s => {
+            return Err(Error::container(format!(
+                "cannot pause container {id}: it is {s}"
+            )))
+        }
     }
-    let cg = cgroup_manager(&st).ok_or_else(|| Error::container(format!("container {id} has no cgroups")))?;
+    let cg = cgroup_manager(&st)
+        .ok_or_else(|| Error::container(format!("container {id} has no cgroups")))?;
     cg.freeze()?;
     Ok(())
 }
@@ -26,9 +35,13 @@ pub fn resume(root: &Root, id: &str) -> Result<()> {
     let locked = root.lock(id)?;
     let st = locked.load()?;
     if st.status() != Status::Paused {
-        return Err(Error::container(format!("cannot resume container {id}: it is not paused ({})", st.status())));
+        return Err(Error::container(format!(
+            "cannot resume container {id}: it is not paused ({})",
+            st.status()
+        )));
     }
-    let cg = cgroup_manager(&st).ok_or_else(|| Error::container(format!("container {id} has no cgroups")))?;
+    let cg = cgroup_manager(&st)
+        .ok_or_else(|| Error::container(format!("container {id} has no cgroups")))?;
     cg.thaw()?;
     Ok(())
 }
@@ -44,10 +57,21 @@ pub fn pids(root: &Root, id: &str) -> Result<Vec<i32>> {
 /// runc's `ps`: run `ps ARGS` on the host and keep the header and the container's rows.
 pub fn ps_table(root: &Root, id: &str, ps_args: &[String]) -> Result<String> {
     let pids = pids(root, id)?;
-    let args: Vec<String> = if ps_args.is_empty() { vec!["-ef".into()] } else { ps_args.to_vec() };
-    let out = std::process::Command::new("ps").args(&args).output().ctx(|| "run ps".into())?;
+    let args: Vec<String> = if ps_args.is_empty() {
+        vec!["-ef".into()]
+    } else {
+        ps_args.to_vec()
+    };
+    let out = std::process::Command::new("ps")
+        .args(&args)
+        .output()
+        .ctx(|| "run ps".into())?;
     if !out.status.success() {
-        return Err(Error::container(format!("ps {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())));
+        return Err(Error::container(format!(
+            "ps {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();
@@ -55,10 +79,19 @@ pub fn ps_table(root: &Root, id: &str, ps_args: &[String]) -> Result<String> {
     let col = header
         .split_whitespace()
         .position(|c| c == "PID")
-        .ok_or_else(|| Error::container(format!("ps {}: no PID column in its output", args.join(" "))))?;
+        .ok_or_else(|| {
+            Error::container(format!(
+                "ps {}: no PID column in its output",
+                args.join(" ")
+            ))
+        })?;
     let mut res = format!("{header}\n");
     for l in lines {
-        if let Some(pid) = l.split_whitespace().nth(col).and_then(|p| p.parse::<i32>().ok()) {
+        if let Some(pid) = l
+            .split_whitespace()
+            .nth(col)
+            .and_then(|p| p.parse::<i32>().ok())
+        {
             if pids.contains(&pid) {
                 res.push_str(l);
                 res.push('\n');
@@ -101,23 +134,31 @@ pub fn parse_bytes(s: &str) -> Result<i64> {
         Some('t') => (&t[..t.trim_end_matches('b').len() - 1], 1 << 40),
         _ => (t.trim_end_matches('b'), 1),
     };
-    let n: f64 = num.parse().map_err(|_| Error::config(format!("invalid size {s:?}")))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| Error::config(format!("invalid size {s:?}")))?;
     Ok((n * mult as f64) as i64)
 }
 
 pub fn update(root: &Root, id: &str, f: &UpdateFlags) -> Result<()> {
     if f.l3_cache_schema.is_some() || f.mem_bw_schema.is_some() {
-        return Err(Error::Unsupported("update: Intel RDT (--l3-cache-schema/--mem-bw-schema) is not available on this host".into()));
+        return Err(Error::Unsupported(
+            "update: Intel RDT (--l3-cache-schema/--mem-bw-schema) is not available on this host"
+                .into(),
+        ));
     }
     let locked = root.lock(id)?;
     let mut st = locked.load()?;
     if st.status() == Status::Stopped {
-        return Err(Error::container(format!("cannot update container {id}: it is stopped")));
+        return Err(Error::container(format!(
+            "cannot update container {id}: it is stopped"
+        )));
     }
     let mut v: serde_json::Value = match &f.resources {
         Some(p) if p == "-" => {
             let mut s = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).ctx(|| "read resources from stdin".into())?;
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .ctx(|| "read resources from stdin".into())?;
             serde_json::from_str(&s).map_err(|e| Error::config(format!("--resources -: {e}")))?
         }
         Some(p) => {
@@ -170,7 +211,8 @@ pub fn update(root: &Root, id: &str, f: &UpdateFlags) -> Result<()> {
     }
     let r: oci_spec::runtime::LinuxResources =
         serde_json::from_value(v).map_err(|e| Error::config(format!("update resources: {e}")))?;
-    let cg = cgroup_manager(&st).ok_or_else(|| Error::container(format!("container {id} has no cgroups")))?;
+    let cg = cgroup_manager(&st)
+        .ok_or_else(|| Error::container(format!("container {id} has no cgroups")))?;
     cg.update(&r)?;
     // Keep the recorded config in step, so a later exec or restore sees the new limits.
     if let Some(linux) = st.config.linux_mut() {
@@ -207,11 +249,14 @@ pub fn events(root: &Root, id: &str, stats_once: bool, interval: Duration) -> Re
             }
             next = now + interval;
         }
-        let wait = next.saturating_duration_since(std::time::Instant::now()).min(Duration::from_millis(500));
+        let wait = next
+            .saturating_duration_since(std::time::Instant::now())
+            .min(Duration::from_millis(500));
         if let Some(w) = &mut oom {
             let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(w.as_raw_fd()) };
             let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
-            let ms = nix::poll::PollTimeout::try_from(wait.as_millis() as i32).unwrap_or(nix::poll::PollTimeout::NONE);
+            let ms = nix::poll::PollTimeout::try_from(wait.as_millis() as i32)
+                .unwrap_or(nix::poll::PollTimeout::NONE);
             if matches!(nix::poll::poll(&mut fds, ms), Ok(n) if n > 0) {
                 match w.try_wait()? {
                     Some(crate::cgroups::OomEvent::Oom { .. }) => {

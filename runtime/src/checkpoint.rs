@@ -347,8 +347,8 @@ fn manage_cgroups(opts: &mut Opts, mode: Option<&str>) -> Result<()> {
 
 /// Fail clearly when CRIU cannot track dirty memory (needed for pre-dump/incremental images).
 fn require_mem_track(criu: &Path) -> Result<()> {
-    let (_, mem_track) = rpc::features(criu)?;
-    if !mem_track {
+    let f = rpc::features(criu)?;
+    if !f.mem_track {
         return Err(Error::Unsupported(format!(
             "--pre-dump needs dirty-memory tracking (soft-dirty page bits), and {} reports it is not \
              available on this kernel; only full checkpoints (without --pre-dump) work here",

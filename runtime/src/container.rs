@@ -98,7 +98,13 @@ impl process::Parent for ParentSide<'_, '_> {
         self.st.pid = pid;
     }
     fn namespaces_ready(&mut self, init_pid: i32) -> Result<()> {
-        if let Some(devs) = self.st.config.linux().as_ref().and_then(|l| l.net_devices().as_ref()) {
+        if let Some(devs) = self
+            .st
+            .config
+            .linux()
+            .as_ref()
+            .and_then(|l| l.net_devices().as_ref())
+        {
             crate::netdev::move_in(devs, init_pid)?;
         }
         Ok(())
@@ -125,14 +131,29 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
     crate::state::validate_id(&opts.id)?;
     let bundle = spec::load_bundle(&opts.bundle)?;
     let plan = NsPlan::from_spec(&bundle.spec)?;
-    let process = bundle.spec.process().as_ref().ok_or_else(|| Error::config("process: missing"))?;
-    if process.terminal().unwrap_or(false) && opts.console_socket.is_none() && opts.console_fd.is_none() {
-        return Err(Error::config("process.terminal is true but no --console-socket was given"));
+    let process = bundle
+        .spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::config("process: missing"))?;
+    if process.terminal().unwrap_or(false)
+        && opts.console_socket.is_none()
+        && opts.console_fd.is_none()
+    {
+        return Err(Error::config(
+            "process.terminal is true but no --console-socket was given",
+        ));
     }
     if !process.terminal().unwrap_or(false) && opts.console_socket.is_some() {
-        return Err(Error::config("--console-socket given but process.terminal is false"));
+        return Err(Error::config(
+            "--console-socket given but process.terminal is false",
+        ));
     }
-    let linux = bundle.spec.linux().as_ref().ok_or_else(|| Error::config("linux: missing"))?;
+    let linux = bundle
+        .spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| Error::config("linux: missing"))?;
     let filter = match linux.seccomp() {
         Some(s) => Some(crate::seccomp_glue::compile(s, &root.path)?),
         None => None,
@@ -141,18 +162,28 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
         .args()
         .iter()
         .flatten()
-        .map(|a| CString::new(a.as_bytes()).map_err(|_| Error::config(format!("process.args {a:?}: contains NUL"))))
+        .map(|a| {
+            CString::new(a.as_bytes())
+                .map_err(|_| Error::config(format!("process.args {a:?}: contains NUL")))
+        })
         .collect::<Result<_>>()?;
     let mut env: Vec<String> = process.env().clone().unwrap_or_default();
     let mut preserve = opts.preserve_fds;
-    if let Some(n) = std::env::var("LISTEN_FDS").ok().and_then(|v| v.parse::<i32>().ok()).filter(|n| *n > 0) {
+    if let Some(n) = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .filter(|n| *n > 0)
+    {
         env.retain(|e| !e.starts_with("LISTEN_FDS=") && !e.starts_with("LISTEN_PID="));
         env.push(format!("LISTEN_FDS={n}"));
         env.push("LISTEN_PID=1".to_string());
         preserve += n;
     }
     if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!("HOME={}", home_of(&bundle.rootfs, process.user().uid())));
+        env.push(format!(
+            "HOME={}",
+            home_of(&bundle.rootfs, process.user().uid())
+        ));
     }
     let caps = process.capabilities().as_ref().map(CapPlan::new);
     let join_fds = plan.open_joins()?;
@@ -180,18 +211,30 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
         config: bundle.spec.clone(),
         own_pidns: plan.is_new(LinuxNamespaceType::Pid),
     };
-    let mut guard = CreateGuard { locked: &locked, cgroup: None, pids: Vec::new(), done: false };
+    let mut guard = CreateGuard {
+        locked: &locked,
+        cgroup: None,
+        pids: Vec::new(),
+        done: false,
+    };
     let host = Host::detect()?;
     let mut cg = CgroupManager::new(
         &host,
-        &CgroupOptions { cgroups_path: linux.cgroups_path().as_deref(), id: &opts.id, systemd: opts.systemd_cgroup },
+        &CgroupOptions {
+            cgroups_path: linux.cgroups_path().as_deref(),
+            id: &opts.id,
+            systemd: opts.systemd_cgroup,
+        },
     )?;
     if let Some(r) = linux.resources() {
         cg.validate(r)?;
     }
     match cg.create() {
         Ok(()) => {
-            st.cgroup = Some(serde_json::to_value(cg.save()).map_err(|e| Error::container(format!("serialize cgroup state: {e}")))?);
+            st.cgroup = Some(
+                serde_json::to_value(cg.save())
+                    .map_err(|e| Error::container(format!("serialize cgroup state: {e}")))?,
+            );
             guard.cgroup = Some(cg.clone());
             if let Some(r) = linux.resources() {
                 cg.apply(r)?;
@@ -227,11 +270,15 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
         idmapped,
     };
     let (pid, start_fd, exec_fd) = {
-        let mut side = ParentSide { guard: &mut guard, st: &mut st };
+        let mut side = ParentSide {
+            guard: &mut guard,
+            st: &mut st,
+        };
         process::spawn(cfg, &mut side)?
     };
     st.pid = pid;
-    st.pid_start = crate::sys::proc_start_time(pid).ctx(|| format!("read start time of init pid {pid}"))?;
+    st.pid_start =
+        crate::sys::proc_start_time(pid).ctx(|| format!("read start time of init pid {pid}"))?;
     st.start_fd = start_fd;
     st.exec_fd = exec_fd;
     locked.save(&st)?;
@@ -273,14 +320,24 @@ pub fn start(root: &Root, id: &str) -> Result<()> {
     let mut st = locked.load()?;
     match st.status() {
         Status::Created => {}
-        Status::Stopped => return Err(Error::container(format!("cannot start a container that has stopped: {id}"))),
-        s => return Err(Error::container(format!("cannot start an already {s} container {id}"))),
+        Status::Stopped => {
+            return Err(Error::container(format!(
+                "cannot start a container that has stopped: {id}"
+            )))
+        }
+        s => {
+            return Err(Error::container(format!(
+                "cannot start an already {s} container {id}"
+            )))
+        }
     }
     // Open the exec pipe before letting the init go, so its EOF tells us the exec happened.
     let exec_path = format!("/proc/{}/fd/{}", st.pid, st.exec_fd);
-    let exec_pipe = crate::sys::open(Path::new(&exec_path), libc::O_RDONLY).ctx(|| format!("open exec pipe {exec_path}"))?;
+    let exec_pipe = crate::sys::open(Path::new(&exec_path), libc::O_RDONLY)
+        .ctx(|| format!("open exec pipe {exec_path}"))?;
     let path = format!("/proc/{}/fd/{}", st.pid, st.start_fd);
-    let f = crate::sys::open(Path::new(&path), libc::O_WRONLY).ctx(|| format!("open start pipe {path}"))?;
+    let f = crate::sys::open(Path::new(&path), libc::O_WRONLY)
+        .ctx(|| format!("open start pipe {path}"))?;
     nix::unistd::write(&f, &[0u8]).ctx(|| format!("write start pipe {path}"))?;
     drop(f);
     st.started = true;
@@ -312,8 +369,13 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
         return Signal::try_from(n).map_err(|_| Error::container(format!("unknown signal {s:?}")));
     }
     let up = s.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
-    name.parse::<Signal>().map_err(|_| Error::container(format!("unknown signal {s:?}")))
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    name.parse::<Signal>()
+        .map_err(|_| Error::container(format!("unknown signal {s:?}")))
 }
 
 /// `kill`: signal the init, or with `all` every process in the container's cgroup.
@@ -327,11 +389,14 @@ pub fn kill(root: &Root, id: &str, sig: Signal, all: bool) -> Result<()> {
     if all {
         return signal_all(&st, sig);
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.pid), sig).ctx(|| format!("kill {} {sig}", st.pid))
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.pid), sig)
+        .ctx(|| format!("kill {} {sig}", st.pid))
 }
 
 fn signal_all(st: &ContainerState, sig: Signal) -> Result<()> {
-    let Some(cg) = cgroup_manager(st) else { return Ok(()) };
+    let Some(cg) = cgroup_manager(st) else {
+        return Ok(());
+    };
     let paused = cg.is_frozen().unwrap_or(false);
     for p in cg.procs()? {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), sig);
@@ -349,7 +414,10 @@ fn wait_gone(st: &ContainerState, limit: Duration) -> bool {
     loop {
         let init_gone = st.status() == Status::Stopped;
         let cg_empty = cgroup_manager(st).map_or(true, |cg| {
-            cg.procs().map_or(true, |p| p.iter().all(|pid| matches!(crate::sys::proc_stat(*pid), Ok(('Z', _)) | Err(_))))
+            cg.procs().map_or(true, |p| {
+                p.iter()
+                    .all(|pid| matches!(crate::sys::proc_stat(*pid), Ok(('Z', _)) | Err(_)))
+            })
         });
         if init_gone && cg_empty {
             return true;
@@ -388,7 +456,12 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
     }
     // Network devices go back to the host while the container's netns still exists.
     if status != Status::Stopped {
-        if let Some(devs) = st.config.linux().as_ref().and_then(|l| l.net_devices().as_ref()) {
+        if let Some(devs) = st
+            .config
+            .linux()
+            .as_ref()
+            .and_then(|l| l.net_devices().as_ref())
+        {
             if let Err(e) = crate::netdev::move_out(devs, st.pid) {
                 tracing::warn!("delete {id}: moving network devices back: {e}");
             }
@@ -402,7 +475,9 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
         signal_all(&st, Signal::SIGKILL)?;
     }
     if !wait_gone(&st, Duration::from_secs(10)) {
-        return Err(Error::container(format!("container {id}: processes did not exit after SIGKILL")));
+        return Err(Error::container(format!(
+            "container {id}: processes did not exit after SIGKILL"
+        )));
     }
     if let Some(mut cg) = cgroup_manager(&st) {
         cg.destroy()?;

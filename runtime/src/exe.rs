@@ -5,11 +5,14 @@ use crate::error::{Context, Error, Result};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-const SEALS: libc::c_int = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+const SEALS: libc::c_int =
+    libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
 
 /// True when we already run from a sealed memfd.
 pub fn is_sealed_copy() -> bool {
-    let Ok(f) = std::fs::File::open("/proc/self/exe") else { return false };
+    let Ok(f) = std::fs::File::open("/proc/self/exe") else {
+        return false;
+    };
     // SAFETY: F_GET_SEALS on an fd we own; returns -1 on files that are not memfds.
     let seals = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GET_SEALS) };
     seals >= 0 && seals & SEALS == SEALS
@@ -22,11 +25,18 @@ pub fn reexec_sealed() -> Result<std::convert::Infallible> {
     let name = c"husk";
     const MFD_EXEC: libc::c_uint = 0x10;
     // SAFETY: memfd_create with a static name; a new fd is returned or -1.
-    let mut fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | MFD_EXEC) };
+    let mut fd = unsafe {
+        libc::memfd_create(
+            name.as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | MFD_EXEC,
+        )
+    };
     if fd < 0 {
         // Kernels before 6.3 reject MFD_EXEC; they are executable by default.
         // SAFETY: as above.
-        fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+        fd = unsafe {
+            libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        };
     }
     if fd < 0 {
         return Err(Error::sys("memfd_create", std::io::Error::last_os_error()));
@@ -52,7 +62,8 @@ pub fn reexec_sealed() -> Result<std::convert::Infallible> {
         })
         .collect();
     let err = nix::unistd::fexecve(dst.as_raw_fd_borrowed(), &args, &env);
-    err.ctx(|| "fexecve sealed husk copy".into()).map(|never| match never {})
+    err.ctx(|| "fexecve sealed husk copy".into())
+        .map(|never| match never {})
 }
 
 trait Borrowed {

@@ -42,11 +42,14 @@ fn build_process(opts: &ExecOpts, base: &Process) -> Result<Process> {
     let mut p: Process = match &opts.process_file {
         Some(f) => {
             let data = std::fs::read(f).ctx(|| format!("read --process {}", f.display()))?;
-            serde_json::from_slice(&data).map_err(|e| Error::config(format!("--process {}: {e}", f.display())))?
+            serde_json::from_slice(&data)
+                .map_err(|e| Error::config(format!("--process {}: {e}", f.display())))?
         }
         None => {
             if opts.args.is_empty() {
-                return Err(Error::config("exec: no command given (pass CMD ARGS... or --process FILE)"));
+                return Err(Error::config(
+                    "exec: no command given (pass CMD ARGS... or --process FILE)",
+                ));
             }
             let mut p = base.clone();
             p.set_args(Some(opts.args.clone()));
@@ -74,21 +77,27 @@ fn build_process(opts: &ExecOpts, base: &Process) -> Result<Process> {
             Some((a, b)) => (a, Some(b)),
             None => (u.as_str(), None),
         };
-        let uid: u32 = uid.parse().map_err(|_| Error::config(format!("--user {u:?}: expected UID[:GID]")))?;
+        let uid: u32 = uid
+            .parse()
+            .map_err(|_| Error::config(format!("--user {u:?}: expected UID[:GID]")))?;
         p.user_mut().set_uid(uid);
         if let Some(g) = gid {
-            let gid: u32 = g.parse().map_err(|_| Error::config(format!("--user {u:?}: expected UID[:GID]")))?;
+            let gid: u32 = g
+                .parse()
+                .map_err(|_| Error::config(format!("--user {u:?}: expected UID[:GID]")))?;
             p.user_mut().set_gid(gid);
         }
     }
     if !opts.additional_gids.is_empty() {
-        p.user_mut().set_additional_gids(Some(opts.additional_gids.clone()));
+        p.user_mut()
+            .set_additional_gids(Some(opts.additional_gids.clone()));
     }
     if !opts.caps.is_empty() {
         let mut c = p.capabilities().clone().unwrap_or_default();
         for name in &opts.caps {
-            let cap: oci_spec::runtime::Capability = serde_json::from_value(serde_json::Value::String(name.clone()))
-                .map_err(|_| Error::config(format!("--cap {name:?}: unknown capability")))?;
+            let cap: oci_spec::runtime::Capability =
+                serde_json::from_value(serde_json::Value::String(name.clone()))
+                    .map_err(|_| Error::config(format!("--cap {name:?}: unknown capability")))?;
             let add = |s: &Option<oci_spec::runtime::Capabilities>| {
                 let mut s = s.clone().unwrap_or_default();
                 s.insert(cap);
@@ -120,8 +129,18 @@ pub fn exec(root: &Root, opts: ExecOpts) -> Result<i32> {
     match st.status() {
         Status::Running | Status::Created => {}
         Status::Paused if opts.ignore_paused => {}
-        Status::Paused => return Err(Error::container(format!("cannot exec in a paused container {} (use --ignore-paused)", opts.id))),
-        s => return Err(Error::container(format!("cannot exec in a {s} container {}", opts.id))),
+        Status::Paused => {
+            return Err(Error::container(format!(
+                "cannot exec in a paused container {} (use --ignore-paused)",
+                opts.id
+            )))
+        }
+        s => {
+            return Err(Error::container(format!(
+                "cannot exec in a {s} container {}",
+                opts.id
+            )))
+        }
     }
     let base = st.config.process().clone().unwrap_or_default();
     let process = build_process(&opts, &base)?;
@@ -139,17 +158,26 @@ pub fn exec(root: &Root, opts: ExecOpts) -> Result<i32> {
         .args()
         .iter()
         .flatten()
-        .map(|a| CString::new(a.as_bytes()).map_err(|_| Error::config(format!("args {a:?}: contains NUL"))))
+        .map(|a| {
+            CString::new(a.as_bytes())
+                .map_err(|_| Error::config(format!("args {a:?}: contains NUL")))
+        })
         .collect::<Result<_>>()?;
     let env: Vec<CString> = process
         .env()
         .iter()
         .flatten()
-        .map(|e| CString::new(e.as_bytes()).map_err(|_| Error::config(format!("env {e:?}: contains NUL"))))
+        .map(|e| {
+            CString::new(e.as_bytes())
+                .map_err(|_| Error::config(format!("env {e:?}: contains NUL")))
+        })
         .collect::<Result<_>>()?;
     let joins = open_namespaces(st.pid)?;
     if crate::sys::proc_start_time(st.pid).ok() != Some(st.pid_start) {
-        return Err(Error::container(format!("container {} is not running", opts.id)));
+        return Err(Error::container(format!(
+            "container {} is not running",
+            opts.id
+        )));
     }
 
     let mut our_console: Option<OwnedFd> = None;
@@ -157,7 +185,8 @@ pub fn exec(root: &Root, opts: ExecOpts) -> Result<i32> {
         match &opts.console_socket {
             Some(p) => Some(crate::tty::connect_console_socket(p)?),
             None => {
-                let (a, b) = std::os::unix::net::UnixStream::pair().ctx(|| "socketpair for the terminal".into())?;
+                let (a, b) = std::os::unix::net::UnixStream::pair()
+                    .ctx(|| "socketpair for the terminal".into())?;
                 our_console = Some(OwnedFd::from(a));
                 Some(OwnedFd::from(b))
             }
@@ -165,21 +194,38 @@ pub fn exec(root: &Root, opts: ExecOpts) -> Result<i32> {
     } else {
         None
     };
-    let fg = if opts.detach { None } else { Some(crate::run::Foreground::prepare()?) };
+    let fg = if opts.detach {
+        None
+    } else {
+        Some(crate::run::Foreground::prepare()?)
+    };
 
     let (ours, theirs) = channel::pair()?;
     // SAFETY: the runtime is single-threaded.
     let inter = unsafe { crate::sys::clone_fork(0) }.ctx(|| "fork exec process".into())?;
     if inter == 0 {
         drop(ours);
-        let child = ExecChild { joins, console, process: &process, caps: caps.as_ref(), args, env, filter: filter.as_ref(), preserve_fds: opts.preserve_fds, keep_fds: opts.keep_fds.clone() };
+        let child = ExecChild {
+            joins,
+            console,
+            process: &process,
+            caps: caps.as_ref(),
+            args,
+            env,
+            filter: filter.as_ref(),
+            preserve_fds: opts.preserve_fds,
+            keep_fds: opts.keep_fds.clone(),
+        };
         child.main(theirs);
     }
     drop(theirs);
     drop(joins);
     drop(console);
     let cleanup = |pid: i32| {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
     };
     if let Some(cg) = container::cgroup_manager(&st) {
@@ -213,7 +259,12 @@ pub fn exec(root: &Root, opts: ExecOpts) -> Result<i32> {
                 let fd = ours.recv_fd()?;
                 let mut s = st.clone();
                 s.pid = pid;
-                crate::seccomp_glue::forward_to_listener(&st.config, &fd, pid, &s.hook_json(Status::Running))?;
+                crate::seccomp_glue::forward_to_listener(
+                    &st.config,
+                    &fd,
+                    pid,
+                    &s.hook_json(Status::Running),
+                )?;
                 ours.send(&ToChild::SeccompDone)?;
             }
             _ => break,
@@ -235,18 +286,31 @@ pub fn exec(root: &Root, opts: ExecOpts) -> Result<i32> {
 /// The namespaces of the container's init that differ from ours, user first.
 fn open_namespaces(pid: i32) -> Result<Vec<(LinuxNamespaceType, OwnedFd)>> {
     use LinuxNamespaceType as T;
-    let order = [T::User, T::Ipc, T::Uts, T::Network, T::Pid, T::Cgroup, T::Time, T::Mount];
+    let order = [
+        T::User,
+        T::Ipc,
+        T::Uts,
+        T::Network,
+        T::Pid,
+        T::Cgroup,
+        T::Time,
+        T::Mount,
+    ];
     let mut out = Vec::new();
     for t in order {
         let name = proc_name(t);
         let theirs = format!("/proc/{pid}/ns/{name}");
-        let (Ok(a), Ok(b)) = (std::fs::metadata(&theirs), std::fs::metadata(format!("/proc/self/ns/{name}"))) else {
+        let (Ok(a), Ok(b)) = (
+            std::fs::metadata(&theirs),
+            std::fs::metadata(format!("/proc/self/ns/{name}")),
+        ) else {
             continue;
         };
         if a.ino() == b.ino() && a.dev() == b.dev() {
             continue;
         }
-        let fd = crate::sys::open(std::path::Path::new(&theirs), libc::O_RDONLY).ctx(|| format!("open {theirs}"))?;
+        let fd = crate::sys::open(std::path::Path::new(&theirs), libc::O_RDONLY)
+            .ctx(|| format!("open {theirs}"))?;
         out.push((t, fd));
     }
     Ok(out)
@@ -280,7 +344,11 @@ impl ExecChild<'_> {
         crate::sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).ctx(|| "prctl PR_SET_DUMPABLE".into())?;
         match chan.recv::<ToChild>()? {
             Some(ToChild::Go) => {}
-            other => return Err(Error::container(format!("sync: expected Go, got {other:?}"))),
+            other => {
+                return Err(Error::container(format!(
+                    "sync: expected Go, got {other:?}"
+                )))
+            }
         }
         // Close what the process must not inherit while /proc is still the host's.
         let mut keep = self.keep_fds.clone();
@@ -295,7 +363,8 @@ impl ExecChild<'_> {
         }
         // The pid namespace applies to children: fork the process that execs.
         // SAFETY: single-threaded.
-        let pid = unsafe { crate::sys::clone_fork(0) }.ctx(|| "fork into the container's pid namespace".into())?;
+        let pid = unsafe { crate::sys::clone_fork(0) }
+            .ctx(|| "fork into the container's pid namespace".into())?;
         if pid > 0 {
             chan.send(&ToParent::InitPid(pid))?;
             // SAFETY: the intermediate is done.
@@ -306,32 +375,50 @@ impl ExecChild<'_> {
         if let Some(sock) = &self.console {
             let pty = crate::tty::open_pty()?;
             if let Some(size) = self.process.console_size() {
-                crate::tty::set_winsize(pty.master.as_raw_fd(), size.height() as u16, size.width() as u16)?;
+                crate::tty::set_winsize(
+                    pty.master.as_raw_fd(),
+                    size.height() as u16,
+                    size.width() as u16,
+                )?;
             }
-            crate::tty::send_fd(sock.as_raw_fd(), pty.master.as_raw_fd(), &pty.slave_path.to_string_lossy())?;
+            crate::tty::send_fd(
+                sock.as_raw_fd(),
+                pty.master.as_raw_fd(),
+                &pty.slave_path.to_string_lossy(),
+            )?;
             drop(pty.master);
             crate::tty::make_controlling(&pty.slave)?;
         }
         init::apply_rlimits(self.process)?;
-        let path = self.process.env().iter().flatten().find_map(|e| e.strip_prefix("PATH=").map(String::from));
+        let path = self
+            .process
+            .env()
+            .iter()
+            .flatten()
+            .find_map(|e| e.strip_prefix("PATH=").map(String::from));
         let exe = init::find_executable(&self.args[0], path.as_deref())?;
         for fd in 3..3 + self.preserve_fds {
             crate::sys::clear_cloexec(fd).ctx(|| format!("preserve fd {fd}"))?;
         }
         let nnp = self.process.no_new_privileges().unwrap_or(false);
-        let late = nnp || self.caps.map_or(self.process.user().uid() == 0, |c| c.effective.contains(&caps::Capability::CAP_SYS_ADMIN));
+        let late = nnp
+            || self.caps.map_or(self.process.user().uid() == 0, |c| {
+                c.effective.contains(&caps::Capability::CAP_SYS_ADMIN)
+            });
         if let Some(f) = self.filter.filter(|_| !late) {
             init::install_seccomp(f, chan)?;
         }
         crate::procattr::apply(self.process)?;
         init::set_user_and_caps(self.caps, self.process)?;
         if nnp {
-            crate::sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).ctx(|| "prctl PR_SET_NO_NEW_PRIVS".into())?;
+            crate::sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0)
+                .ctx(|| "prctl PR_SET_NO_NEW_PRIVS".into())?;
         }
         if let Some(m) = self.process.user().umask() {
             nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(m));
         }
-        nix::unistd::chdir(self.process.cwd()).ctx(|| format!("chdir to cwd {}", self.process.cwd().display()))?;
+        nix::unistd::chdir(self.process.cwd())
+            .ctx(|| format!("chdir to cwd {}", self.process.cwd().display()))?;
         init::check_cwd_inside()?;
         crate::sys::reset_signals();
         if let Some(f) = self.filter.filter(|_| late) {

@@ -3,20 +3,82 @@ use crate::rootfs::MountOpt;
 
 /// Mount options `rootfs` understands (tmpcopyup is refused, so not listed).
 const MOUNT_OPTIONS: &[&str] = &[
-    "async", "atime", "bind", "idmap", "ridmap", "defaults", "dev", "diratime", "dirsync", "exec", "iversion", "lazytime", "loud",
-    "mand", "noatime", "nodev", "nodiratime", "noexec", "noiversion", "nolazytime", "nomand", "norelatime",
-    "nostrictatime", "nosuid", "nosymfollow", "private", "ratime", "rbind", "rdev", "rdiratime", "relatime",
-    "remount", "rexec", "rnoatime", "rnodev", "rnodiratime", "rnoexec", "rnorelatime", "rnostrictatime",
-    "rnosuid", "rnosymfollow", "ro", "rprivate", "rrelatime", "rro", "rrw", "rshared", "rslave",
-    "rstrictatime", "rsuid", "rsymfollow", "runbindable", "rw", "shared", "silent", "slave", "strictatime",
-    "suid", "symfollow", "sync", "unbindable",
+    "async",
+    "atime",
+    "bind",
+    "idmap",
+    "ridmap",
+    "defaults",
+    "dev",
+    "diratime",
+    "dirsync",
+    "exec",
+    "iversion",
+    "lazytime",
+    "loud",
+    "mand",
+    "noatime",
+    "nodev",
+    "nodiratime",
+    "noexec",
+    "noiversion",
+    "nolazytime",
+    "nomand",
+    "norelatime",
+    "nostrictatime",
+    "nosuid",
+    "nosymfollow",
+    "private",
+    "ratime",
+    "rbind",
+    "rdev",
+    "rdiratime",
+    "relatime",
+    "remount",
+    "rexec",
+    "rnoatime",
+    "rnodev",
+    "rnodiratime",
+    "rnoexec",
+    "rnorelatime",
+    "rnostrictatime",
+    "rnosuid",
+    "rnosymfollow",
+    "ro",
+    "rprivate",
+    "rrelatime",
+    "rro",
+    "rrw",
+    "rshared",
+    "rslave",
+    "rstrictatime",
+    "rsuid",
+    "rsymfollow",
+    "runbindable",
+    "rw",
+    "shared",
+    "silent",
+    "slave",
+    "strictatime",
+    "suid",
+    "symfollow",
+    "sync",
+    "unbindable",
 ];
 
 pub fn document() -> serde_json::Value {
     let mount_options: Vec<&str> = MOUNT_OPTIONS
         .iter()
         .copied()
-        .filter(|o| matches!(MountOpt::parse(o), Ok(MountOpt::Set(_) | MountOpt::Clear(_) | MountOpt::Propagation(_) | MountOpt::Recursive(..))))
+        .filter(|o| {
+            matches!(
+                MountOpt::parse(o),
+                Ok(MountOpt::Set(_)
+                    | MountOpt::Clear(_)
+                    | MountOpt::Propagation(_)
+                    | MountOpt::Recursive(..))
+            )
+        })
         .collect();
     let mut caps: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
     caps.sort();

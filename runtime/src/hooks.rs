@@ -26,13 +26,17 @@ pub fn run(phase: &'static str, hook: &Hook, state_json: &str) -> Result<()> {
             cmd.env(k, v);
         }
     }
-    cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| fail(format!("spawn: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin is fine: ignore EPIPE.
         let _ = stdin.write_all(state_json.as_bytes());
     }
-    let deadline = hook.timeout().map(|t| Instant::now() + Duration::from_secs(t as u64));
+    let deadline = hook
+        .timeout()
+        .map(|t| Instant::now() + Duration::from_secs(t as u64));
     let status = loop {
         match child.try_wait().map_err(|e| fail(format!("wait: {e}")))? {
             Some(s) => break s,
@@ -40,7 +44,10 @@ pub fn run(phase: &'static str, hook: &Hook, state_json: &str) -> Result<()> {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(fail(format!("timed out after {}s", hook.timeout().unwrap_or(0))));
+                    return Err(fail(format!(
+                        "timed out after {}s",
+                        hook.timeout().unwrap_or(0)
+                    )));
                 }
                 std::thread::sleep(Duration::from_millis(2));
             }

@@ -27,7 +27,11 @@ struct MountAttr {
 pub fn wants_idmap(m: &Mount) -> Option<bool> {
     let opts = m.options().clone().unwrap_or_default();
     let ridmap = opts.iter().any(|o| o == "ridmap");
-    if ridmap || opts.iter().any(|o| o == "idmap") || m.uid_mappings().is_some() || m.gid_mappings().is_some() {
+    if ridmap
+        || opts.iter().any(|o| o == "idmap")
+        || m.uid_mappings().is_some()
+        || m.gid_mappings().is_some()
+    {
         Some(ridmap || opts.iter().any(|o| o == "rbind"))
     } else {
         None
@@ -51,25 +55,51 @@ pub fn prepare(spec: &Spec, bundle: &Path) -> Result<Prepared> {
     let mut out = Vec::new();
     let linux = spec.linux().as_ref();
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
-        let Some(recursive) = wants_idmap(m) else { continue };
+        let Some(recursive) = wants_idmap(m) else {
+            continue;
+        };
         let what = format!("mounts[{i}] ({})", m.destination().display());
         let opts = m.options().clone().unwrap_or_default();
         if !opts.iter().any(|o| o == "bind" || o == "rbind") {
-            return Err(Error::config(format!("{what}: idmapped mounts must be bind mounts")));
+            return Err(Error::config(format!(
+                "{what}: idmapped mounts must be bind mounts"
+            )));
         }
-        let uids = m.uid_mappings().clone().or_else(|| linux.and_then(|l| l.uid_mappings().clone()));
-        let gids = m.gid_mappings().clone().or_else(|| linux.and_then(|l| l.gid_mappings().clone()));
-        let (Some(uids), Some(gids)) = (uids.filter(|u| !u.is_empty()), gids.filter(|g| !g.is_empty())) else {
+        let uids = m
+            .uid_mappings()
+            .clone()
+            .or_else(|| linux.and_then(|l| l.uid_mappings().clone()));
+        let gids = m
+            .gid_mappings()
+            .clone()
+            .or_else(|| linux.and_then(|l| l.gid_mappings().clone()));
+        let (Some(uids), Some(gids)) = (
+            uids.filter(|u| !u.is_empty()),
+            gids.filter(|g| !g.is_empty()),
+        ) else {
             return Err(Error::config(format!(
                 "{what}: idmap needs uidMappings and gidMappings (on the mount or for the container)"
             )));
         };
-        let src = m.source().clone().ok_or_else(|| Error::config(format!("{what}: bind mount without source")))?;
-        let src = if src.is_absolute() { src } else { bundle.join(src) };
+        let src = m
+            .source()
+            .clone()
+            .ok_or_else(|| Error::config(format!("{what}: bind mount without source")))?;
+        let src = if src.is_absolute() {
+            src
+        } else {
+            bundle.join(src)
+        };
         let userns = userns_with(&uids, &gids)?;
-        let tree = open_tree(&src, recursive).ctx(|| format!("{what}: open_tree {}", src.display()))?;
-        set_idmap(&tree, &userns, recursive).ctx(|| format!("{what}: mount_setattr MOUNT_ATTR_IDMAP"))?;
-        out.push(Prep { index: i, tree, source: src });
+        let tree =
+            open_tree(&src, recursive).ctx(|| format!("{what}: open_tree {}", src.display()))?;
+        set_idmap(&tree, &userns, recursive)
+            .ctx(|| format!("{what}: mount_setattr MOUNT_ATTR_IDMAP"))?;
+        out.push(Prep {
+            index: i,
+            tree,
+            source: src,
+        });
     }
     Ok(out)
 }
@@ -88,11 +118,23 @@ fn open_tree(src: &Path, recursive: bool) -> std::io::Result<OwnedFd> {
 }
 
 fn set_idmap(tree: &OwnedFd, userns: &OwnedFd, recursive: bool) -> std::io::Result<()> {
-    let attr = MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
     let flags = AT_EMPTY_PATH | if recursive { AT_RECURSIVE } else { 0 };
     // SAFETY: mount_setattr on our tree fd with a struct that lives for the call.
     let r = unsafe {
-        libc::syscall(libc::SYS_mount_setattr, tree.as_raw_fd(), c"".as_ptr(), flags, &attr as *const MountAttr, std::mem::size_of::<MountAttr>())
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
     };
     if r < 0 {
         return Err(std::io::Error::last_os_error());
@@ -116,7 +158,10 @@ pub fn mount_at(p: &Prep, target: std::os::fd::BorrowedFd<'_>, what: &Path) -> R
         )
     };
     if r < 0 {
-        return Err(Error::sys(format!("move_mount idmapped tree to {}", what.display()), std::io::Error::last_os_error()));
+        return Err(Error::sys(
+            format!("move_mount idmapped tree to {}", what.display()),
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }
@@ -125,7 +170,8 @@ pub fn mount_at(p: &Prep, target: std::os::fd::BorrowedFd<'_>, what: &Path) -> R
 fn userns_with(uids: &[LinuxIdMapping], gids: &[LinuxIdMapping]) -> Result<OwnedFd> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe".into())?;
     // SAFETY: single-threaded runtime; the child only blocks on a read and exits.
-    let pid = unsafe { crate::sys::clone_fork(libc::CLONE_NEWUSER) }.ctx(|| "clone user namespace for an idmapped mount".into())?;
+    let pid = unsafe { crate::sys::clone_fork(libc::CLONE_NEWUSER) }
+        .ctx(|| "clone user namespace for an idmapped mount".into())?;
     if pid == 0 {
         drop(w);
         let mut b = [0u8; 1];
@@ -135,10 +181,17 @@ fn userns_with(uids: &[LinuxIdMapping], gids: &[LinuxIdMapping]) -> Result<Owned
     }
     drop(r);
     let res = (|| {
-        let fmt = |m: &[LinuxIdMapping]| m.iter().map(|x| format!("{} {} {}\n", x.container_id(), x.host_id(), x.size())).collect::<String>();
-        std::fs::write(format!("/proc/{pid}/uid_map"), fmt(uids)).ctx(|| format!("write uid_map of idmap helper {pid}"))?;
-        std::fs::write(format!("/proc/{pid}/gid_map"), fmt(gids)).ctx(|| format!("write gid_map of idmap helper {pid}"))?;
-        crate::sys::open(Path::new(&format!("/proc/{pid}/ns/user")), libc::O_RDONLY).ctx(|| "open idmap user namespace".into())
+        let fmt = |m: &[LinuxIdMapping]| {
+            m.iter()
+                .map(|x| format!("{} {} {}\n", x.container_id(), x.host_id(), x.size()))
+                .collect::<String>()
+        };
+        std::fs::write(format!("/proc/{pid}/uid_map"), fmt(uids))
+            .ctx(|| format!("write uid_map of idmap helper {pid}"))?;
+        std::fs::write(format!("/proc/{pid}/gid_map"), fmt(gids))
+            .ctx(|| format!("write gid_map of idmap helper {pid}"))?;
+        crate::sys::open(Path::new(&format!("/proc/{pid}/ns/user")), libc::O_RDONLY)
+            .ctx(|| "open idmap user namespace".into())
     })();
     drop(w);
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);

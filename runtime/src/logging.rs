@@ -30,14 +30,16 @@ impl Visit for Msg {
         if field.name() == "message" {
             self.msg = format!("{value:?}");
         } else {
-            self.fields.push((field.name().to_string(), format!("{value:?}")));
+            self.fields
+                .push((field.name().to_string(), format!("{value:?}")));
         }
     }
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
             self.msg = value.to_string();
         } else {
-            self.fields.push((field.name().to_string(), value.to_string()));
+            self.fields
+                .push((field.name().to_string(), value.to_string()));
         }
     }
 }
@@ -50,7 +52,11 @@ impl<S: Subscriber> Layer<S> for Sink {
         let mut m = Msg::default();
         event.record(&mut m);
         let level = event.metadata().level().as_str().to_ascii_lowercase();
-        let level = if level == "warn" { "warning".to_string() } else { level };
+        let level = if level == "warn" {
+            "warning".to_string()
+        } else {
+            level
+        };
         let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         let line = match self.format {
             Format::Json => {
@@ -77,17 +83,28 @@ impl<S: Subscriber> Layer<S> for Sink {
 
 /// Install the global subscriber. Returns the raw fd of the log file (kept open in the init until
 /// exec), if any.
-pub fn init(log: Option<&std::path::Path>, format: Format, debug: bool) -> std::io::Result<Option<i32>> {
+pub fn init(
+    log: Option<&std::path::Path>,
+    format: Format,
+    debug: bool,
+) -> std::io::Result<Option<i32>> {
     let (out, fd): (Box<dyn Write + Send>, Option<i32>) = match log {
         Some(p) => {
-            let f = std::fs::OpenOptions::new().create(true).append(true).open(p)?;
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)?;
             let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
             (Box::new(f), Some(fd))
         }
         None => (Box::new(std::io::stderr()), None),
     };
     let max = if debug { Level::DEBUG } else { Level::WARN };
-    let sink = Sink { out: Mutex::new(out), format, max };
+    let sink = Sink {
+        out: Mutex::new(out),
+        format,
+        max,
+    };
     let _ = tracing_subscriber::registry().with(sink).try_init();
     Ok(fd)
 }

@@ -159,14 +159,21 @@ mod tests {
 
     #[test]
     fn fast_path_when_nothing_joined() {
-        let p = plan(serde_json::json!([{"type":"pid"},{"type":"mount"},{"type":"cgroup"},{"type":"user"}]));
+        let p = plan(
+            serde_json::json!([{"type":"pid"},{"type":"mount"},{"type":"cgroup"},{"type":"user"}]),
+        );
         assert!(!p.needs_intermediate());
-        assert_eq!(p.clone_flags(), libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUSER);
+        assert_eq!(
+            p.clone_flags(),
+            libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUSER
+        );
     }
 
     #[test]
     fn joined_pid_needs_intermediate_and_joins_are_ordered() {
-        let p = plan(serde_json::json!([{"type":"mount","path":"/proc/1/ns/mnt"},{"type":"pid","path":"/proc/1/ns/pid"},{"type":"network","path":"/x"}]));
+        let p = plan(
+            serde_json::json!([{"type":"mount","path":"/proc/1/ns/mnt"},{"type":"pid","path":"/proc/1/ns/pid"},{"type":"network","path":"/x"}]),
+        );
         assert!(p.needs_intermediate());
         let order: Vec<_> = p.join.iter().map(|(t, _)| proc_name(*t)).collect();
         assert_eq!(order, ["net", "pid", "mnt"]);

@@ -31,14 +31,24 @@ fn attr(buf: &mut Vec<u8>, typ: u16, data: &[u8]) {
 /// Move the link named `from` (in the caller's netns) to `target`, renamed to `to`.
 pub fn move_link(from: &str, to: &str, target: Target) -> Result<()> {
     let what = || format!("move network device {from:?} as {to:?}");
-    let cname = std::ffi::CString::new(from).map_err(|_| Error::config(format!("linux.netDevices {from:?}: contains NUL")))?;
+    let cname = std::ffi::CString::new(from)
+        .map_err(|_| Error::config(format!("linux.netDevices {from:?}: contains NUL")))?;
     // SAFETY: if_nametoindex with a valid C string.
     let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
     if index == 0 {
-        return Err(Error::sys(format!("{}: no such device", what()), std::io::Error::last_os_error()));
+        return Err(Error::sys(
+            format!("{}: no such device", what()),
+            std::io::Error::last_os_error(),
+        ));
     }
-    if to.is_empty() || to.len() >= libc::IFNAMSIZ || to.contains('/') || to.contains(char::is_whitespace) {
-        return Err(Error::config(format!("linux.netDevices {from:?}: invalid name {to:?}")));
+    if to.is_empty()
+        || to.len() >= libc::IFNAMSIZ
+        || to.contains('/')
+        || to.contains(char::is_whitespace)
+    {
+        return Err(Error::config(format!(
+            "linux.netDevices {from:?}: invalid name {to:?}"
+        )));
     }
     let mut body = Vec::new();
     // struct ifinfomsg: family, pad, type, index, flags, change
@@ -63,22 +73,37 @@ pub fn move_link(from: &str, to: &str, target: Target) -> Result<()> {
     msg.extend_from_slice(&body);
 
     // SAFETY: a netlink socket; the fd is owned below.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
     if fd < 0 {
-        return Err(Error::sys(format!("{}: netlink socket", what()), std::io::Error::last_os_error()));
+        return Err(Error::sys(
+            format!("{}: netlink socket", what()),
+            std::io::Error::last_os_error(),
+        ));
     }
     // SAFETY: fresh fd.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: send/recv with buffers of the stated lengths.
     let n = unsafe { libc::send(sock.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
     if n < 0 {
-        return Err(Error::sys(format!("{}: netlink send", what()), std::io::Error::last_os_error()));
+        return Err(Error::sys(
+            format!("{}: netlink send", what()),
+            std::io::Error::last_os_error(),
+        ));
     }
     let mut buf = [0u8; 4096];
     // SAFETY: as above.
     let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
     if n < 20 {
-        return Err(Error::sys(format!("{}: netlink reply", what()), std::io::Error::last_os_error()));
+        return Err(Error::sys(
+            format!("{}: netlink reply", what()),
+            std::io::Error::last_os_error(),
+        ));
     }
     let typ = u16::from_ne_bytes([buf[4], buf[5]]);
     if typ == NLMSG_ERROR {
@@ -103,8 +128,11 @@ pub fn move_in(devs: &HashMap<String, oci_spec::runtime::LinuxNetDevice>, pid: i
 pub fn move_out(devs: &HashMap<String, oci_spec::runtime::LinuxNetDevice>, pid: i32) -> Result<()> {
     let host_ns = crate::sys::open(std::path::Path::new("/proc/self/ns/net"), libc::O_RDONLY)
         .map_err(|e| Error::sys("open /proc/self/ns/net", e))?;
-    let theirs = crate::sys::open(std::path::Path::new(&format!("/proc/{pid}/ns/net")), libc::O_RDONLY)
-        .map_err(|e| Error::sys(format!("open /proc/{pid}/ns/net"), e))?;
+    let theirs = crate::sys::open(
+        std::path::Path::new(&format!("/proc/{pid}/ns/net")),
+        libc::O_RDONLY,
+    )
+    .map_err(|e| Error::sys(format!("open /proc/{pid}/ns/net"), e))?;
     crate::namespaces::join(oci_spec::runtime::LinuxNamespaceType::Network, &theirs)?;
     let mut res = Ok(());
     for (host, d) in devs {

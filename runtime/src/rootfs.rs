@@ -81,7 +81,10 @@ impl MountOpt {
             "rnorelatime" => Ok(Recursive(0, sys::MOUNT_ATTR__ATIME)),
             "rnoatime" => Ok(Recursive(sys::MOUNT_ATTR_NOATIME, sys::MOUNT_ATTR__ATIME)),
             "ratime" => Ok(Recursive(0, sys::MOUNT_ATTR__ATIME)),
-            "rstrictatime" => Ok(Recursive(sys::MOUNT_ATTR_STRICTATIME, sys::MOUNT_ATTR__ATIME)),
+            "rstrictatime" => Ok(Recursive(
+                sys::MOUNT_ATTR_STRICTATIME,
+                sys::MOUNT_ATTR__ATIME,
+            )),
             "rnostrictatime" => Ok(Recursive(0, sys::MOUNT_ATTR__ATIME)),
             "nosymfollow" => f(MsFlags::from_bits_retain(256)),
             "symfollow" => c(MsFlags::from_bits_retain(256)),
@@ -223,7 +226,10 @@ pub fn mkdir_all_in_root(root: BorrowedFd<'_>, path: &Path, file: bool) -> Resul
     }
     let root_path = std::fs::read_link(sys::fd_path(root)).ctx(|| "readlink rootfs fd".into())?;
     let real = secure_join(&root_path, &rel)?;
-    let inside = real.strip_prefix(&root_path).unwrap_or(Path::new("")).to_path_buf();
+    let inside = real
+        .strip_prefix(&root_path)
+        .unwrap_or(Path::new(""))
+        .to_path_buf();
     let mut cur = root_path.clone();
     let comps: Vec<_> = inside.components().collect();
     for (i, c) in comps.iter().enumerate() {
@@ -245,7 +251,8 @@ pub fn mkdir_all_in_root(root: BorrowedFd<'_>, path: &Path, file: bool) -> Resul
             Err(e) => return Err(Error::sys(format!("create {} in rootfs", cur.display()), e)),
         }
     }
-    sys::openat_in_root(root, &inside, libc::O_PATH).ctx(|| format!("resolve {} in rootfs", path.display()))
+    sys::openat_in_root(root, &inside, libc::O_PATH)
+        .ctx(|| format!("resolve {} in rootfs", path.display()))
 }
 
 trait NoFollow {
@@ -273,8 +280,14 @@ pub struct RootfsCtx<'a> {
 /// Everything before pivot_root: propagation, the rootfs bind, every mount, devices.
 pub fn prepare(ctx: &RootfsCtx<'_>) -> Result<()> {
     let linux = ctx.spec.linux().as_ref();
-    let prop = propagation_flags(linux.and_then(|l| l.rootfs_propagation().as_deref()).unwrap_or(""))?;
-    mount(None, Path::new("/"), None, prop, None, || "set propagation of / ".to_string())?;
+    let prop = propagation_flags(
+        linux
+            .and_then(|l| l.rootfs_propagation().as_deref())
+            .unwrap_or(""),
+    )?;
+    mount(None, Path::new("/"), None, prop, None, || {
+        "set propagation of / ".to_string()
+    })?;
     make_parent_private(ctx.rootfs)?;
     mount(
         Some(ctx.rootfs),
@@ -311,7 +324,8 @@ pub fn prepare(ctx: &RootfsCtx<'_>) -> Result<()> {
 
 /// pivot_root needs the new root's parent mount not to be shared; make it private.
 fn make_parent_private(rootfs: &Path) -> Result<()> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ctx(|| "read /proc/self/mountinfo".into())?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .ctx(|| "read /proc/self/mountinfo".into())?;
     let mut best: Option<(PathBuf, bool)> = None;
     for line in info.lines() {
         let f: Vec<&str> = line.split(' ').collect();
@@ -319,19 +333,31 @@ fn make_parent_private(rootfs: &Path) -> Result<()> {
             continue;
         }
         let mp = PathBuf::from(unescape(f[4]));
-        if rootfs.starts_with(&mp) && best.as_ref().map_or(true, |(b, _)| mp.as_os_str().len() >= b.as_os_str().len()) {
-            let shared = f[6..].iter().take_while(|x| **x != "-").any(|x| x.starts_with("shared:"));
+        if rootfs.starts_with(&mp)
+            && best
+                .as_ref()
+                .map_or(true, |(b, _)| mp.as_os_str().len() >= b.as_os_str().len())
+        {
+            let shared = f[6..]
+                .iter()
+                .take_while(|x| **x != "-")
+                .any(|x| x.starts_with("shared:"));
             best = Some((mp, shared));
         }
     }
     if let Some((mp, true)) = best {
-        mount(None, &mp, None, MsFlags::MS_PRIVATE, None, || format!("make {} private", mp.display()))?;
+        mount(None, &mp, None, MsFlags::MS_PRIVATE, None, || {
+            format!("make {} private", mp.display())
+        })?;
     }
     Ok(())
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 fn mount_one(ctx: &RootfsCtx<'_>, root: BorrowedFd<'_>, m: &Mount, opts: &MountOpts) -> Result<()> {
@@ -343,54 +369,95 @@ fn mount_one(ctx: &RootfsCtx<'_>, root: BorrowedFd<'_>, m: &Mount, opts: &MountO
     let data = opts.data.join(",");
     let data = (!data.is_empty()).then_some(data.as_str());
     if opts.is_bind() {
-        let src = m
-            .source()
-            .as_ref()
-            .ok_or_else(|| Error::config(format!("mount {}: bind mount without source", dest.display())))?;
-        let src = if src.is_absolute() { src.clone() } else { ctx.bundle.join(src) };
+        let src = m.source().as_ref().ok_or_else(|| {
+            Error::config(format!(
+                "mount {}: bind mount without source",
+                dest.display()
+            ))
+        })?;
+        let src = if src.is_absolute() {
+            src.clone()
+        } else {
+            ctx.bundle.join(src)
+        };
         let meta = std::fs::metadata(&src).ctx(|| format!("bind source {}", src.display()))?;
         let target = mkdir_all_in_root(root, dest, !meta.is_dir())?;
         let flags = opts.flags & (MsFlags::MS_BIND | MsFlags::MS_REC);
-        mount(Some(&src), &sys::fd_path(target.as_fd()), None, flags, None, || {
-            format!("bind {} on {}", src.display(), dest.display())
-        })?;
+        mount(
+            Some(&src),
+            &sys::fd_path(target.as_fd()),
+            None,
+            flags,
+            None,
+            || format!("bind {} on {}", src.display(), dest.display()),
+        )?;
         let remount = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
-        let mounted = sys::openat_in_root(root, dest, libc::O_PATH).ctx(|| format!("reopen {}", dest.display()))?;
+        let mounted = sys::openat_in_root(root, dest, libc::O_PATH)
+            .ctx(|| format!("reopen {}", dest.display()))?;
         if !remount.is_empty() {
-            remount_bind(&sys::fd_path(mounted.as_fd()), remount, &dest.display().to_string())?;
+            remount_bind(
+                &sys::fd_path(mounted.as_fd()),
+                remount,
+                &dest.display().to_string(),
+            )?;
         }
         finish_mount(mounted.as_fd(), opts, dest)
     } else {
         let target = mkdir_all_in_root(root, dest, false)?;
         let src = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
         let fstype = if typ.is_empty() { None } else { Some(typ) };
-        let r = mount(Some(&src), &sys::fd_path(target.as_fd()), fstype, opts.flags, data, || {
-            format!("mount {} ({typ}) on {}", src.display(), dest.display())
-        });
+        let r = mount(
+            Some(&src),
+            &sys::fd_path(target.as_fd()),
+            fstype,
+            opts.flags,
+            data,
+            || format!("mount {} ({typ}) on {}", src.display(), dest.display()),
+        );
         if let Err(e) = r {
             // sysfs cannot be mounted in a user namespace that does not own the network
             // namespace: fall back to a recursive read-only bind of the host's /sys, as runc does.
             if typ == "sysfs" && ctx.in_userns {
-                mount(Some(Path::new("/sys")), &sys::fd_path(target.as_fd()), None, MsFlags::MS_BIND | MsFlags::MS_REC, None, || "bind /sys".into())?;
+                mount(
+                    Some(Path::new("/sys")),
+                    &sys::fd_path(target.as_fd()),
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None,
+                    || "bind /sys".into(),
+                )?;
             } else {
                 return Err(e);
             }
         }
-        let mounted = sys::openat_in_root(root, dest, libc::O_PATH).ctx(|| format!("reopen {}", dest.display()))?;
+        let mounted = sys::openat_in_root(root, dest, libc::O_PATH)
+            .ctx(|| format!("reopen {}", dest.display()))?;
         finish_mount(mounted.as_fd(), opts, dest)
     }
 }
 
 /// Attach an idmapped tree prepared by the parent, then apply the mount's flags.
-fn mount_idmapped(root: BorrowedFd<'_>, m: &Mount, opts: &MountOpts, p: &crate::idmap::Prep) -> Result<()> {
+fn mount_idmapped(
+    root: BorrowedFd<'_>,
+    m: &Mount,
+    opts: &MountOpts,
+    p: &crate::idmap::Prep,
+) -> Result<()> {
     let dest = m.destination();
-    let is_dir = std::fs::metadata(&p.source).map(|m| m.is_dir()).unwrap_or(true);
+    let is_dir = std::fs::metadata(&p.source)
+        .map(|m| m.is_dir())
+        .unwrap_or(true);
     let target = mkdir_all_in_root(root, dest, !is_dir)?;
     crate::idmap::mount_at(p, target.as_fd(), dest)?;
     let remount = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
-    let mounted = sys::openat_in_root(root, dest, libc::O_PATH).ctx(|| format!("reopen {}", dest.display()))?;
+    let mounted = sys::openat_in_root(root, dest, libc::O_PATH)
+        .ctx(|| format!("reopen {}", dest.display()))?;
     if !remount.is_empty() {
-        remount_bind(&sys::fd_path(mounted.as_fd()), remount, &dest.display().to_string())?;
+        remount_bind(
+            &sys::fd_path(mounted.as_fd()),
+            remount,
+            &dest.display().to_string(),
+        )?;
     }
     finish_mount(mounted.as_fd(), opts, dest)
 }
@@ -398,7 +465,9 @@ fn mount_idmapped(root: BorrowedFd<'_>, m: &Mount, opts: &MountOpts, p: &crate::
 /// Propagation and recursive attributes, applied to the new mount.
 fn finish_mount(mounted: BorrowedFd<'_>, opts: &MountOpts, dest: &Path) -> Result<()> {
     for p in &opts.propagation {
-        mount(None, &sys::fd_path(mounted), None, *p, None, || format!("set propagation of {}", dest.display()))?;
+        mount(None, &sys::fd_path(mounted), None, *p, None, || {
+            format!("set propagation of {}", dest.display())
+        })?;
     }
     if opts.rec_set != 0 || opts.rec_clr != 0 {
         sys::mount_setattr_recursive(mounted, opts.rec_set, opts.rec_clr)
@@ -411,13 +480,24 @@ fn finish_mount(mounted: BorrowedFd<'_>, opts: &MountOpts, dest: &Path) -> Resul
 /// inherited from the source) so the remount is not refused.
 fn remount_bind(target: &Path, flags: MsFlags, what: &str) -> Result<()> {
     let base = MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
-    match nix::mount::mount(None::<&Path>, target, None::<&str>, base | flags, None::<&str>) {
+    match nix::mount::mount(
+        None::<&Path>,
+        target,
+        None::<&str>,
+        base | flags,
+        None::<&str>,
+    ) {
         Ok(()) => Ok(()),
         Err(nix::errno::Errno::EPERM) => {
             let locked = statvfs_flags(target)?;
-            mount(None, target, None, base | flags | locked, None, || format!("remount {what}"))
+            mount(None, target, None, base | flags | locked, None, || {
+                format!("remount {what}")
+            })
         }
-        Err(e) => Err(Error::sys(format!("remount {what}"), std::io::Error::from_raw_os_error(e as i32))),
+        Err(e) => Err(Error::sys(
+            format!("remount {what}"),
+            std::io::Error::from_raw_os_error(e as i32),
+        )),
     }
 }
 
@@ -445,39 +525,92 @@ fn statvfs_flags(p: &Path) -> Result<MsFlags> {
 /// A cgroup filesystem for the container. v1 (and hybrid): a tmpfs with one bind mount per
 /// hierarchy of the container's own cgroup directory. v2: cgroup2 itself in a new cgroup
 /// namespace, else a bind of the container's cgroup directory.
-fn mount_cgroup(ctx: &RootfsCtx<'_>, root: BorrowedFd<'_>, m: &Mount, opts: &MountOpts) -> Result<()> {
+fn mount_cgroup(
+    ctx: &RootfsCtx<'_>,
+    root: BorrowedFd<'_>,
+    m: &Mount,
+    opts: &MountOpts,
+) -> Result<()> {
     let dest = m.destination();
     // Only the host's hierarchies: not copies that a bind of /sys into the rootfs brought along.
-    let hier: Vec<CgroupMount> = host_cgroup_mounts()?.into_iter().filter(|h| !h.mountpoint.starts_with(ctx.rootfs)).collect();
+    let hier: Vec<CgroupMount> = host_cgroup_mounts()?
+        .into_iter()
+        .filter(|h| !h.mountpoint.starts_with(ctx.rootfs))
+        .collect();
     let own = own_cgroups()?;
     let ro = opts.flags.contains(MsFlags::MS_RDONLY);
     let base = opts.flags & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
-    let only_v2 = hier.len() == 1 && hier[0].v2 && hier[0].mountpoint == Path::new("/sys/fs/cgroup");
+    let only_v2 =
+        hier.len() == 1 && hier[0].v2 && hier[0].mountpoint == Path::new("/sys/fs/cgroup");
     let target = mkdir_all_in_root(root, dest, false)?;
     if only_v2 {
         if ctx.new_cgroupns {
-            mount(Some(Path::new("cgroup2")), &sys::fd_path(target.as_fd()), Some("cgroup2"), opts.flags, None, || format!("mount cgroup2 on {}", dest.display()))?;
+            mount(
+                Some(Path::new("cgroup2")),
+                &sys::fd_path(target.as_fd()),
+                Some("cgroup2"),
+                opts.flags,
+                None,
+                || format!("mount cgroup2 on {}", dest.display()),
+            )?;
         } else {
             let rel = own.get("").cloned().unwrap_or_else(|| "/".into());
             let src = hier[0].mountpoint.join(rel.trim_start_matches('/'));
-            mount(Some(&src), &sys::fd_path(target.as_fd()), None, MsFlags::MS_BIND | MsFlags::MS_REC, None, || format!("bind {} on {}", src.display(), dest.display()))?;
-            let mounted = sys::openat_in_root(root, dest, libc::O_PATH).ctx(|| format!("reopen {}", dest.display()))?;
-            remount_bind(&sys::fd_path(mounted.as_fd()), opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC), &dest.display().to_string())?;
+            mount(
+                Some(&src),
+                &sys::fd_path(target.as_fd()),
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+                || format!("bind {} on {}", src.display(), dest.display()),
+            )?;
+            let mounted = sys::openat_in_root(root, dest, libc::O_PATH)
+                .ctx(|| format!("reopen {}", dest.display()))?;
+            remount_bind(
+                &sys::fd_path(mounted.as_fd()),
+                opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC),
+                &dest.display().to_string(),
+            )?;
         }
         return Ok(());
     }
-    mount(Some(Path::new("tmpfs")), &sys::fd_path(target.as_fd()), Some("tmpfs"), base, Some("mode=755"), || format!("mount tmpfs for cgroups on {}", dest.display()))?;
+    mount(
+        Some(Path::new("tmpfs")),
+        &sys::fd_path(target.as_fd()),
+        Some("tmpfs"),
+        base,
+        Some("mode=755"),
+        || format!("mount tmpfs for cgroups on {}", dest.display()),
+    )?;
     for h in &hier {
-        let Some(name) = h.mountpoint.file_name() else { continue };
+        let Some(name) = h.mountpoint.file_name() else {
+            continue;
+        };
         let key = if h.v2 { String::new() } else { h.key.clone() };
         let Some(rel) = own.get(&key) else { continue };
         let rel = rel.strip_prefix(&h.root).unwrap_or(rel);
         let src = h.mountpoint.join(rel.trim_start_matches('/'));
         let sub = dest.join(name);
         let t = mkdir_all_in_root(root, &sub, false)?;
-        mount(Some(&src), &sys::fd_path(t.as_fd()), None, MsFlags::MS_BIND | MsFlags::MS_REC, None, || format!("bind {} on {}", src.display(), sub.display()))?;
-        let mounted = sys::openat_in_root(root, &sub, libc::O_PATH).ctx(|| format!("reopen {}", sub.display()))?;
-        remount_bind(&sys::fd_path(mounted.as_fd()), base | if ro { MsFlags::MS_RDONLY } else { MsFlags::empty() }, &sub.display().to_string())?;
+        mount(
+            Some(&src),
+            &sys::fd_path(t.as_fd()),
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+            || format!("bind {} on {}", src.display(), sub.display()),
+        )?;
+        let mounted = sys::openat_in_root(root, &sub, libc::O_PATH)
+            .ctx(|| format!("reopen {}", sub.display()))?;
+        remount_bind(
+            &sys::fd_path(mounted.as_fd()),
+            base | if ro {
+                MsFlags::MS_RDONLY
+            } else {
+                MsFlags::empty()
+            },
+            &sub.display().to_string(),
+        )?;
         // co-mounted controllers ("cpu,cpuacct") get one symlink per controller, as on the host.
         let n = name.to_string_lossy();
         if n.contains(',') {
@@ -489,8 +622,16 @@ fn mount_cgroup(ctx: &RootfsCtx<'_>, root: BorrowedFd<'_>, m: &Mount, opts: &Mou
         }
     }
     if ro {
-        let mounted = sys::openat_in_root(root, dest, libc::O_PATH).ctx(|| format!("reopen {}", dest.display()))?;
-        mount(None, &sys::fd_path(mounted.as_fd()), None, MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | base, Some("mode=755"), || format!("remount {} read-only", dest.display()))?;
+        let mounted = sys::openat_in_root(root, dest, libc::O_PATH)
+            .ctx(|| format!("reopen {}", dest.display()))?;
+        mount(
+            None,
+            &sys::fd_path(mounted.as_fd()),
+            None,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | base,
+            Some("mode=755"),
+            || format!("remount {} read-only", dest.display()),
+        )?;
     }
     Ok(())
 }
@@ -505,10 +646,13 @@ struct CgroupMount {
 }
 
 fn host_cgroup_mounts() -> Result<Vec<CgroupMount>> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ctx(|| "read /proc/self/mountinfo".into())?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .ctx(|| "read /proc/self/mountinfo".into())?;
     let mut out = Vec::new();
     for line in info.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
         let pre: Vec<&str> = pre.split(' ').collect();
         let post: Vec<&str> = post.split(' ').collect();
         if pre.len() < 5 || post.len() < 3 {
@@ -521,7 +665,22 @@ fn host_cgroup_mounts() -> Result<Vec<CgroupMount>> {
         let key = if v2 {
             String::new()
         } else {
-            let known = ["cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "net_prio", "blkio", "perf_event", "hugetlb", "pids", "rdma", "misc"];
+            let known = [
+                "cpu",
+                "cpuacct",
+                "cpuset",
+                "memory",
+                "devices",
+                "freezer",
+                "net_cls",
+                "net_prio",
+                "blkio",
+                "perf_event",
+                "hugetlb",
+                "pids",
+                "rdma",
+                "misc",
+            ];
             let mut ctrls: Vec<&str> = post[2]
                 .split(',')
                 .filter(|o| known.contains(o) || o.starts_with("name="))
@@ -529,7 +688,12 @@ fn host_cgroup_mounts() -> Result<Vec<CgroupMount>> {
             ctrls.sort_by_key(|c| c.starts_with("name="));
             ctrls.join(",")
         };
-        out.push(CgroupMount { mountpoint: PathBuf::from(unescape(pre[4])), root: unescape(pre[3]), key, v2 });
+        out.push(CgroupMount {
+            mountpoint: PathBuf::from(unescape(pre[4])),
+            root: unescape(pre[3]),
+            key,
+            v2,
+        });
     }
     Ok(out)
 }
@@ -562,7 +726,17 @@ const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
 
 fn create_default_devices(ctx: &RootfsCtx<'_>, root: BorrowedFd<'_>) -> Result<()> {
     for (path, major, minor) in DEFAULT_DEVICES {
-        make_node(ctx, root, Path::new(path), libc::S_IFCHR, major, minor, 0o666, Some(0), Some(0))?;
+        make_node(
+            ctx,
+            root,
+            Path::new(path),
+            libc::S_IFCHR,
+            major,
+            minor,
+            0o666,
+            Some(0),
+            Some(0),
+        )?;
     }
     let dev = mkdir_all_in_root(root, Path::new("/dev"), false)?;
     let dir = sys::fd_path(dev.as_fd());
@@ -592,11 +766,24 @@ fn create_device(ctx: &RootfsCtx<'_>, root: BorrowedFd<'_>, d: &LinuxDevice) -> 
         LinuxDeviceType::B => libc::S_IFBLK,
         LinuxDeviceType::P => libc::S_IFIFO,
         LinuxDeviceType::A => {
-            return Err(Error::config(format!("linux.devices {}: type 'a' is not a device node", d.path().display())))
+            return Err(Error::config(format!(
+                "linux.devices {}: type 'a' is not a device node",
+                d.path().display()
+            )))
         }
     };
     let mode = d.file_mode().unwrap_or(0o666) & 0o7777;
-    make_node(ctx, root, d.path(), kind, d.major() as u64, d.minor() as u64, mode, d.uid(), d.gid())
+    make_node(
+        ctx,
+        root,
+        d.path(),
+        kind,
+        d.major() as u64,
+        d.minor() as u64,
+        mode,
+        d.uid(),
+        d.gid(),
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -622,9 +809,14 @@ fn make_node(
     if ctx.in_userns {
         // mknod is not permitted in a user namespace: bind the host's device instead.
         let t = mkdir_all_in_root(root, path, true)?;
-        return mount(Some(path), &sys::fd_path(t.as_fd()), None, MsFlags::MS_BIND, None, || {
-            format!("bind device {}", path.display())
-        });
+        return mount(
+            Some(path),
+            &sys::fd_path(t.as_fd()),
+            None,
+            MsFlags::MS_BIND,
+            None,
+            || format!("bind device {}", path.display()),
+        );
     }
     let dev = libc::makedev(major as u32, minor as u32);
     nix::sys::stat::mknod(
@@ -645,18 +837,34 @@ fn make_node(
 pub fn switch_root(rootfs: &Path, no_pivot: bool) -> Result<()> {
     if no_pivot {
         nix::unistd::chdir(rootfs).ctx(|| format!("chdir {}", rootfs.display()))?;
-        mount(Some(rootfs), Path::new("/"), None, MsFlags::MS_MOVE, None, || "move rootfs to /".into())?;
+        mount(
+            Some(rootfs),
+            Path::new("/"),
+            None,
+            MsFlags::MS_MOVE,
+            None,
+            || "move rootfs to /".into(),
+        )?;
         nix::unistd::chroot(".").ctx(|| "chroot .".into())?;
         nix::unistd::chdir("/").ctx(|| "chdir /".into())?;
         return Ok(());
     }
-    let old = sys::open(Path::new("/"), libc::O_DIRECTORY | libc::O_RDONLY).ctx(|| "open /".into())?;
-    let new = sys::open(rootfs, libc::O_DIRECTORY | libc::O_RDONLY).ctx(|| format!("open {}", rootfs.display()))?;
+    let old =
+        sys::open(Path::new("/"), libc::O_DIRECTORY | libc::O_RDONLY).ctx(|| "open /".into())?;
+    let new = sys::open(rootfs, libc::O_DIRECTORY | libc::O_RDONLY)
+        .ctx(|| format!("open {}", rootfs.display()))?;
     nix::unistd::fchdir(new.as_fd()).ctx(|| "fchdir rootfs".into())?;
     nix::unistd::pivot_root(".", ".").ctx(|| format!("pivot_root {}", rootfs.display()))?;
     nix::unistd::fchdir(old.as_fd()).ctx(|| "fchdir old root".into())?;
     // Do not let the unmount of the old root propagate back to the host.
-    mount(None, Path::new("."), None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None, || "make old root rslave".into())?;
+    mount(
+        None,
+        Path::new("."),
+        None,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None,
+        || "make old root rslave".into(),
+    )?;
     nix::mount::umount2(".", MntFlags::MNT_DETACH).ctx(|| "unmount old root".into())?;
     nix::unistd::chdir("/").ctx(|| "chdir /".into())?;
     drop(old);
@@ -666,9 +874,17 @@ pub fn switch_root(rootfs: &Path, no_pivot: bool) -> Result<()> {
 
 /// linux.rootfsPropagation on the new root, once pivot_root is done (pivot_root changes it).
 pub fn apply_root_propagation(spec: &Spec) -> Result<()> {
-    let Some(p) = spec.linux().as_ref().and_then(|l| l.rootfs_propagation().as_deref()) else { return Ok(()) };
+    let Some(p) = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.rootfs_propagation().as_deref())
+    else {
+        return Ok(());
+    };
     let flags = propagation_flags(p)?;
-    mount(None, Path::new("/"), None, flags, None, || format!("set rootfsPropagation {p} on /"))
+    mount(None, Path::new("/"), None, flags, None, || {
+        format!("set rootfsPropagation {p} on /")
+    })
 }
 
 /// maskedPaths: a directory gets an empty read-only tmpfs, anything else /dev/null bound over it.
@@ -681,9 +897,23 @@ pub fn mask_paths(paths: &[String]) -> Result<()> {
             Err(e) => return Err(Error::sys(format!("maskedPaths: stat {p}"), e)),
         };
         if meta.is_dir() {
-            mount(Some(Path::new("tmpfs")), path, Some("tmpfs"), MsFlags::MS_RDONLY, None, || format!("mask {p}"))?;
+            mount(
+                Some(Path::new("tmpfs")),
+                path,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                None,
+                || format!("mask {p}"),
+            )?;
         } else {
-            mount(Some(Path::new("/dev/null")), path, None, MsFlags::MS_BIND, None, || format!("mask {p}"))?;
+            mount(
+                Some(Path::new("/dev/null")),
+                path,
+                None,
+                MsFlags::MS_BIND,
+                None,
+                || format!("mask {p}"),
+            )?;
         }
     }
     Ok(())
@@ -693,10 +923,21 @@ pub fn mask_paths(paths: &[String]) -> Result<()> {
 pub fn readonly_paths(paths: &[String]) -> Result<()> {
     for p in paths {
         let path = Path::new(p);
-        match nix::mount::mount(Some(path), path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>) {
+        match nix::mount::mount(
+            Some(path),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        ) {
             Ok(()) => {}
             Err(nix::errno::Errno::ENOENT) => continue,
-            Err(e) => return Err(Error::sys(format!("readonlyPaths: bind {p}"), std::io::Error::from_raw_os_error(e as i32))),
+            Err(e) => {
+                return Err(Error::sys(
+                    format!("readonlyPaths: bind {p}"),
+                    std::io::Error::from_raw_os_error(e as i32),
+                ))
+            }
         }
         remount_bind(path, MsFlags::MS_RDONLY | MsFlags::MS_REC, p)?;
     }
@@ -711,11 +952,24 @@ pub fn readonly_root() -> Result<()> {
 /// Find the pty slave of a master and bind it onto /dev/console (after pivot_root).
 pub fn bind_console(slave_path: &Path) -> Result<()> {
     let console = Path::new("/dev/console");
-    match std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode_for_console().open(console) {
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode_for_console()
+        .open(console)
+    {
         Ok(_) => {}
         Err(e) => return Err(Error::sys("create /dev/console", e)),
     }
-    mount(Some(slave_path), console, None, MsFlags::MS_BIND, None, || format!("bind {} on /dev/console", slave_path.display()))
+    mount(
+        Some(slave_path),
+        console,
+        None,
+        MsFlags::MS_BIND,
+        None,
+        || format!("bind {} on /dev/console", slave_path.display()),
+    )
 }
 
 trait ConsoleMode {
@@ -732,7 +986,8 @@ impl ConsoleMode for std::fs::OpenOptions {
 pub fn apply_sysctls(sysctl: &std::collections::HashMap<String, String>) -> Result<()> {
     for (k, v) in sysctl {
         let path = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
-        std::fs::write(&path, v.as_bytes()).ctx(|| format!("sysctl {k}={v} ({})", path.display()))?;
+        std::fs::write(&path, v.as_bytes())
+            .ctx(|| format!("sysctl {k}={v} ({})", path.display()))?;
     }
     Ok(())
 }
@@ -748,8 +1003,18 @@ mod tests {
 
     #[test]
     fn options_combine() {
-        let o = MountOpts::from_options(&["nosuid".into(), "rbind".into(), "ro".into(), "rprivate".into(), "mode=755".into(), "rro".into()]).unwrap();
-        assert!(o.flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY));
+        let o = MountOpts::from_options(&[
+            "nosuid".into(),
+            "rbind".into(),
+            "ro".into(),
+            "rprivate".into(),
+            "mode=755".into(),
+            "rro".into(),
+        ])
+        .unwrap();
+        assert!(o.flags.contains(
+            MsFlags::MS_NOSUID | MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY
+        ));
         assert_eq!(o.propagation, vec![MsFlags::MS_PRIVATE | MsFlags::MS_REC]);
         assert_eq!(o.data, vec!["mode=755".to_string()]);
         assert_eq!(o.rec_set, sys::MOUNT_ATTR_RDONLY);
@@ -763,8 +1028,13 @@ mod tests {
 
     #[test]
     fn idmap_sets_no_flags_and_tmpcopyup_is_refused() {
-        assert_eq!(MountOpt::parse("idmap").unwrap(), MountOpt::Set(MsFlags::empty()));
-        assert!(MountOpt::parse("tmpcopyup").unwrap_err().contains("tmpcopyup"));
+        assert_eq!(
+            MountOpt::parse("idmap").unwrap(),
+            MountOpt::Set(MsFlags::empty())
+        );
+        assert!(MountOpt::parse("tmpcopyup")
+            .unwrap_err()
+            .contains("tmpcopyup"));
     }
 
     #[test]
@@ -778,7 +1048,10 @@ mod tests {
         // The absolute symlink was resolved inside the root: root/<outside path>/sub exists,
         // the real outside directory is untouched.
         assert!(!outside.path().join("sub").exists());
-        let inside = root.path().join(outside.path().strip_prefix("/").unwrap()).join("sub");
+        let inside = root
+            .path()
+            .join(outside.path().strip_prefix("/").unwrap())
+            .join("sub");
         assert!(inside.is_dir(), "{}", inside.display());
     }
 }

@@ -44,7 +44,8 @@ pub fn run(root: &Root, mut opts: CreateOpts, detach: bool, keep: bool) -> Resul
 
     let mut our_console: Option<OwnedFd> = None;
     if opts.console_socket.is_none() && wants_terminal(&opts.bundle) {
-        let (a, b) = std::os::unix::net::UnixStream::pair().ctx(|| "socketpair for the terminal".into())?;
+        let (a, b) =
+            std::os::unix::net::UnixStream::pair().ctx(|| "socketpair for the terminal".into())?;
         opts.console_fd = Some(OwnedFd::from(b));
         our_console = Some(OwnedFd::from(a));
     }
@@ -76,7 +77,8 @@ pub struct Foreground {
 
 impl Foreground {
     pub fn prepare() -> Result<Foreground> {
-        crate::sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0).ctx(|| "prctl PR_SET_CHILD_SUBREAPER".into())?;
+        crate::sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0)
+            .ctx(|| "prctl PR_SET_CHILD_SUBREAPER".into())?;
         let mut mask = SigSet::empty();
         for s in FORWARDED {
             mask.add(s);
@@ -110,7 +112,11 @@ fn copy_once(from: i32, to: i32) -> std::io::Result<usize> {
     // SAFETY: reading into and writing from a stack buffer of the given length.
     let n = unsafe { libc::read(from, buf.as_mut_ptr().cast(), buf.len()) };
     if n <= 0 {
-        return if n == 0 { Ok(0) } else { Err(std::io::Error::last_os_error()) };
+        return if n == 0 {
+            Ok(0)
+        } else {
+            Err(std::io::Error::last_os_error())
+        };
     }
     let mut off = 0;
     while off < n as usize {
@@ -131,7 +137,10 @@ fn wait_loop(init: i32, sfd: &SignalFd, master: Option<&OwnedFd>) -> Result<i32>
         if let Some(code) = exit {
             // Drain what the container wrote before it exited.
             if let Some(m) = master {
-                let _ = nix::fcntl::fcntl(m, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+                let _ = nix::fcntl::fcntl(
+                    m,
+                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                );
                 while matches!(copy_once(m.as_raw_fd(), 1), Ok(n) if n > 0) {}
             }
             return Ok(code);
@@ -147,9 +156,17 @@ fn wait_loop(init: i32, sfd: &SignalFd, master: Option<&OwnedFd>) -> Result<i32>
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(Error::sys("poll", std::io::Error::from_raw_os_error(e as i32))),
+            Err(e) => {
+                return Err(Error::sys(
+                    "poll",
+                    std::io::Error::from_raw_os_error(e as i32),
+                ))
+            }
         }
-        let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
         drop(fds);
         if ready[0] {
             if let Ok(Some(info)) = sfd.read_signal() {
@@ -171,11 +188,16 @@ fn wait_loop(init: i32, sfd: &SignalFd, master: Option<&OwnedFd>) -> Result<i32>
             }
         }
         if let Some(m) = master {
-            if ready.get(1).copied().unwrap_or(false) && copy_once(m.as_raw_fd(), 1).unwrap_or(0) == 0 {
+            if ready.get(1).copied().unwrap_or(false)
+                && copy_once(m.as_raw_fd(), 1).unwrap_or(0) == 0
+            {
                 // EIO once the container side is closed; the exit comes with SIGCHLD.
                 exit = exit.or_else(|| wait_init(init));
             }
-            if stdin_open && ready.get(2).copied().unwrap_or(false) && copy_once(0, m.as_raw_fd()).unwrap_or(0) == 0 {
+            if stdin_open
+                && ready.get(2).copied().unwrap_or(false)
+                && copy_once(0, m.as_raw_fd()).unwrap_or(0) == 0
+            {
                 stdin_open = false;
             }
         }
@@ -206,7 +228,9 @@ fn reap(init: i32) -> Option<i32> {
 }
 
 fn wait_init(init: i32) -> Option<i32> {
-    waitpid(nix::unistd::Pid::from_raw(init), None).ok().and_then(code_of)
+    waitpid(nix::unistd::Pid::from_raw(init), None)
+        .ok()
+        .and_then(code_of)
 }
 
 /// Puts our stdin in raw mode while a terminal is proxied; restores it on drop.
@@ -222,7 +246,8 @@ impl RawTerminal {
             Ok(orig) => {
                 let mut raw = orig.clone();
                 nix::sys::termios::cfmakeraw(&mut raw);
-                let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &raw);
+                let _ =
+                    nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &raw);
                 RawTerminal(Some(orig))
             }
             Err(_) => RawTerminal(None),
@@ -233,7 +258,11 @@ impl RawTerminal {
 impl Drop for RawTerminal {
     fn drop(&mut self) {
         if let Some(orig) = &self.0 {
-            let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, orig);
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                orig,
+            );
         }
     }
 }

@@ -12,7 +12,9 @@ pub fn compile(s: &LinuxSeccomp, state_root: &Path) -> Result<Filter> {
     let (f, outcome) = cache.compile(s)?;
     tracing::debug!(?outcome, "seccomp filter");
     if f.uses_notify() && s.listener_path().is_none() {
-        return Err(Error::config("linux.seccomp: SCMP_ACT_NOTIFY needs listenerPath"));
+        return Err(Error::config(
+            "linux.seccomp: SCMP_ACT_NOTIFY needs listenerPath",
+        ));
     }
     Ok(Filter(f))
 }
@@ -35,10 +37,14 @@ pub fn forward_to_listener(
     state_json: &str,
 ) -> Result<()> {
     let Some(sec) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
-        return Err(Error::container("seccomp listener fd received without a seccomp profile"));
+        return Err(Error::container(
+            "seccomp listener fd received without a seccomp profile",
+        ));
     };
     let Some(path) = sec.listener_path() else {
-        return Err(Error::config("linux.seccomp: SCMP_ACT_NOTIFY needs listenerPath"));
+        return Err(Error::config(
+            "linux.seccomp: SCMP_ACT_NOTIFY needs listenerPath",
+        ));
     };
     let state: oci_spec::runtime::State = serde_json::from_str(state_json)
         .map_err(|e| Error::container(format!("container state for the seccomp agent: {e}")))?;

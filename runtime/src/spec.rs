@@ -32,8 +32,8 @@ pub fn load_bundle(dir: &Path) -> Result<Bundle> {
     } else {
         dir.join(root.path())
     };
-    let rootfs = std::fs::canonicalize(&rootfs)
-        .ctx(|| format!("root.path {}", rootfs.display()))?;
+    let rootfs =
+        std::fs::canonicalize(&rootfs).ctx(|| format!("root.path {}", rootfs.display()))?;
     if !rootfs.is_dir() {
         return Err(Error::config(format!(
             "root.path {}: not a directory",
@@ -74,7 +74,9 @@ pub fn validate_process(process: &oci_spec::runtime::Process) -> Result<()> {
     if let Some(env) = process.env() {
         for e in env {
             if !e.contains('=') {
-                return Err(Error::config(format!("process.env {e:?}: expected KEY=VALUE")));
+                return Err(Error::config(format!(
+                    "process.env {e:?}: expected KEY=VALUE"
+                )));
             }
         }
     }
@@ -105,12 +107,15 @@ fn validate_linux(spec: &Spec, linux: &oci_spec::runtime::Linux) -> Result<()> {
             "linux.uidMappings/gidMappings: a new user namespace needs both mappings",
         ));
     }
-    if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !plan.has(LinuxNamespaceType::Uts) {
+    if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !plan.has(LinuxNamespaceType::Uts)
+    {
         return Err(Error::config(
             "hostname: cannot set a hostname without a private UTS namespace",
         ));
     }
-    if spec.domainname().as_ref().is_some_and(|h| !h.is_empty()) && !plan.has(LinuxNamespaceType::Uts) {
+    if spec.domainname().as_ref().is_some_and(|h| !h.is_empty())
+        && !plan.has(LinuxNamespaceType::Uts)
+    {
         return Err(Error::config(
             "domainname: cannot set a domainname without a private UTS namespace",
         ));
@@ -154,16 +159,24 @@ fn validate_linux(spec: &Spec, linux: &oci_spec::runtime::Linux) -> Result<()> {
             }
         }
     }
-    if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) && !plan.is_new(LinuxNamespaceType::Network) {
-        return Err(Error::config("linux.netDevices: needs a new network namespace"));
+    if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty())
+        && !plan.is_new(LinuxNamespaceType::Network)
+    {
+        return Err(Error::config(
+            "linux.netDevices: needs a new network namespace",
+        ));
     }
-    if linux.memory_policy().is_some() {
-        return Err(Error::Unsupported("linux.memoryPolicy: not supported yet".into()));
+    if let Some(p) = linux.memory_policy() {
+        crate::procattr::parse_nodes(p.nodes().as_deref().unwrap_or(""))?;
     }
     if linux.intel_rdt().is_some() && !Path::new("/sys/fs/resctrl/schemata").exists() {
-        return Err(Error::Unsupported("linux.intelRdt: resctrl is not mounted on this host (/sys/fs/resctrl)".into()));
+        return Err(Error::Unsupported(
+            "linux.intelRdt: resctrl is not mounted on this host (/sys/fs/resctrl)".into(),
+        ));
     } else if linux.intel_rdt().is_some() {
-        return Err(Error::Unsupported("linux.intelRdt: not supported by husk yet".into()));
+        return Err(Error::Unsupported(
+            "linux.intelRdt: not supported by husk yet".into(),
+        ));
     }
     if let Some(devs) = linux.devices() {
         for d in devs {
@@ -185,7 +198,9 @@ fn validate_mount(i: usize, m: &Mount) -> Result<()> {
             "mounts[{i}].destination {d:?}: must be an absolute path"
         )));
     }
-    if d.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+    if d.components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
         return Err(Error::config(format!(
             "mounts[{i}].destination {d:?}: must not contain '..'"
         )));
@@ -206,10 +221,21 @@ fn validate_sysctl(key: &str, value: &str, plan: &NsPlan) -> Result<()> {
         )));
     }
     if key.contains("..") || key.contains('/') && key.contains('.') || key.is_empty() {
-        return Err(Error::config(format!("linux.sysctl {key:?}: malformed key")));
+        return Err(Error::config(format!(
+            "linux.sysctl {key:?}: malformed key"
+        )));
     }
     let k = key.replace('/', ".");
-    let ipc = ["kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"];
+    let ipc = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
     if ipc.contains(&k.as_str()) || k.starts_with("fs.mqueue.") {
         if !plan.is_new(LinuxNamespaceType::Ipc) && !plan.is_joined(LinuxNamespaceType::Ipc) {
             return Err(Error::config(format!(
@@ -219,7 +245,8 @@ fn validate_sysctl(key: &str, value: &str, plan: &NsPlan) -> Result<()> {
         return Ok(());
     }
     if k.starts_with("net.") {
-        if !plan.is_new(LinuxNamespaceType::Network) && !plan.is_joined(LinuxNamespaceType::Network) {
+        if !plan.is_new(LinuxNamespaceType::Network) && !plan.is_joined(LinuxNamespaceType::Network)
+        {
             return Err(Error::config(format!(
                 "linux.sysctl {key:?}: needs a private network namespace"
             )));
@@ -265,7 +292,8 @@ mod tests {
     #[test]
     fn relative_mount_destination_is_refused() {
         let mut v = base();
-        v["mounts"] = serde_json::json!([{"destination": "tmp", "type": "tmpfs", "source": "tmpfs"}]);
+        v["mounts"] =
+            serde_json::json!([{"destination": "tmp", "type": "tmpfs", "source": "tmpfs"}]);
         let e = check(v).unwrap_err().to_string();
         assert!(e.contains("mounts[0].destination"), "{e}");
     }
@@ -339,18 +367,29 @@ pub fn default_spec(rootless: bool) -> serde_json::Value {
     if rootless {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        v["linux"]["uidMappings"] = serde_json::json!([{"containerID": 0, "hostID": uid, "size": 1}]);
-        v["linux"]["gidMappings"] = serde_json::json!([{"containerID": 0, "hostID": gid, "size": 1}]);
+        v["linux"]["uidMappings"] =
+            serde_json::json!([{"containerID": 0, "hostID": uid, "size": 1}]);
+        v["linux"]["gidMappings"] =
+            serde_json::json!([{"containerID": 0, "hostID": gid, "size": 1}]);
         v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}, {"type": "user"}]);
         v["linux"]["resources"] = serde_json::json!({});
-        let mounts = v["mounts"].as_array_mut().map(std::mem::take).unwrap_or_default();
+        let mounts = v["mounts"]
+            .as_array_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
         let mut out = Vec::new();
         for mut m in mounts {
             if m["destination"] == "/sys" {
                 m = serde_json::json!({"destination": "/sys", "type": "none", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]});
             }
             if m["destination"] == "/dev/pts" {
-                m["options"] = serde_json::json!(["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]);
+                m["options"] = serde_json::json!([
+                    "nosuid",
+                    "noexec",
+                    "newinstance",
+                    "ptmxmode=0666",
+                    "mode=0620"
+                ]);
             }
             if m["destination"] == "/sys/fs/cgroup" {
                 continue;

@@ -36,7 +36,8 @@ pub fn default_root() -> PathBuf {
 /// conservative set (what runc accepts).
 pub fn validate_id(id: &str) -> Result<()> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '+');
-    if id.is_empty() || id.len() > MAX_ID_LEN || id == "." || id == ".." || !id.chars().all(ok_char) {
+    if id.is_empty() || id.len() > MAX_ID_LEN || id == "." || id == ".." || !id.chars().all(ok_char)
+    {
         return Err(Error::container(format!(
             "invalid container ID {id:?}: use 1-{MAX_ID_LEN} characters from [A-Za-z0-9_+.-], not \".\" or \"..\""
         )));
@@ -120,7 +121,11 @@ impl ContainerState {
     /// The runtime-spec state JSON (with runc's extra fields: rootfs, created, owner).
     pub fn to_oci_json(&self) -> serde_json::Value {
         let status = self.status();
-        let pid = if status == Status::Stopped { 0 } else { self.pid };
+        let pid = if status == Status::Stopped {
+            0
+        } else {
+            self.pid
+        };
         serde_json::json!({
             "ociVersion": crate::spec::OCI_VERSION,
             "id": self.id,
@@ -168,9 +173,14 @@ impl Root {
         let meta = std::fs::metadata(path).ctx(|| format!("stat state root {}", path.display()))?;
         // SAFETY: geteuid cannot fail.
         if std::os::unix::fs::MetadataExt::uid(&meta) != unsafe { libc::geteuid() } {
-            return Err(Error::container(format!("state root {} is owned by another user", path.display())));
+            return Err(Error::container(format!(
+                "state root {} is owned by another user",
+                path.display()
+            )));
         }
-        Ok(Root { path: path.to_path_buf() })
+        Ok(Root {
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn dir(&self, id: &str) -> PathBuf {
@@ -184,7 +194,9 @@ impl Root {
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::container(format!("container with id {id:?} already exists")))
+                return Err(Error::container(format!(
+                    "container with id {id:?} already exists"
+                )))
             }
             Err(e) => return Err(Error::sys(format!("mkdir {}", dir.display()), e)),
         }
@@ -210,12 +222,17 @@ impl Root {
             .write(true)
             .open(&path)
             .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Error::container(format!("container {id:?} does not exist")),
+                std::io::ErrorKind::NotFound => {
+                    Error::container(format!("container {id:?} does not exist"))
+                }
                 _ => Error::sys(format!("open {}", path.display()), e),
             })?;
         // SAFETY: flock on an fd we own for the lifetime of `f`.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(Error::sys(format!("flock {}", path.display()), std::io::Error::last_os_error()));
+            return Err(Error::sys(
+                format!("flock {}", path.display()),
+                std::io::Error::last_os_error(),
+            ));
         }
         // A concurrent delete may have removed the directory while we waited.
         if !dir.is_dir() {
@@ -253,17 +270,21 @@ impl Locked {
             )),
             _ => Error::sys(format!("read {}", path.display()), e),
         })?;
-        serde_json::from_slice(&data).map_err(|e| Error::container(format!("{}: corrupt state: {e}", path.display())))
+        serde_json::from_slice(&data)
+            .map_err(|e| Error::container(format!("{}: corrupt state: {e}", path.display())))
     }
 
     /// Write state.json atomically (temp file + fsync-free rename: /run is tmpfs).
     pub fn save(&self, st: &ContainerState) -> Result<()> {
         let path = self.dir.join(STATE_FILE);
         let tmp = self.dir.join(".state.json.tmp");
-        let data = serde_json::to_vec(st).map_err(|e| Error::container(format!("serialize state: {e}")))?;
+        let data = serde_json::to_vec(st)
+            .map_err(|e| Error::container(format!("serialize state: {e}")))?;
         let mut f = File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
-        f.write_all(&data).ctx(|| format!("write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).ctx(|| format!("rename {} to {}", tmp.display(), path.display()))?;
+        f.write_all(&data)
+            .ctx(|| format!("write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path)
+            .ctx(|| format!("rename {} to {}", tmp.display(), path.display()))?;
         Ok(())
     }
 
@@ -276,7 +297,10 @@ impl Locked {
 /// Write a file atomically (pid files).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}", std::process::id()));
     std::fs::write(&tmp, data).ctx(|| format!("write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).ctx(|| format!("rename {} to {}", tmp.display(), path.display()))
@@ -302,9 +326,17 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let root = Root::new(d.path()).unwrap();
         let l = root.create("c1").unwrap();
-        assert!(root.create("c1").unwrap_err().to_string().contains("already exists"));
+        assert!(root
+            .create("c1")
+            .unwrap_err()
+            .to_string()
+            .contains("already exists"));
         l.remove().unwrap();
         drop(l);
-        assert!(root.lock("c1").unwrap_err().to_string().contains("does not exist"));
+        assert!(root
+            .lock("c1")
+            .unwrap_err()
+            .to_string()
+            .contains("does not exist"));
     }
 }

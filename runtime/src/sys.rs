@@ -43,7 +43,11 @@ pub const RESOLVE_IN_ROOT: u64 = 0x10;
 
 /// openat2(2) with RESOLVE_IN_ROOT: `path` is resolved as if `root` were "/", so neither ".." nor an
 /// absolute symlink can leave the rootfs.
-pub fn openat_in_root(root: BorrowedFd<'_>, path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+pub fn openat_in_root(
+    root: BorrowedFd<'_>,
+    path: &Path,
+    flags: libc::c_int,
+) -> io::Result<OwnedFd> {
     let c = cstr(path)?;
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
@@ -64,10 +68,22 @@ pub fn openat_in_root(root: BorrowedFd<'_>, path: &Path, flags: libc::c_int) -> 
 }
 
 /// Plain openat(2) relative to a directory fd (O_CLOEXEC always added).
-pub fn openat(dir: BorrowedFd<'_>, path: &Path, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
+pub fn openat(
+    dir: BorrowedFd<'_>,
+    path: &Path,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
     let c = cstr(path)?;
     // SAFETY: `c` is a valid C string for the duration of the call.
-    let ret = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) };
+    let ret = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    };
     // SAFETY: a non-negative return is a new fd we own.
     check(ret as libc::c_long).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
@@ -132,7 +148,11 @@ pub fn mount_setattr_recursive(fd: BorrowedFd<'_>, set: u64, clr: u64) -> io::Re
 }
 
 /// prctl(2) with integer arguments.
-pub fn prctl(option: libc::c_int, arg2: libc::c_ulong, arg3: libc::c_ulong) -> io::Result<libc::c_int> {
+pub fn prctl(
+    option: libc::c_int,
+    arg2: libc::c_ulong,
+    arg3: libc::c_ulong,
+) -> io::Result<libc::c_int> {
     // SAFETY: integer-only prctl options; no pointers are passed.
     let ret = unsafe { libc::prctl(option, arg2, arg3, 0 as libc::c_ulong, 0 as libc::c_ulong) };
     check(ret as libc::c_long).map(|r| r as libc::c_int)
@@ -198,8 +218,14 @@ fn parse_stat(stat: &str) -> io::Result<(char, u64)> {
     let rest = &stat[stat.rfind(')').ok_or_else(bad)? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state); starttime is field 22 → index 19
-    let state = fields.first().and_then(|s| s.chars().next()).ok_or_else(bad)?;
-    let start = fields.get(19).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+    let state = fields
+        .first()
+        .and_then(|s| s.chars().next())
+        .ok_or_else(bad)?;
+    let start = fields
+        .get(19)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(bad)?;
     Ok((state, start))
 }
 

@@ -4,7 +4,10 @@ mod common;
 use common::*;
 
 fn host_dir() -> tempfile::TempDir {
-    let d = tempfile::Builder::new().prefix("husk-it-idmap-src-").tempdir().expect("tempdir");
+    let d = tempfile::Builder::new()
+        .prefix("husk-it-idmap-src-")
+        .tempdir()
+        .expect("tempdir");
     std::fs::write(d.path().join("root-owned"), b"").expect("write");
     std::fs::write(d.path().join("u1000"), b"").expect("write");
     std::os::unix::fs::chown(d.path().join("u1000"), Some(1000), Some(1000)).expect("chown");
@@ -34,11 +37,15 @@ fn idmapped_bind_mount_shows_mapped_owners() {
     // No user namespace: on-disk uid 0 appears as 1000 through the mapping 0 -> 1000.
     let id = e.id("idmap1");
     let mut c = e.config();
-    c["mounts"].as_array_mut().expect("mounts").push(serde_json::json!({
-        "destination": "/idm", "type": "bind", "source": src.path(), "options": ["bind", "ro"],
-        "uidMappings": map(1000, 1), "gidMappings": map(1000, 1)
-    }));
-    c["process"]["args"] = serde_json::json!(["sh", "-c", "ls -ln /idm; touch /idm/x 2>&1 || true"]);
+    c["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(serde_json::json!({
+            "destination": "/idm", "type": "bind", "source": src.path(), "options": ["bind", "ro"],
+            "uidMappings": map(1000, 1), "gidMappings": map(1000, 1)
+        }));
+    c["process"]["args"] =
+        serde_json::json!(["sh", "-c", "ls -ln /idm; touch /idm/x 2>&1 || true"]);
     e.write_config(&c);
     let b = e.bundle().display().to_string();
     let out = e.ok(&["run", "--bundle", &b, &id]);
@@ -50,7 +57,10 @@ fn idmapped_bind_mount_shows_mapped_owners() {
     // option: the container's mappings), the container sees the host's root files as its root's.
     let id = e.id("idmap2");
     let mut c = e.config();
-    c["linux"]["namespaces"].as_array_mut().expect("ns").push(serde_json::json!({"type": "user"}));
+    c["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("ns")
+        .push(serde_json::json!({"type": "user"}));
     c["linux"]["uidMappings"] = map(100000, 65536);
     c["linux"]["gidMappings"] = map(100000, 65536);
     c["mounts"].as_array_mut().expect("mounts").push(serde_json::json!({
@@ -64,7 +74,12 @@ fn idmapped_bind_mount_shows_mapped_owners() {
     assert!(o.contains(&("1000".into(), "u1000".into())), "{out}");
     // The host's files are untouched.
     use std::os::unix::fs::MetadataExt;
-    assert_eq!(std::fs::metadata(src.path().join("root-owned")).expect("stat").uid(), 0);
+    assert_eq!(
+        std::fs::metadata(src.path().join("root-owned"))
+            .expect("stat")
+            .uid(),
+        0
+    );
 }
 
 #[test]
@@ -84,6 +99,13 @@ fn idmap_on_a_non_bind_mount_is_refused_and_leaves_nothing() {
     let b = e.bundle().display().to_string();
     let o = e.husk(&["create", "--bundle", &b, &id]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("bind mounts"), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(!e.root.join(&id).exists(), "state left after a refused create");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("bind mounts"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !e.root.join(&id).exists(),
+        "state left after a refused create"
+    );
 }

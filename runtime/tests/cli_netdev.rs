@@ -19,7 +19,10 @@ fn net_device_moves_in_renamed_and_back_on_delete() {
     }
     let a = format!("hkv{}", std::process::id() % 100_000);
     let b = format!("hkp{}", std::process::id() % 100_000);
-    let st = Command::new("ip").args(["link", "add", &a, "type", "veth", "peer", "name", &b]).status().expect("ip");
+    let st = Command::new("ip")
+        .args(["link", "add", &a, "type", "veth", "peer", "name", &b])
+        .status()
+        .expect("ip");
     assert!(st.success(), "ip link add veth");
     let _veth = Veth(a.clone());
     let mut e = Env::new("netdev");
@@ -31,11 +34,23 @@ fn net_device_moves_in_renamed_and_back_on_delete() {
     e.run_detached(&id);
     let inside = e.ok(&["exec", &id, "ls", "/sys/class/net"]);
     assert!(inside.lines().any(|l| l == "eth7"), "{inside}");
-    let host = Command::new("ip").args(["link", "show", &a]).output().expect("ip");
-    assert!(!host.status.success(), "{a} still on the host while the container has it");
+    let host = Command::new("ip")
+        .args(["link", "show", &a])
+        .output()
+        .expect("ip");
+    assert!(
+        !host.status.success(),
+        "{a} still on the host while the container has it"
+    );
     e.ok(&["delete", "--force", &id]);
-    let host = Command::new("ip").args(["link", "show", &a]).output().expect("ip");
-    assert!(host.status.success(), "{a} did not come back to the host on delete");
+    let host = Command::new("ip")
+        .args(["link", "show", &a])
+        .output()
+        .expect("ip");
+    assert!(
+        host.status.success(),
+        "{a} did not come back to the host on delete"
+    );
 }
 
 #[test]
@@ -48,11 +63,21 @@ fn net_devices_without_a_new_netns_are_refused() {
     let id = e.id("netdevbad");
     let mut c = e.config();
     c["linux"]["netDevices"] = serde_json::json!({"lo": {"name": "lo2"}});
-    let ns: Vec<serde_json::Value> = c["linux"]["namespaces"].as_array().cloned().unwrap_or_default().into_iter().filter(|n| n["type"] != "network").collect();
+    let ns: Vec<serde_json::Value> = c["linux"]["namespaces"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n["type"] != "network")
+        .collect();
     c["linux"]["namespaces"] = serde_json::Value::Array(ns);
     e.write_config(&c);
     let b = e.bundle().display().to_string();
     let o = e.husk(&["create", "--bundle", &b, &id]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("netDevices"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("netDevices"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -6,7 +6,11 @@ use husk::state::Root;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "husk", version, about = "Husk: an OCI runtime (runtime-spec 1.2) with runc's command line")]
+#[command(
+    name = "husk",
+    version,
+    about = "Husk: an OCI runtime (runtime-spec 1.2) with runc's command line"
+)]
 struct Cli {
     /// Root directory for container state (default /run/husk; for a non-root user
     /// $XDG_RUNTIME_DIR/husk).
@@ -250,7 +254,9 @@ fn create_opts(a: CreateArgs, cli: &Cli, log_fd: Option<i32>) -> CreateOpts {
 fn main() {
     let cli = Cli::parse();
     // Building a container: run from a sealed copy of the binary (CVE-2019-5736).
-    if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run { .. } | Cmd::Exec(_)) && !husk::exe::is_sealed_copy() {
+    if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run { .. } | Cmd::Exec(_))
+        && !husk::exe::is_sealed_copy()
+    {
         let Err(e) = husk::exe::reexec_sealed();
         eprintln!("husk: {e}");
         std::process::exit(1);
@@ -290,9 +296,18 @@ fn real_main(cli: Cli, log_fd: Option<i32>) -> anyhow::Result<i32> {
         Cmd::Start { ref id } => container::start(&root, id)?,
         Cmd::Pause { ref id } => husk::cgroup_ops::pause(&root, id)?,
         Cmd::Resume { ref id } => husk::cgroup_ops::resume(&root, id)?,
-        Cmd::Ps { format, ref id, ref ps_args } => match format {
-            ListFormat::Json => husk::emit!("{}", serde_json::to_string(&husk::cgroup_ops::pids(&root, id)?)?),
-            ListFormat::Table => husk::emit_raw!("{}", husk::cgroup_ops::ps_table(&root, id, ps_args)?),
+        Cmd::Ps {
+            format,
+            ref id,
+            ref ps_args,
+        } => match format {
+            ListFormat::Json => husk::emit!(
+                "{}",
+                serde_json::to_string(&husk::cgroup_ops::pids(&root, id)?)?
+            ),
+            ListFormat::Table => {
+                husk::emit_raw!("{}", husk::cgroup_ops::ps_table(&root, id, ps_args)?)
+            }
         },
         Cmd::Update(ref a) => {
             if a.kernel_memory.is_some() || a.kernel_memory_tcp.is_some() {
@@ -317,7 +332,11 @@ fn real_main(cli: Cli, log_fd: Option<i32>) -> anyhow::Result<i32> {
             };
             husk::cgroup_ops::update(&root, &a.id, &f)?;
         }
-        Cmd::Events { ref id, stats, ref interval } => {
+        Cmd::Events {
+            ref id,
+            stats,
+            ref interval,
+        } => {
             husk::cgroup_ops::events(&root, id, stats, parse_duration(interval)?)?;
         }
         Cmd::Exec(ref a) => {
@@ -347,24 +366,39 @@ fn real_main(cli: Cli, log_fd: Option<i32>) -> anyhow::Result<i32> {
             let st = container::state(&root, id)?;
             husk::emit!("{}", serde_json::to_string_pretty(&st.to_oci_json())?);
         }
-        Cmd::Kill { ref id, ref signal, all } => {
+        Cmd::Kill {
+            ref id,
+            ref signal,
+            all,
+        } => {
             let sig = container::parse_signal(signal)?;
             container::kill(&root, id, sig, all)?;
         }
         Cmd::Delete { ref id, force } => container::delete(&root, id, force)?,
-        Cmd::Run { ref create, detach, keep } => {
+        Cmd::Run {
+            ref create,
+            detach,
+            keep,
+        } => {
             let opts = create_opts(clone_args(create), &cli, log_fd);
             return Ok(husk::run::run(&root, opts, detach, keep)?);
         }
         Cmd::List { format, quiet } => list(&root, format, quiet)?,
-        Cmd::Features => husk::emit!("{}", serde_json::to_string_pretty(&husk::features::document())?),
-        Cmd::Spec { ref bundle, rootless } => {
+        Cmd::Features => husk::emit!(
+            "{}",
+            serde_json::to_string_pretty(&husk::features::document())?
+        ),
+        Cmd::Spec {
+            ref bundle,
+            rootless,
+        } => {
             let path = bundle.join("config.json");
             if path.exists() {
                 anyhow::bail!("File {} exists. Remove it first", path.display());
             }
             let v = husk::spec::default_spec(rootless);
-            std::fs::write(&path, serde_json::to_string_pretty(&v)?).with_context(|| format!("write {}", path.display()))?;
+            std::fs::write(&path, serde_json::to_string_pretty(&v)?)
+                .with_context(|| format!("write {}", path.display()))?;
         }
     }
     Ok(0)
@@ -372,8 +406,14 @@ fn real_main(cli: Cli, log_fd: Option<i32>) -> anyhow::Result<i32> {
 
 /// Durations as runc takes them: "5s", "500ms", "1m", or plain seconds.
 fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
-    let (num, unit) = s.trim().split_at(s.trim().find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.trim().len()));
-    let n: f64 = num.parse().with_context(|| format!("invalid duration {s:?}"))?;
+    let (num, unit) = s.trim().split_at(
+        s.trim()
+            .find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(s.trim().len()),
+    );
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("invalid duration {s:?}"))?;
     let secs = match unit {
         "" | "s" => n,
         "ms" => n / 1000.0,
@@ -441,7 +481,11 @@ fn list(root: &Root, format: ListFormat, quiet: bool) -> anyhow::Result<()> {
                 }
             }
             for r in std::iter::once(&head).chain(rows.iter()) {
-                let line: Vec<String> = r.iter().enumerate().map(|(i, c)| format!("{c:<width$}", width = w[i])).collect();
+                let line: Vec<String> = r
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+                    .collect();
                 husk::emit!("{}", line.join("   ").trim_end());
             }
         }

@@ -359,15 +359,27 @@ impl Swrk {
     }
 }
 
-/// CRIU's version, and whether it can track dirty memory (needed for pre-dump) on this kernel.
-pub fn features(criu: &Path) -> Result<(Option<(i32, i32, i32)>, bool)> {
+/// What a CRIU binary says about itself and this kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Features {
+    /// (major, minor, sublevel)
+    pub version: Option<(i32, i32, i32)>,
+    /// Dirty-memory tracking, needed for pre-dump and incremental images.
+    pub mem_track: bool,
+}
+
+/// Ask CRIU (two swrk sessions: VERSION, then FEATURE_CHECK) for its version and features.
+pub fn features(criu: &Path) -> Result<Features> {
     let s = Swrk::spawn(criu)?;
     let v = s.call(req::VERSION, None, false)?;
     s.finish()?;
     let s = Swrk::spawn(criu)?;
     let f = s.call(req::FEATURE_CHECK, None, true)?;
     s.finish()?;
-    Ok((v.version, f.mem_track.unwrap_or(false)))
+    Ok(Features {
+        version: v.version,
+        mem_track: f.mem_track.unwrap_or(false),
+    })
 }
 
 #[cfg(test)]

@@ -28,7 +28,9 @@ pub enum ToChild {
     Go,
     IdMapsDone,
     /// Hooks ran; the state JSON for the container-side hooks.
-    HooksDone { state: String },
+    HooksDone {
+        state: String,
+    },
     /// The seccomp listener fd was handed to the agent.
     SeccompDone,
 }
@@ -39,16 +41,26 @@ pub struct Channel {
 
 pub fn pair() -> Result<(Channel, Channel)> {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-    let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-        .ctx(|| "socketpair for the init sync channel".into())?;
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .ctx(|| "socketpair for the init sync channel".into())?;
     Ok((Channel { fd: a }, Channel { fd: b }))
 }
 
 impl Channel {
     pub fn send<T: Serialize>(&self, msg: &T) -> Result<()> {
-        let data = serde_json::to_vec(msg).map_err(|e| Error::container(format!("encode sync message: {e}")))?;
-        nix::sys::socket::send(self.fd.as_raw_fd(), &data, nix::sys::socket::MsgFlags::MSG_NOSIGNAL)
-            .ctx(|| "send on init sync channel".into())?;
+        let data = serde_json::to_vec(msg)
+            .map_err(|e| Error::container(format!("encode sync message: {e}")))?;
+        nix::sys::socket::send(
+            self.fd.as_raw_fd(),
+            &data,
+            nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+        )
+        .ctx(|| "send on init sync channel".into())?;
         Ok(())
     }
 
@@ -56,7 +68,11 @@ impl Channel {
     pub fn recv<T: for<'de> Deserialize<'de>>(&self) -> Result<Option<T>> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            match nix::sys::socket::recv(self.fd.as_raw_fd(), &mut buf, nix::sys::socket::MsgFlags::empty()) {
+            match nix::sys::socket::recv(
+                self.fd.as_raw_fd(),
+                &mut buf,
+                nix::sys::socket::MsgFlags::empty(),
+            ) {
                 Ok(0) => return Ok(None),
                 Ok(n) => {
                     return serde_json::from_slice(&buf[..n])
@@ -64,7 +80,12 @@ impl Channel {
                         .map_err(|e| Error::container(format!("decode sync message: {e}")))
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(Error::sys("recv on init sync channel", std::io::Error::from_raw_os_error(e as i32))),
+                Err(e) => {
+                    return Err(Error::sys(
+                        "recv on init sync channel",
+                        std::io::Error::from_raw_os_error(e as i32),
+                    ))
+                }
             }
         }
     }

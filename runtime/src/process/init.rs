@@ -52,7 +52,9 @@ pub fn child_main(cfg: InitConfig<'_>, chan: Channel) -> ! {
 fn expect_go(chan: &Channel) -> Result<()> {
     match chan.recv::<ToChild>()? {
         Some(ToChild::Go) => Ok(()),
-        other => Err(Error::container(format!("sync: expected Go, got {other:?}"))),
+        other => Err(Error::container(format!(
+            "sync: expected Go, got {other:?}"
+        ))),
     }
 }
 
@@ -69,7 +71,11 @@ fn child(mut cfg: InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infall
             chan.send(&ToParent::NeedIdMaps)?;
             match chan.recv::<ToChild>()? {
                 Some(ToChild::IdMapsDone) => {}
-                other => return Err(Error::container(format!("sync: expected IdMapsDone, got {other:?}"))),
+                other => {
+                    return Err(Error::container(format!(
+                        "sync: expected IdMapsDone, got {other:?}"
+                    )))
+                }
             }
         }
         namespaces::unshare(cfg.plan.clone_flags() & !libc::CLONE_NEWUSER)?;
@@ -86,8 +92,14 @@ fn child(mut cfg: InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infall
 
 fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible> {
     let spec = cfg.spec;
-    let process = spec.process().as_ref().ok_or_else(|| Error::config("process: missing"))?;
-    let linux = spec.linux().as_ref().ok_or_else(|| Error::config("linux: missing"))?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::config("process: missing"))?;
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| Error::config("linux: missing"))?;
     let in_userns = cfg.plan.has(LinuxNamespaceType::User);
 
     if cfg.plan.is_new(LinuxNamespaceType::User) {
@@ -96,10 +108,12 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
             m.iter().flatten().any(|x| x.container_id() == 0)
         };
         if maps_zero(linux.gid_mappings()) {
-            nix::unistd::setresgid(0.into(), 0.into(), 0.into()).ctx(|| "setresgid 0 in user namespace".into())?;
+            nix::unistd::setresgid(0.into(), 0.into(), 0.into())
+                .ctx(|| "setresgid 0 in user namespace".into())?;
         }
         if maps_zero(linux.uid_mappings()) {
-            nix::unistd::setresuid(0.into(), 0.into(), 0.into()).ctx(|| "setresuid 0 in user namespace".into())?;
+            nix::unistd::setresuid(0.into(), 0.into(), 0.into())
+                .ctx(|| "setresuid 0 in user namespace".into())?;
         }
     }
     if cfg.plan.is_new(LinuxNamespaceType::Cgroup) {
@@ -111,12 +125,19 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
         if let Some(offsets) = linux.time_offsets() {
             let mut s = String::new();
             for (clock, off) in offsets {
-                s.push_str(&format!("{clock} {} {}\n", off.secs().unwrap_or(0), off.nanosecs().unwrap_or(0)));
+                s.push_str(&format!(
+                    "{clock} {} {}\n",
+                    off.secs().unwrap_or(0),
+                    off.nanosecs().unwrap_or(0)
+                ));
             }
-            std::fs::write("/proc/self/timens_offsets", s).ctx(|| "write /proc/self/timens_offsets".into())?;
+            std::fs::write("/proc/self/timens_offsets", s)
+                .ctx(|| "write /proc/self/timens_offsets".into())?;
         }
     } else if linux.time_offsets().as_ref().is_some_and(|o| !o.is_empty()) {
-        return Err(Error::config("linux.timeOffsets: given without a new time namespace"));
+        return Err(Error::config(
+            "linux.timeOffsets: given without a new time namespace",
+        ));
     }
     if !cfg.no_new_keyring {
         join_session_keyring(cfg.id)?;
@@ -135,18 +156,31 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
 
     let hooks = spec.hooks().as_ref();
     let need_state = hooks.is_some_and(|h| {
-        [h.prestart(), h.create_runtime(), h.create_container(), h.start_container()]
-            .iter()
-            .any(|l| l.as_ref().is_some_and(|v| !v.is_empty()))
+        [
+            h.prestart(),
+            h.create_runtime(),
+            h.create_container(),
+            h.start_container(),
+        ]
+        .iter()
+        .any(|l| l.as_ref().is_some_and(|v| !v.is_empty()))
     });
     let mut state_json = String::new();
     if need_state {
         chan.send(&ToParent::RunHooks)?;
         match chan.recv::<ToChild>()? {
             Some(ToChild::HooksDone { state }) => state_json = state,
-            other => return Err(Error::container(format!("sync: expected HooksDone, got {other:?}"))),
+            other => {
+                return Err(Error::container(format!(
+                    "sync: expected HooksDone, got {other:?}"
+                )))
+            }
         }
-        crate::hooks::run_all("createContainer", hooks.map_or(&None, |h| h.create_container()), &state_json)?;
+        crate::hooks::run_all(
+            "createContainer",
+            hooks.map_or(&None, |h| h.create_container()),
+            &state_json,
+        )?;
     }
 
     rootfs::switch_root(cfg.rootfs, cfg.no_pivot)?;
@@ -155,10 +189,18 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
     if let Some(sock) = &cfg.console {
         let pty = crate::tty::open_pty()?;
         if let Some(size) = process.console_size() {
-            crate::tty::set_winsize(pty.master.as_raw_fd(), size.height() as u16, size.width() as u16)?;
+            crate::tty::set_winsize(
+                pty.master.as_raw_fd(),
+                size.height() as u16,
+                size.width() as u16,
+            )?;
         }
         rootfs::bind_console(&pty.slave_path)?;
-        crate::tty::send_fd(sock.as_raw_fd(), pty.master.as_raw_fd(), &pty.slave_path.to_string_lossy())?;
+        crate::tty::send_fd(
+            sock.as_raw_fd(),
+            pty.master.as_raw_fd(),
+            &pty.slave_path.to_string_lossy(),
+        )?;
         drop(pty.master);
         crate::tty::make_controlling(&pty.slave)?;
     }
@@ -168,7 +210,10 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
     if let Some(d) = spec.domainname().as_ref().filter(|d| !d.is_empty()) {
         // SAFETY: setdomainname with a buffer and its length.
         if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
-            return Err(Error::sys(format!("setdomainname {d:?}"), std::io::Error::last_os_error()));
+            return Err(Error::sys(
+                format!("setdomainname {d:?}"),
+                std::io::Error::last_os_error(),
+            ));
         }
     }
     if let Some(sysctl) = linux.sysctl() {
@@ -181,14 +226,21 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
         rootfs::readonly_paths(p)?;
     }
     // The cwd is created if missing, as runc does; we are inside the new root here.
-    std::fs::create_dir_all(process.cwd()).ctx(|| format!("create process.cwd {}", process.cwd().display()))?;
-    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+    std::fs::create_dir_all(process.cwd())
+        .ctx(|| format!("create process.cwd {}", process.cwd().display()))?;
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
         rootfs::readonly_root()?;
     }
     apply_rlimits(process)?;
     if let Some(adj) = process.oom_score_adj() {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-            .ctx(|| format!("set process.oomScoreAdj {adj} (lowering it needs CAP_SYS_RESOURCE)"))?;
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).ctx(|| {
+            format!("set process.oomScoreAdj {adj} (lowering it needs CAP_SYS_RESOURCE)")
+        })?;
     }
 
     let env_path = cfg.env.iter().find_map(|e| e.strip_prefix("PATH="));
@@ -200,16 +252,18 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
 
     let nnp = process.no_new_privileges().unwrap_or(false);
     let can_late_seccomp = nnp
-        || cfg
-            .caps
-            .as_ref()
-            .map_or(process.user().uid() == 0, |c| c.effective.contains(&caps::Capability::CAP_SYS_ADMIN));
+        || cfg.caps.as_ref().map_or(process.user().uid() == 0, |c| {
+            c.effective.contains(&caps::Capability::CAP_SYS_ADMIN)
+        });
     if let Some(f) = cfg.seccomp.filter(|_| !can_late_seccomp) {
         install_seccomp(f, chan)?;
     }
 
     if let Some(p) = linux.personality() {
         crate::procattr::apply_personality(p)?;
+    }
+    if let Some(p) = linux.memory_policy() {
+        crate::procattr::apply_memory_policy(p)?;
     }
     crate::procattr::apply(process)?;
     set_user_and_caps(cfg.caps.as_ref(), process)?;
@@ -218,7 +272,8 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
     }
     let umask = process.user().umask().unwrap_or(0o022);
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
-    nix::unistd::chdir(process.cwd()).ctx(|| format!("chdir to process.cwd {}", process.cwd().display()))?;
+    nix::unistd::chdir(process.cwd())
+        .ctx(|| format!("chdir to process.cwd {}", process.cwd().display()))?;
     check_cwd_inside()?;
 
     // Block until `start`: read one byte from a pipe that only `start` writes to.
@@ -226,34 +281,51 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
     if let Some(f) = cfg.seccomp.filter(|f| can_late_seccomp && f.uses_notify()) {
         install_seccomp(f, chan)?;
     }
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe for start".into())?;
+    let (r, w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe for start".into())?;
     // Held until execve closes it: `start` waits for that EOF before running poststart hooks.
-    let (exec_r, exec_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe for exec".into())?;
+    let (exec_r, exec_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe for exec".into())?;
     drop(exec_r);
     if crate::state::rootless() {
         // The credential changes above made us non-dumpable; `start`, run by the same
         // unprivileged user, must be able to open our start pipe through /proc/PID/fd.
         sys::prctl(libc::PR_SET_DUMPABLE, 1, 0).ctx(|| "prctl PR_SET_DUMPABLE".into())?;
     }
-    chan.send(&ToParent::Ready { start_fd: w.as_raw_fd(), exec_fd: exec_w.as_raw_fd() })?;
+    chan.send(&ToParent::Ready {
+        start_fd: w.as_raw_fd(),
+        exec_fd: exec_w.as_raw_fd(),
+    })?;
     let mut b = [0u8; 1];
     loop {
         match nix::unistd::read(&r, &mut b) {
             Ok(1) => break,
             Ok(_) => return Err(Error::container("start pipe closed before start")),
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(Error::sys("read start pipe", std::io::Error::from_raw_os_error(e as i32))),
+            Err(e) => {
+                return Err(Error::sys(
+                    "read start pipe",
+                    std::io::Error::from_raw_os_error(e as i32),
+                ))
+            }
         }
     }
     drop((r, w));
 
     if need_state {
-        crate::hooks::run_all("startContainer", hooks.map_or(&None, |h| h.start_container()), &state_json)?;
+        crate::hooks::run_all(
+            "startContainer",
+            hooks.map_or(&None, |h| h.start_container()),
+            &state_json,
+        )?;
     }
     let env: Vec<CString> = cfg
         .env
         .iter()
-        .map(|e| CString::new(e.as_bytes()).map_err(|_| Error::config(format!("process.env {e:?}: contains NUL"))))
+        .map(|e| {
+            CString::new(e.as_bytes())
+                .map_err(|_| Error::config(format!("process.env {e:?}: contains NUL")))
+        })
         .collect::<Result<_>>()?;
     sys::reset_signals();
     if let Some(f) = cfg.seccomp.filter(|f| can_late_seccomp && !f.uses_notify()) {
@@ -271,7 +343,11 @@ pub(crate) fn install_seccomp(f: &dyn super::SeccompInstall, chan: &Channel) -> 
         chan.send_fd(std::os::fd::AsFd::as_fd(&fd))?;
         match chan.recv::<ToChild>()? {
             Some(ToChild::SeccompDone) => {}
-            other => return Err(Error::container(format!("sync: expected SeccompDone, got {other:?}"))),
+            other => {
+                return Err(Error::container(format!(
+                    "sync: expected SeccompDone, got {other:?}"
+                )))
+            }
         }
     }
     Ok(())
@@ -290,17 +366,22 @@ pub(crate) fn find_executable(arg0: &CString, path: Option<&str>) -> Result<CStr
     if name.contains('/') {
         return match is_exec(Path::new(&name)) {
             Ok(true) => Ok(arg0.clone()),
-            Ok(false) => Err(Error::config(format!("exec: {name:?}: permission denied (not an executable file)"))),
+            Ok(false) => Err(Error::config(format!(
+                "exec: {name:?}: permission denied (not an executable file)"
+            ))),
             Err(e) => Err(Error::config(format!("exec: {name:?}: stat {name}: {e}"))),
         };
     }
     for dir in path.unwrap_or("").split(':').filter(|d| !d.is_empty()) {
         let cand = PathBuf::from(dir).join(&name);
         if let Ok(true) = is_exec(&cand) {
-            return CString::new(cand.to_string_lossy().as_bytes()).map_err(|_| Error::config("path contains NUL"));
+            return CString::new(cand.to_string_lossy().as_bytes())
+                .map_err(|_| Error::config("path contains NUL"));
         }
     }
-    Err(Error::config(format!("exec: {name:?}: executable file not found in $PATH")))
+    Err(Error::config(format!(
+        "exec: {name:?}: executable file not found in $PATH"
+    )))
 }
 
 /// Close every fd the container must not inherit: all but stdio, the preserved range, and the
@@ -334,23 +415,39 @@ fn close_other_fds(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
 pub(crate) fn check_cwd_inside() -> Result<()> {
     let cwd = std::env::current_dir().ctx(|| "getcwd".into())?;
     if !cwd.is_absolute() || cwd.to_string_lossy().starts_with("(unreachable)") {
-        return Err(Error::config(format!("process.cwd resolves outside the container root ({})", cwd.display())));
+        return Err(Error::config(format!(
+            "process.cwd resolves outside the container root ({})",
+            cwd.display()
+        )));
     }
     Ok(())
 }
 
-pub(crate) fn set_user_and_caps(caps: Option<&CapPlan>, process: &oci_spec::runtime::Process) -> Result<()> {
+pub(crate) fn set_user_and_caps(
+    caps: Option<&CapPlan>,
+    process: &oci_spec::runtime::Process,
+) -> Result<()> {
     let user = process.user();
     if let Some(c) = caps {
         c.apply_bounding()?;
     }
     sys::prctl(libc::PR_SET_KEEPCAPS, 1, 0).ctx(|| "prctl PR_SET_KEEPCAPS".into())?;
-    let gids: Vec<nix::unistd::Gid> = user.additional_gids().iter().flatten().map(|g| (*g).into()).collect();
-    let setgroups_denied = std::fs::read_to_string("/proc/self/setgroups").map(|s| s.trim() == "deny").unwrap_or(false);
+    let gids: Vec<nix::unistd::Gid> = user
+        .additional_gids()
+        .iter()
+        .flatten()
+        .map(|g| (*g).into())
+        .collect();
+    let setgroups_denied = std::fs::read_to_string("/proc/self/setgroups")
+        .map(|s| s.trim() == "deny")
+        .unwrap_or(false);
     if !setgroups_denied {
-        nix::unistd::setgroups(&gids).ctx(|| format!("setgroups {gids:?} (process.user.additionalGids)"))?;
+        nix::unistd::setgroups(&gids)
+            .ctx(|| format!("setgroups {gids:?} (process.user.additionalGids)"))?;
     } else if !gids.is_empty() {
-        return Err(Error::config("process.user.additionalGids: setgroups is denied in this user namespace"));
+        return Err(Error::config(
+            "process.user.additionalGids: setgroups is denied in this user namespace",
+        ));
     }
     let gid = nix::unistd::Gid::from_raw(user.gid());
     let uid = nix::unistd::Uid::from_raw(user.uid());
@@ -365,13 +462,17 @@ pub(crate) fn set_user_and_caps(caps: Option<&CapPlan>, process: &oci_spec::runt
 
 fn join_session_keyring(id: &str) -> Result<()> {
     const KEYCTL_JOIN_SESSION_KEYRING: libc::c_int = 1;
-    let name = CString::new(format!("_ses.{id}")).map_err(|_| Error::config("container id contains NUL"))?;
+    let name = CString::new(format!("_ses.{id}"))
+        .map_err(|_| Error::config("container id contains NUL"))?;
     // SAFETY: keyctl with a valid C string that lives for the call.
     let r = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
     if r < 0 {
         let e = std::io::Error::last_os_error();
         // Kernels without keys, or a seccomp'd/rootless caller: runc ignores these too.
-        if !matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EACCES) | Some(libc::EPERM)) {
+        if !matches!(
+            e.raw_os_error(),
+            Some(libc::ENOSYS) | Some(libc::EACCES) | Some(libc::EPERM)
+        ) {
             return Err(Error::sys("keyctl join session keyring", e));
         }
     }
@@ -383,10 +484,23 @@ pub(crate) fn apply_rlimits(process: &oci_spec::runtime::Process) -> Result<()> 
     for rl in process.rlimits().iter().flatten() {
         let res = rlimit_resource(rl.typ());
         // SAFETY: setrlimit with a valid resource and a struct that lives for the call.
-        let r = unsafe { libc::setrlimit(res, &libc::rlimit { rlim_cur: rl.soft(), rlim_max: rl.hard() }) };
+        let r = unsafe {
+            libc::setrlimit(
+                res,
+                &libc::rlimit {
+                    rlim_cur: rl.soft(),
+                    rlim_max: rl.hard(),
+                },
+            )
+        };
         if r != 0 {
             return Err(Error::sys(
-                format!("setrlimit {:?} soft={} hard={}", rl.typ(), rl.soft(), rl.hard()),
+                format!(
+                    "setrlimit {:?} soft={} hard={}",
+                    rl.typ(),
+                    rl.soft(),
+                    rl.hard()
+                ),
                 std::io::Error::last_os_error(),
             ));
         }

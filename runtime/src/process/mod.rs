@@ -33,12 +33,17 @@ pub trait Parent {
 /// Returns (init pid, the fd numbers of its start pipe and its exec pipe).
 pub fn spawn(cfg: init::InitConfig<'_>, parent: &mut dyn Parent) -> Result<(i32, i32, i32)> {
     let (ours, theirs) = channel::pair()?;
-    let flags = if cfg.intermediate { 0 } else { cfg.plan.clone_flags() };
+    let flags = if cfg.intermediate {
+        0
+    } else {
+        cfg.plan.clone_flags()
+    };
     let cfg_intermediate = cfg.intermediate;
     let new_user = cfg.plan.is_new(LinuxNamespaceType::User);
     let spec = cfg.spec;
     // SAFETY: the runtime is single-threaded (no thread is ever started before this point).
-    let first = unsafe { crate::sys::clone_fork(flags) }.ctx(|| format!("clone container init (flags {flags:#x})"))?;
+    let first = unsafe { crate::sys::clone_fork(flags) }
+        .ctx(|| format!("clone container init (flags {flags:#x})"))?;
     if first == 0 {
         drop(ours);
         init::child_main(cfg, theirs);
@@ -53,8 +58,16 @@ pub fn spawn(cfg: init::InitConfig<'_>, parent: &mut dyn Parent) -> Result<(i32,
             let p = format!("/proc/{pid}/setgroups");
             std::fs::write(&p, "deny").ctx(|| format!("write {p}"))?;
         }
-        write_id_map(pid, "uid_map", linux.and_then(|l| l.uid_mappings().as_ref()))?;
-        write_id_map(pid, "gid_map", linux.and_then(|l| l.gid_mappings().as_ref()))
+        write_id_map(
+            pid,
+            "uid_map",
+            linux.and_then(|l| l.uid_mappings().as_ref()),
+        )?;
+        write_id_map(
+            pid,
+            "gid_map",
+            linux.and_then(|l| l.gid_mappings().as_ref()),
+        )
     };
     parent.placed(first)?;
     let mut init_pid = first;
@@ -88,7 +101,9 @@ pub fn spawn(cfg: init::InitConfig<'_>, parent: &mut dyn Parent) -> Result<(i32,
                 parent.seccomp_fd(fd, init_pid)?;
                 ours.send(&ToChild::SeccompDone)?;
             }
-            Some(ToParent::Ready { start_fd, exec_fd }) => return Ok((init_pid, start_fd, exec_fd)),
+            Some(ToParent::Ready { start_fd, exec_fd }) => {
+                return Ok((init_pid, start_fd, exec_fd))
+            }
             Some(ToParent::Error(msg)) => return Err(Error::Init(msg)),
             None => {
                 return Err(Error::Init(format!(
@@ -104,8 +119,14 @@ fn write_id_map(pid: i32, file: &str, maps: Option<&Vec<LinuxIdMapping>>) -> Res
     let Some(maps) = maps else { return Ok(()) };
     let mut s = String::new();
     for m in maps {
-        s.push_str(&format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()));
+        s.push_str(&format!(
+            "{} {} {}\n",
+            m.container_id(),
+            m.host_id(),
+            m.size()
+        ));
     }
     let path = format!("/proc/{pid}/{file}");
-    std::fs::write(&path, s.as_bytes()).ctx(|| format!("write {path} ({})", s.trim().replace('\n', ", ")))
+    std::fs::write(&path, s.as_bytes())
+        .ctx(|| format!("write {path} ({})", s.trim().replace('\n', ", ")))
 }

@@ -20,17 +20,27 @@ pub struct Env {
 
 impl Env {
     pub fn new(tag: &str) -> Env {
-        let dir = tempfile::Builder::new().prefix(&format!("husk-it-{tag}-")).tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("husk-it-{tag}-"))
+            .tempdir()
+            .expect("tempdir");
         let rootfs = dir.path().join("rootfs");
         for d in ["bin", "tmp", "etc", "proc", "sys", "dev"] {
             std::fs::create_dir_all(rootfs.join(d)).expect("mkdir rootfs");
         }
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static is installed");
-        for a in ["sh", "sleep", "cat", "echo", "head", "dd", "true", "ls", "grep", "id", "kill", "tr"] {
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+            .expect("busybox-static is installed");
+        for a in [
+            "sh", "sleep", "cat", "echo", "head", "dd", "true", "ls", "grep", "id", "kill", "tr",
+        ] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).expect("symlink");
         }
         let root = PathBuf::from(format!("/run/husk-it-{tag}-{}", std::process::id()));
-        let env = Env { dir, root, ids: Vec::new() };
+        let env = Env {
+            dir,
+            root,
+            ids: Vec::new(),
+        };
         let mut spec = husk::spec::default_spec(false);
         spec["process"]["terminal"] = serde_json::json!(false);
         spec["root"]["readonly"] = serde_json::json!(false);
@@ -43,11 +53,18 @@ impl Env {
     }
 
     pub fn config(&self) -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(self.bundle().join("config.json")).expect("read config")).expect("parse config")
+        serde_json::from_slice(
+            &std::fs::read(self.bundle().join("config.json")).expect("read config"),
+        )
+        .expect("parse config")
     }
 
     pub fn write_config(&self, v: &serde_json::Value) {
-        std::fs::write(self.bundle().join("config.json"), serde_json::to_vec_pretty(v).expect("json")).expect("write config");
+        std::fs::write(
+            self.bundle().join("config.json"),
+            serde_json::to_vec_pretty(v).expect("json"),
+        )
+        .expect("write config");
     }
 
     /// Set process.args to `sh -c SCRIPT`.
@@ -64,23 +81,34 @@ impl Env {
     }
 
     pub fn husk(&self, args: &[&str]) -> Output {
-        Command::new(HUSK).arg("--root").arg(&self.root).args(args).output().expect("run husk")
+        Command::new(HUSK)
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .output()
+            .expect("run husk")
     }
 
     /// Run husk and require success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let o = self.husk(args);
-        assert!(o.status.success(), "husk {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "husk {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).to_string()
     }
 
     pub fn status(&self, id: &str) -> String {
-        let v: serde_json::Value = serde_json::from_str(&self.ok(&["state", id])).expect("state json");
+        let v: serde_json::Value =
+            serde_json::from_str(&self.ok(&["state", id])).expect("state json");
         v["status"].as_str().unwrap_or("").to_string()
     }
 
     pub fn pid(&self, id: &str) -> i32 {
-        let v: serde_json::Value = serde_json::from_str(&self.ok(&["state", id])).expect("state json");
+        let v: serde_json::Value =
+            serde_json::from_str(&self.ok(&["state", id])).expect("state json");
         v["pid"].as_i64().unwrap_or(0) as i32
     }
 
@@ -100,14 +128,22 @@ impl Env {
             .stderr(errf)
             .status()
             .expect("run husk");
-        assert!(st.success(), "husk run --detach {id}: {}", std::fs::read_to_string(&err).unwrap_or_default());
+        assert!(
+            st.success(),
+            "husk run --detach {id}: {}",
+            std::fs::read_to_string(&err).unwrap_or_default()
+        );
     }
 }
 
 impl Drop for Env {
     fn drop(&mut self) {
         for id in &self.ids {
-            let _ = Command::new(HUSK).arg("--root").arg(&self.root).args(["delete", "--force", id]).output();
+            let _ = Command::new(HUSK)
+                .arg("--root")
+                .arg(&self.root)
+                .args(["delete", "--force", id])
+                .output();
         }
         let _ = std::fs::remove_dir_all(&self.root);
     }
@@ -120,7 +156,9 @@ pub fn cgroup_dir(pid: i32, controller: &str) -> PathBuf {
         let mut it = l.splitn(3, ':');
         let (_, ctrls, path) = (it.next(), it.next().unwrap_or(""), it.next().unwrap_or(""));
         if ctrls.split(',').any(|c| c == controller) {
-            return PathBuf::from("/sys/fs/cgroup").join(controller).join(path.trim_start_matches('/'));
+            return PathBuf::from("/sys/fs/cgroup")
+                .join(controller)
+                .join(path.trim_start_matches('/'));
         }
     }
     panic!("no {controller} cgroup for {pid}: {s}");
