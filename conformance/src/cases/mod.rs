@@ -9,6 +9,7 @@ mod cli;
 mod errors;
 mod hooks;
 mod lifecycle;
+mod linux_ext;
 mod mounts;
 mod namespaces;
 mod process;
@@ -42,5 +43,6 @@ pub fn all() -> Vec<Case> {
     v.extend(cli::cases());
     v.extend(seccomp::cases());
     v.extend(security::cases());
+    v.extend(linux_ext::cases());
     v
 }
