@@ -26,4 +26,4 @@ fi
 command -v cargo >/dev/null 2>&1 || { echo "setup: a Rust toolchain (cargo >= 1.80) is required" >&2; exit 1; }
 
 echo "setup: building the workspace (release)"
-cargo build --release --workspace --locked 2>&1 | tail -n 3
+cargo build --release --workspace --locked

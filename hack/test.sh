@@ -8,10 +8,13 @@ export HUSK="$PWD/target/release/husk"
 status=0
 
 echo "== cargo test (unit + integration)"
-cargo test --release --workspace --locked 2>&1 | tee /tmp/husk-cargo-test.$$ | grep -E '^(test result|running|error|failures:|---- )' || true
-grep -q 'test result: FAILED\|error\[' /tmp/husk-cargo-test.$$ && status=1
-grep -E '^test .* FAILED$' /tmp/husk-cargo-test.$$ || true
-rm -f /tmp/husk-cargo-test.$$
+log=$(mktemp /tmp/husk-cargo-test.XXXXXX)
+if ! HUSK_RUNTIME="$HUSK" cargo test --release --workspace --locked >"$log" 2>&1; then
+    status=1
+    grep -E -A30 '^(failures:|---- )' "$log" | head -n 200 || true
+fi
+grep -E '^(test result|     Running|test .* FAILED$)' "$log" || true
+rm -f "$log"
 
 echo "== OCI conformance: husk vs runc"
 if ! ./target/release/husk-conformance --runtime "$HUSK" --runtime "$(command -v runc)" \
@@ -19,9 +22,8 @@ if ! ./target/release/husk-conformance --runtime "$HUSK" --runtime "$(command -v
     status=1
 fi
 
-if [ -f shim/tests/run.sh ]; then
-    echo "== containerd shim (real containerd)"
-    HUSK_RUNTIME="$HUSK" bash shim/tests/run.sh || status=1
-fi
+echo "== containerd shim with husk, driven by a real containerd (ctr)"
+HUSK_RUNTIME="$HUSK" SHIM_BIN="$PWD/target/release/containerd-shim-husk-v2" \
+    bats shim/tests/ctr.bats || status=1
 
 exit $status

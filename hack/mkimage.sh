@@ -1,0 +1,39 @@
+#!/bin/bash
+# Builds a busybox OCI image from Debian's busybox-static with umoci and imports it into a
+# containerd (`ctr images import` of an OCI archive).
+#
+#   hack/mkimage.sh SOCKET [NAME]     NAME default: husk.local/busybox:latest
+# Env: CTR_NAMESPACE (default: default)
+set -euo pipefail
+
+sock=${1:?usage: mkimage.sh SOCKET [NAME]}
+name=${2:-husk.local/busybox:latest}
+ns=${CTR_NAMESPACE:-default}
+base=${name%:*}
+tag=${name##*:}
+[ "$base" != "$name" ] || tag=latest
+
+work=$(mktemp -d /tmp/husk-mkimage.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+umoci init --layout "$work/oci" >/dev/null
+umoci new --image "$work/oci:$tag" >/dev/null
+umoci unpack --image "$work/oci:$tag" "$work/bundle" >/dev/null
+rootfs="$work/bundle/rootfs"
+mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/tmp" "$rootfs/proc" "$rootfs/sys" "$rootfs/dev"
+cp /bin/busybox "$rootfs/bin/busybox"
+for applet in $(/bin/busybox --list); do
+    [ -e "$rootfs/bin/$applet" ] || ln -s busybox "$rootfs/bin/$applet"
+done
+echo "root:x:0:0:root:/root:/bin/sh" > "$rootfs/etc/passwd"
+echo "root:x:0:" > "$rootfs/etc/group"
+umoci repack --image "$work/oci:$tag" "$work/bundle" >/dev/null
+umoci config --image "$work/oci:$tag" \
+    --config.cmd /bin/sh \
+    --config.env PATH=/bin:/sbin:/usr/bin:/usr/sbin \
+    --architecture amd64 --os linux >/dev/null
+umoci gc --layout "$work/oci" >/dev/null
+tar -C "$work/oci" -cf "$work/image.tar" .
+ctr -a "$sock" -n "$ns" images import --base-name "$base" "$work/image.tar" >/dev/null
+ctr -a "$sock" -n "$ns" images ls -q | grep -qx "$base:$tag"
+echo "$base:$tag"

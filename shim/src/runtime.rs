@@ -1,0 +1,387 @@
+//! Calls the OCI runtime binary (`husk`, or `runc` while husk is being written).
+//!
+//! The shim never forks containers itself: every container operation is one invocation of the
+//! runtime binary, with runc's CLI (`--root`, `--log`, `--log-format json`).
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::reaper::Reaper;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{binary} {action}: {msg}")]
+    Failed {
+        binary: String,
+        action: String,
+        msg: String,
+    },
+    #[error("spawn {binary} {action}: {source}")]
+    Spawn {
+        binary: String,
+        action: String,
+        source: std::io::Error,
+    },
+    #[error("{binary} {action}: parse output: {source}")]
+    Output {
+        binary: String,
+        action: String,
+        source: serde_json::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl RuntimeError {
+    /// Whether the runtime said the container does not exist (or is already gone).
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            RuntimeError::Failed { msg, .. } => {
+                let m = msg.to_ascii_lowercase();
+                m.contains("does not exist")
+                    || m.contains("not found")
+                    || m.contains("container not running")
+                    || m.contains("process already finished")
+                    || m.contains("no such process")
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What the shim persists in the bundle so that `delete` can clean up after a dead shim.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuntimeConfig {
+    pub binary: PathBuf,
+    pub root: PathBuf,
+}
+
+pub const CONFIG_FILE: &str = "husk-shim.json";
+
+impl RuntimeConfig {
+    /// Picks the runtime binary: the runc option `BinaryName`, then `HUSK_RUNTIME`, then `husk`
+    /// next to the shim binary, then `husk` on PATH.
+    pub fn resolve(binary_name: &str, root: &str, namespace: &str) -> RuntimeConfig {
+        let binary = if !binary_name.is_empty() {
+            find_binary(binary_name)
+        } else if let Some(env) = std::env::var_os("HUSK_RUNTIME").filter(|v| !v.is_empty()) {
+            find_binary(&env.to_string_lossy())
+        } else {
+            let beside = std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(|d| d.join("husk")))
+                .filter(|p| p.is_file());
+            beside.unwrap_or_else(|| find_binary("husk"))
+        };
+        let base = if !root.is_empty() {
+            PathBuf::from(root)
+        } else if let Some(env) = std::env::var_os("HUSK_ROOT").filter(|v| !v.is_empty()) {
+            PathBuf::from(env)
+        } else {
+            PathBuf::from("/run/husk")
+        };
+        RuntimeConfig {
+            binary,
+            root: base.join(namespace),
+        }
+    }
+
+    pub fn save(&self, bundle: &Path) -> Result<(), RuntimeError> {
+        let path = bundle.join(CONFIG_FILE);
+        let data = serde_json::to_vec(self).map_err(|e| RuntimeError::Io {
+            path: path.display().to_string(),
+            source: e.into(),
+        })?;
+        std::fs::write(&path, data).map_err(|source| RuntimeError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    pub fn load(bundle: &Path) -> Option<RuntimeConfig> {
+        let data = std::fs::read(bundle.join(CONFIG_FILE)).ok()?;
+        serde_json::from_slice(&data).ok()
+    }
+}
+
+fn find_binary(name: &str) -> PathBuf {
+    if name.contains('/') {
+        return PathBuf::from(name);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    PathBuf::from(name)
+}
+
+/// Standard streams given to a runtime invocation that starts a container process.
+pub struct ProcStdio {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+pub struct Runtime {
+    pub cfg: RuntimeConfig,
+    /// `--log` file (JSON lines) in the bundle; errors are read back from it.
+    log: PathBuf,
+    reaper: Option<Arc<Reaper>>,
+}
+
+#[derive(Clone, Copy)]
+pub struct CreateOpts<'a> {
+    pub pid_file: &'a Path,
+    pub console_socket: Option<&'a Path>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+}
+
+impl Runtime {
+    pub fn new(cfg: RuntimeConfig, bundle: &Path, reaper: Option<Arc<Reaper>>) -> Runtime {
+        Runtime {
+            cfg,
+            log: bundle.join("log.json"),
+            reaper,
+        }
+    }
+
+    fn binary_name(&self) -> String {
+        self.cfg.binary.display().to_string()
+    }
+
+    fn command(&self, args: &[OsString]) -> Command {
+        let mut cmd = Command::new(&self.cfg.binary);
+        cmd.arg("--root")
+            .arg(&self.cfg.root)
+            .arg("--log")
+            .arg(&self.log)
+            .arg("--log-format")
+            .arg("json")
+            .args(args);
+        cmd
+    }
+
+    fn log_offset(&self) -> u64 {
+        std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// The last error message the runtime wrote to its log after `offset`.
+    fn log_error(&self, offset: u64) -> Option<String> {
+        let mut f = File::open(&self.log).ok()?;
+        f.seek(SeekFrom::Start(offset)).ok()?;
+        let mut text = String::new();
+        f.read_to_string(&mut text).ok()?;
+        let mut last = None;
+        for line in text.lines() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                let level = v.get("level").and_then(|l| l.as_str()).unwrap_or("");
+                if level == "error" || level == "fatal" {
+                    if let Some(msg) = v.get("msg").and_then(|m| m.as_str()) {
+                        last = Some(msg.to_string());
+                    }
+                }
+            } else if !line.trim().is_empty() {
+                last = Some(line.trim().to_string());
+            }
+        }
+        last
+    }
+
+    /// Runs the runtime; returns its stdout. `stdio` replaces the standard streams (for
+    /// create/exec, whose streams become the container's).
+    fn run(
+        &self,
+        action: &str,
+        args: Vec<OsString>,
+        stdio: Option<ProcStdio>,
+        input: Option<&[u8]>,
+    ) -> Result<Vec<u8>, RuntimeError> {
+        let offset = self.log_offset();
+        let mut cmd = self.command(&args);
+        let capture = stdio.is_none();
+        match stdio {
+            Some(io) => {
+                cmd.stdin(io.stdin.map(Stdio::from).unwrap_or_else(Stdio::null));
+                cmd.stdout(io.stdout.map(Stdio::from).unwrap_or_else(Stdio::null));
+                cmd.stderr(io.stderr.map(Stdio::from).unwrap_or_else(Stdio::null));
+            }
+            None => {
+                cmd.stdin(if input.is_some() {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                });
+                cmd.stdout(Stdio::piped());
+                cmd.stderr(Stdio::piped());
+            }
+        }
+        let spawn_err = |source| RuntimeError::Spawn {
+            binary: self.binary_name(),
+            action: action.to_string(),
+            source,
+        };
+        let mut child = match &self.reaper {
+            Some(r) => r.spawn(&mut cmd),
+            None => cmd.spawn(),
+        }
+        .map_err(spawn_err)?;
+        // The command and its stdio handles (held by `cmd`) are closed here so that the
+        // container's pipes see EOF once the container closes them.
+        drop(cmd);
+        if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin.write_all(data).map_err(spawn_err)?;
+        }
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        if capture {
+            if let Some(mut o) = child.stdout.take() {
+                o.read_to_end(&mut out).map_err(spawn_err)?;
+            }
+            if let Some(mut e) = child.stderr.take() {
+                e.read_to_end(&mut err).map_err(spawn_err)?;
+            }
+        }
+        let code = match &self.reaper {
+            Some(r) => r.wait_command(child.id()),
+            None => child.wait().map_err(spawn_err)?.code().unwrap_or(128 + 9),
+        };
+        if code == 0 {
+            return Ok(out);
+        }
+        let msg = self.log_error(offset).unwrap_or_else(|| {
+            let e = String::from_utf8_lossy(&err).trim().to_string();
+            if e.is_empty() {
+                format!("exit status {code}")
+            } else {
+                e
+            }
+        });
+        Err(RuntimeError::Failed {
+            binary: self.binary_name(),
+            action: action.to_string(),
+            msg,
+        })
+    }
+
+    pub fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        opts: &CreateOpts,
+        stdio: ProcStdio,
+    ) -> Result<(), RuntimeError> {
+        let mut args: Vec<OsString> = vec![
+            "create".into(),
+            "--bundle".into(),
+            bundle.into(),
+            "--pid-file".into(),
+            opts.pid_file.into(),
+        ];
+        if let Some(s) = opts.console_socket {
+            args.push("--console-socket".into());
+            args.push(s.into());
+        }
+        if opts.no_pivot {
+            args.push("--no-pivot".into());
+        }
+        if opts.no_new_keyring {
+            args.push("--no-new-keyring".into());
+        }
+        args.push(id.into());
+        self.run("create", args, Some(stdio), None).map(|_| ())
+    }
+
+    pub fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.run("start", vec!["start".into(), id.into()], None, None)
+            .map(|_| ())
+    }
+
+    pub fn exec(
+        &self,
+        id: &str,
+        process_file: &Path,
+        pid_file: &Path,
+        console_socket: Option<&Path>,
+        stdio: ProcStdio,
+    ) -> Result<(), RuntimeError> {
+        let mut args: Vec<OsString> = vec![
+            "exec".into(),
+            "--process".into(),
+            process_file.into(),
+            "--pid-file".into(),
+            pid_file.into(),
+            "--detach".into(),
+        ];
+        if let Some(s) = console_socket {
+            args.push("--console-socket".into());
+            args.push(s.into());
+        }
+        args.push(id.into());
+        self.run("exec", args, Some(stdio), None).map(|_| ())
+    }
+
+    pub fn kill(&self, id: &str, signal: u32, all: bool) -> Result<(), RuntimeError> {
+        let mut args: Vec<OsString> = vec!["kill".into()];
+        if all {
+            args.push("--all".into());
+        }
+        args.push(id.into());
+        args.push(signal.to_string().into());
+        self.run("kill", args, None, None).map(|_| ())
+    }
+
+    pub fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
+        let mut args: Vec<OsString> = vec!["delete".into()];
+        if force {
+            args.push("--force".into());
+        }
+        args.push(id.into());
+        self.run("delete", args, None, None).map(|_| ())
+    }
+
+    pub fn pause(&self, id: &str) -> Result<(), RuntimeError> {
+        self.run("pause", vec!["pause".into(), id.into()], None, None)
+            .map(|_| ())
+    }
+
+    pub fn resume(&self, id: &str) -> Result<(), RuntimeError> {
+        self.run("resume", vec!["resume".into(), id.into()], None, None)
+            .map(|_| ())
+    }
+
+    pub fn update(&self, id: &str, resources_json: &[u8]) -> Result<(), RuntimeError> {
+        let args = vec!["update".into(), "--resources".into(), "-".into(), id.into()];
+        self.run("update", args, None, Some(resources_json))
+            .map(|_| ())
+    }
+
+    pub fn ps(&self, id: &str) -> Result<Vec<i32>, RuntimeError> {
+        let args = vec!["ps".into(), "--format".into(), "json".into(), id.into()];
+        let out = self.run("ps", args, None, None)?;
+        let text = String::from_utf8_lossy(&out);
+        let text = text.trim();
+        if text.is_empty() || text == "null" {
+            return Ok(Vec::new());
+        }
+        serde_json::from_str(text).map_err(|source| RuntimeError::Output {
+            binary: self.binary_name(),
+            action: "ps".into(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,1129 @@
+//! The shim v2 Task service: one container (init + execs) per shim.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use containerd_shim::api;
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
+    TaskResumed, TaskStart,
+};
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use containerd_shim::protos::protobuf::well_known_types::empty::Empty;
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim::protos::protobuf::{Message, MessageField};
+use containerd_shim::protos::shim::oci::{Options, ProcessDetails};
+use containerd_shim::protos::topics;
+use containerd_shim::protos::ttrpc::{self, Code, TtrpcContext};
+use containerd_shim::protos::types::task::{ProcessInfo, Status};
+use containerd_shim::Task;
+
+use crate::mainloop::Wake;
+use crate::reaper::{Owner, Reaper};
+use crate::runtime::{CreateOpts, ProcStdio, Runtime, RuntimeConfig, RuntimeError};
+use crate::stdio::{self, ConsoleSocket, ProcIo, StdioPaths};
+
+/// How long an exit waits for the process's output to be copied out. Only reached when a
+/// process outside the container's pid namespace keeps the streams open.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+type TtResult<T> = ttrpc::Result<T>;
+
+fn status_err(code: Code, msg: impl Into<String>) -> ttrpc::Error {
+    ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
+}
+
+fn runtime_err(e: RuntimeError) -> ttrpc::Error {
+    if e.is_not_found() {
+        status_err(Code::NOT_FOUND, e.to_string())
+    } else {
+        status_err(Code::UNKNOWN, e.to_string())
+    }
+}
+
+fn now() -> Timestamp {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+        ..Default::default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PState {
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl PState {
+    fn proto(self) -> Status {
+        match self {
+            PState::Created => Status::CREATED,
+            PState::Running => Status::RUNNING,
+            PState::Paused => Status::PAUSED,
+            PState::Stopped => Status::STOPPED,
+        }
+    }
+}
+
+struct Proc {
+    pid: i32,
+    state: PState,
+    exit_status: u32,
+    exited_at: Option<Timestamp>,
+    paths: StdioPaths,
+    io: Option<Arc<ProcIo>>,
+    /// The OCI process spec (exec only), kept until Start.
+    spec: Vec<u8>,
+    /// Start is in progress: its exit is reported only after TaskStart/TaskExecStarted.
+    starting: bool,
+}
+
+impl Proc {
+    fn new(paths: StdioPaths) -> Proc {
+        Proc {
+            pid: 0,
+            state: PState::Created,
+            exit_status: 0,
+            exited_at: None,
+            paths,
+            io: None,
+            spec: Vec::new(),
+            starting: false,
+        }
+    }
+}
+
+struct Container {
+    id: String,
+    bundle: PathBuf,
+    runtime: Arc<Runtime>,
+    rootfs_mounted: bool,
+    /// The container has no pid namespace of its own: kill what is left when init exits.
+    kill_all_on_exit: bool,
+    /// Set once `<runtime> delete` succeeded. Taken by the exit handler, which deletes the
+    /// runtime's container right after init exits (overlapping containerd's Wait → Delete round
+    /// trip), and by Delete, which waits for that and only deletes if it did not happen.
+    runtime_deleted: Arc<Mutex<bool>>,
+    init: Proc,
+    execs: HashMap<String, Proc>,
+}
+
+#[derive(Default)]
+struct State {
+    container: Option<Container>,
+    exec_seq: u64,
+    /// Create is in progress: an init exit waits until TaskCreate was published.
+    creating: bool,
+}
+
+pub struct Service {
+    namespace: String,
+    publisher: Option<crate::publish::Publisher>,
+    reaper: Arc<Reaper>,
+    wake: Arc<Wake>,
+    state: Mutex<State>,
+    cond: Condvar,
+}
+
+impl Service {
+    pub fn new(
+        namespace: String,
+        publisher: Option<crate::publish::Publisher>,
+        reaper: Arc<Reaper>,
+        wake: Arc<Wake>,
+    ) -> Service {
+        Service {
+            namespace,
+            publisher,
+            reaper,
+            wake,
+            state: Mutex::new(State::default()),
+            cond: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn publish<M: Message>(&self, topic: &str, event: M) {
+        let Some(p) = &self.publisher else { return };
+        let t = std::time::Instant::now();
+        let r = p.publish(topic, &self.namespace, &event);
+        tracing::debug!("published {topic} in {:?}", t.elapsed());
+        if let Err(e) = r {
+            tracing::warn!("publish {topic}: {e}");
+        }
+    }
+
+    /// Handles the exit of a container process (called from the reaper, off the main loop).
+    pub fn on_exit(&self, container_id: &str, owner: Owner, pid: i32, code: i32) {
+        let (io, runtime, kill_all, deleted) = {
+            let mut st = self.lock();
+            let (c, p) = loop {
+                if st.creating {
+                    st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+                    continue;
+                }
+                let Some(c) = &st.container else { return };
+                let p = match &owner {
+                    Owner::Init => Some(&c.init),
+                    Owner::Exec(id) => c.execs.get(id),
+                };
+                let Some(p) = p else { return };
+                if !p.starting {
+                    break (c, p);
+                }
+                st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+            };
+            if p.pid != pid {
+                return;
+            }
+            (
+                p.io.clone(),
+                c.runtime.clone(),
+                owner == Owner::Init && c.kill_all_on_exit,
+                c.runtime_deleted.clone(),
+            )
+        };
+        // Taken before Wait can return, so that a Delete arriving meanwhile waits for it.
+        let eager = if owner == Owner::Init {
+            Some(deleted.lock().unwrap_or_else(|e| e.into_inner()))
+        } else {
+            None
+        };
+        if kill_all {
+            if let Err(e) = runtime.kill(container_id, libc::SIGKILL as u32, true) {
+                tracing::debug!("kill --all after init exit: {e}");
+            }
+        }
+        if let Some(io) = &io {
+            io.drain(DRAIN_TIMEOUT);
+        }
+        let exited_at = now();
+        let id = match &owner {
+            Owner::Init => container_id.to_string(),
+            Owner::Exec(e) => e.clone(),
+        };
+        self.publish(
+            topics::TASK_EXIT_EVENT_TOPIC,
+            TaskExit {
+                container_id: container_id.to_string(),
+                id,
+                pid: pid as u32,
+                exit_status: code as u32,
+                exited_at: MessageField::some(exited_at.clone()),
+                ..Default::default()
+            },
+        );
+        let mut st = self.lock();
+        if let Some(c) = st.container.as_mut() {
+            let p = match &owner {
+                Owner::Init => Some(&mut c.init),
+                Owner::Exec(id) => c.execs.get_mut(id),
+            };
+            if let Some(p) = p {
+                if p.pid == pid {
+                    p.state = PState::Stopped;
+                    p.exit_status = code as u32;
+                    p.exited_at = Some(exited_at);
+                }
+            }
+        }
+        self.cond.notify_all();
+        drop(st);
+        if let Some(mut done) = eager {
+            match runtime.delete(container_id, false) {
+                Ok(()) => *done = true,
+                Err(e) if e.is_not_found() => *done = true,
+                // Left to Delete (e.g. processes outside the pid namespace still dying).
+                Err(e) => tracing::debug!("delete after init exit: {e}"),
+            }
+        }
+    }
+
+    fn spawn_exit(self: &Arc<Self>, container_id: String, owner: Owner, pid: i32, code: i32) {
+        let svc = self.clone();
+        let r = std::thread::Builder::new()
+            .name("exit".into())
+            .stack_size(128 * 1024)
+            .spawn(move || svc.on_exit(&container_id, owner, pid, code));
+        if let Err(e) = r {
+            tracing::error!("spawn exit thread: {e}");
+        }
+    }
+
+    fn container_id_checked<'a>(st: &'a mut State, id: &str) -> TtResult<&'a mut Container> {
+        match st.container.as_mut() {
+            Some(c) if c.init_id() == id || id.is_empty() => Ok(c),
+            _ => Err(status_err(
+                Code::NOT_FOUND,
+                format!("container {id} not found"),
+            )),
+        }
+    }
+
+    /// Launches a process through the runtime. Returns its pid, its stdio and its exit status
+    /// if it already exited before the pid file was read.
+    fn launch(
+        self: &Arc<Self>,
+        container_id: &str,
+        owner: Owner,
+        paths: &StdioPaths,
+        run: impl FnOnce(Option<&Path>, ProcStdio) -> Result<(), RuntimeError>,
+        pid_file: &Path,
+    ) -> TtResult<(i32, Arc<ProcIo>, Option<i32>)> {
+        let ioerr = |e: stdio::IoError| status_err(Code::UNKNOWN, e.to_string());
+        let guard = self.reaper.launch();
+        let io = if paths.terminal {
+            let sock = ConsoleSocket::new().map_err(ioerr)?;
+            let null = ProcStdio {
+                stdin: None,
+                stdout: None,
+                stderr: None,
+            };
+            run(Some(sock.path()), null).map_err(runtime_err)?;
+            let master = sock.receive().map_err(ioerr)?;
+            stdio::setup_console(&self.wake, master, paths).map_err(ioerr)?
+        } else {
+            let (pstdio, io) = stdio::setup_pipes(&self.wake, paths, &self.namespace, container_id)
+                .map_err(ioerr)?;
+            run(None, pstdio).map_err(runtime_err)?;
+            io
+        };
+        let text = fs::read_to_string(pid_file).map_err(|e| {
+            status_err(
+                Code::UNKNOWN,
+                format!("read pid file {}: {e}", pid_file.display()),
+            )
+        })?;
+        let pid: i32 = text.trim().parse().map_err(|e| {
+            status_err(
+                Code::UNKNOWN,
+                format!("parse pid file {}: {e}", pid_file.display()),
+            )
+        })?;
+        let early = self.reaper.watch(pid, owner);
+        drop(guard);
+        Ok((pid, Arc::new(io), early))
+    }
+
+    fn create_impl(
+        self: &Arc<Self>,
+        req: api::CreateTaskRequest,
+    ) -> TtResult<api::CreateTaskResponse> {
+        if !req.checkpoint.is_empty() {
+            return Err(status_err(
+                Code::UNIMPLEMENTED,
+                "restore from checkpoint is not yet supported by containerd-shim-husk-v2",
+            ));
+        }
+        {
+            let mut st = self.lock();
+            if st.container.is_some() || st.creating {
+                return Err(status_err(
+                    Code::ALREADY_EXISTS,
+                    format!("this shim already runs a container (asked for {})", req.id),
+                ));
+            }
+            st.creating = true;
+        }
+        let r = self.create_locked(req);
+        self.lock().creating = false;
+        self.cond.notify_all();
+        r
+    }
+
+    /// Create, with `State::creating` set.
+    fn create_locked(
+        self: &Arc<Self>,
+        req: api::CreateTaskRequest,
+    ) -> TtResult<api::CreateTaskResponse> {
+        let opts = match req.options.as_ref() {
+            Some(any) if !any.value.is_empty() => {
+                Options::parse_from_bytes(&any.value).map_err(|e| {
+                    status_err(
+                        Code::INVALID_ARGUMENT,
+                        format!("create options ({}): {e}", any.type_url),
+                    )
+                })?
+            }
+            _ => Options::default(),
+        };
+        let bundle = PathBuf::from(&req.bundle);
+        let cfg = RuntimeConfig::resolve(&opts.binary_name, &opts.root, &self.namespace);
+        cfg.save(&bundle)
+            .map_err(|e| status_err(Code::UNKNOWN, e.to_string()))?;
+        let runtime = Arc::new(Runtime::new(cfg, &bundle, Some(self.reaper.clone())));
+
+        let rootfs = bundle.join("rootfs");
+        let mut mounted = false;
+        if !req.rootfs.is_empty() {
+            fs::create_dir_all(&rootfs).map_err(|e| {
+                status_err(Code::UNKNOWN, format!("mkdir {}: {e}", rootfs.display()))
+            })?;
+            for m in &req.rootfs {
+                if let Err(e) = crate::mount::mount_one(&m.type_, &m.source, &m.options, &rootfs) {
+                    if mounted {
+                        unmount_rootfs(&rootfs);
+                    }
+                    return Err(status_err(Code::UNKNOWN, e.to_string()));
+                }
+                mounted = true;
+            }
+        }
+
+        let paths = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        let pid_file = bundle.join("init.pid");
+        let create_opts = CreateOpts {
+            pid_file: &pid_file,
+            console_socket: None,
+            no_pivot: opts.no_pivot_root,
+            no_new_keyring: opts.no_new_keyring,
+        };
+        let rt = runtime.clone();
+        let launched = self.launch(
+            &req.id,
+            Owner::Init,
+            &paths,
+            |console, pstdio| {
+                let o = CreateOpts {
+                    console_socket: console,
+                    ..create_opts
+                };
+                rt.create(&req.id, &bundle, &o, pstdio)
+            },
+            &pid_file,
+        );
+        let (pid, io, early) = match launched {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = runtime.delete(&req.id, true);
+                if mounted {
+                    unmount_rootfs(&rootfs);
+                }
+                return Err(e);
+            }
+        };
+        let kill_all_on_exit = !has_own_pid_namespace(&bundle);
+        {
+            let mut st = self.lock();
+            let mut init = Proc::new(paths.clone());
+            init.pid = pid;
+            init.io = Some(io);
+            st.container = Some(Container {
+                id: req.id.clone(),
+                bundle: bundle.clone(),
+                runtime,
+                rootfs_mounted: mounted,
+                kill_all_on_exit,
+                runtime_deleted: Arc::new(Mutex::new(false)),
+                init,
+                execs: HashMap::new(),
+            });
+        }
+        self.publish(
+            topics::TASK_CREATE_EVENT_TOPIC,
+            TaskCreate {
+                container_id: req.id.clone(),
+                bundle: req.bundle.clone(),
+                rootfs: req.rootfs.clone(),
+                io: MessageField::some(TaskIO {
+                    stdin: req.stdin.clone(),
+                    stdout: req.stdout.clone(),
+                    stderr: req.stderr.clone(),
+                    terminal: req.terminal,
+                    ..Default::default()
+                }),
+                checkpoint: req.checkpoint.clone(),
+                pid: pid as u32,
+                ..Default::default()
+            },
+        );
+        crate::oom::watch(pid, &self.wake);
+        if let Some(code) = early {
+            self.spawn_exit(req.id.clone(), Owner::Init, pid, code);
+        }
+        Ok(api::CreateTaskResponse {
+            pid: pid as u32,
+            ..Default::default()
+        })
+    }
+
+    fn start_impl(self: &Arc<Self>, req: api::StartRequest) -> TtResult<api::StartResponse> {
+        if req.exec_id.is_empty() {
+            let (runtime, pid) = {
+                let mut st = self.lock();
+                let c = Self::container_id_checked(&mut st, &req.id)?;
+                if c.init.state != PState::Created || c.init.starting {
+                    return Err(status_err(
+                        Code::FAILED_PRECONDITION,
+                        format!("container {} is not in created state", req.id),
+                    ));
+                }
+                c.init.starting = true;
+                (c.runtime.clone(), c.init.pid)
+            };
+            let started = runtime.start(&req.id);
+            {
+                let mut st = self.lock();
+                if let Some(c) = st.container.as_mut() {
+                    if started.is_ok() && c.init.state == PState::Created {
+                        c.init.state = PState::Running;
+                    }
+                }
+            }
+            if let Err(e) = started {
+                self.done_starting(&Owner::Init);
+                return Err(runtime_err(e));
+            }
+            self.publish(
+                topics::TASK_START_EVENT_TOPIC,
+                TaskStart {
+                    container_id: req.id.clone(),
+                    pid: pid as u32,
+                    ..Default::default()
+                },
+            );
+            self.done_starting(&Owner::Init);
+            return Ok(api::StartResponse {
+                pid: pid as u32,
+                ..Default::default()
+            });
+        }
+
+        let (runtime, bundle, paths, spec, seq) = {
+            let mut st = self.lock();
+            st.exec_seq += 1;
+            let seq = st.exec_seq;
+            let c = Self::container_id_checked(&mut st, &req.id)?;
+            let p = c.execs.get(&req.exec_id).ok_or_else(|| {
+                status_err(Code::NOT_FOUND, format!("exec {} not found", req.exec_id))
+            })?;
+            if p.state != PState::Created || p.starting {
+                return Err(status_err(
+                    Code::FAILED_PRECONDITION,
+                    format!("exec {} already started", req.exec_id),
+                ));
+            }
+            let spec = p.spec.clone();
+            let paths = p.paths.clone();
+            if let Some(p) = c.execs.get_mut(&req.exec_id) {
+                p.starting = true;
+            }
+            (c.runtime.clone(), c.bundle.clone(), paths, spec, seq)
+        };
+        let owner = Owner::Exec(req.exec_id.clone());
+        let spec_file = bundle.join(format!(".exec-{seq}.json"));
+        let pid_file = bundle.join(format!(".exec-{seq}.pid"));
+        if let Err(e) = fs::write(&spec_file, &spec) {
+            self.done_starting(&owner);
+            return Err(status_err(
+                Code::UNKNOWN,
+                format!("write {}: {e}", spec_file.display()),
+            ));
+        }
+        let launched = self.launch(
+            &req.id,
+            Owner::Exec(req.exec_id.clone()),
+            &paths,
+            |console, pstdio| runtime.exec(&req.id, &spec_file, &pid_file, console, pstdio),
+            &pid_file,
+        );
+        let _ = fs::remove_file(&spec_file);
+        let _ = fs::remove_file(&pid_file);
+        let (pid, io, early) = match launched {
+            Ok(v) => v,
+            Err(e) => {
+                self.done_starting(&owner);
+                return Err(e);
+            }
+        };
+        {
+            let mut st = self.lock();
+            if let Some(p) = st
+                .container
+                .as_mut()
+                .and_then(|c| c.execs.get_mut(&req.exec_id))
+            {
+                p.pid = pid;
+                p.io = Some(io);
+                p.state = PState::Running;
+            }
+        }
+        self.publish(
+            topics::TASK_EXEC_STARTED_EVENT_TOPIC,
+            TaskExecStarted {
+                container_id: req.id.clone(),
+                exec_id: req.exec_id.clone(),
+                pid: pid as u32,
+                ..Default::default()
+            },
+        );
+        self.done_starting(&owner);
+        if let Some(code) = early {
+            self.spawn_exit(req.id.clone(), Owner::Exec(req.exec_id.clone()), pid, code);
+        }
+        Ok(api::StartResponse {
+            pid: pid as u32,
+            ..Default::default()
+        })
+    }
+
+    fn delete_impl(&self, req: api::DeleteRequest) -> TtResult<api::DeleteResponse> {
+        if !req.exec_id.is_empty() {
+            let p = {
+                let mut st = self.lock();
+                let c = Self::container_id_checked(&mut st, &req.id)?;
+                match c.execs.get(&req.exec_id) {
+                    None => {
+                        return Err(status_err(
+                            Code::NOT_FOUND,
+                            format!("exec {} not found", req.exec_id),
+                        ))
+                    }
+                    Some(p) if p.state == PState::Running || p.state == PState::Paused => {
+                        return Err(status_err(
+                            Code::FAILED_PRECONDITION,
+                            format!("cannot delete running exec {}", req.exec_id),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+                c.execs.remove(&req.exec_id)
+            };
+            let Some(p) = p else {
+                return Err(status_err(Code::NOT_FOUND, "exec vanished"));
+            };
+            if p.pid > 0 {
+                self.reaper.unwatch(p.pid);
+            }
+            return Ok(api::DeleteResponse {
+                pid: p.pid as u32,
+                exit_status: p.exit_status,
+                exited_at: MessageField::from_option(p.exited_at),
+                ..Default::default()
+            });
+        }
+
+        let (runtime, state, rootfs, mounted, io, deleted) = {
+            let mut st = self.lock();
+            let c = Self::container_id_checked(&mut st, &req.id)?;
+            if c.init.state == PState::Running || c.init.state == PState::Paused {
+                return Err(status_err(
+                    Code::FAILED_PRECONDITION,
+                    format!("cannot delete running container {}", req.id),
+                ));
+            }
+            (
+                c.runtime.clone(),
+                c.init.state,
+                c.bundle.join("rootfs"),
+                c.rootfs_mounted,
+                c.init.io.clone(),
+                c.runtime_deleted.clone(),
+            )
+        };
+        {
+            let mut done = deleted.lock().unwrap_or_else(|e| e.into_inner());
+            if !*done {
+                if let Err(e) = runtime.delete(&req.id, state == PState::Created) {
+                    if !e.is_not_found() {
+                        return Err(runtime_err(e));
+                    }
+                }
+                *done = true;
+            }
+        }
+        if let Some(io) = io {
+            io.drain(DRAIN_TIMEOUT);
+        }
+        if mounted {
+            unmount_rootfs(&rootfs);
+        }
+        let c = {
+            let mut st = self.lock();
+            let c = st.container.take();
+            self.cond.notify_all();
+            c
+        };
+        let Some(c) = c else {
+            return Err(status_err(Code::NOT_FOUND, "container vanished"));
+        };
+        self.reaper.unwatch(c.init.pid);
+        let _ = fs::remove_file(c.bundle.join("init.pid"));
+        let exited_at = c.init.exited_at.clone().unwrap_or_else(now);
+        let exit_status = if c.init.state == PState::Stopped {
+            c.init.exit_status
+        } else {
+            128 + libc::SIGKILL as u32
+        };
+        self.publish(
+            topics::TASK_DELETE_EVENT_TOPIC,
+            TaskDelete {
+                container_id: req.id.clone(),
+                pid: c.init.pid as u32,
+                exit_status,
+                exited_at: MessageField::some(exited_at.clone()),
+                ..Default::default()
+            },
+        );
+        Ok(api::DeleteResponse {
+            pid: c.init.pid as u32,
+            exit_status,
+            exited_at: MessageField::some(exited_at),
+            ..Default::default()
+        })
+    }
+}
+
+impl Container {
+    fn init_id(&self) -> &str {
+        &self.id
+    }
+
+    fn proc(&self, exec_id: &str) -> TtResult<&Proc> {
+        if exec_id.is_empty() {
+            Ok(&self.init)
+        } else {
+            self.execs
+                .get(exec_id)
+                .ok_or_else(|| status_err(Code::NOT_FOUND, format!("exec {exec_id} not found")))
+        }
+    }
+}
+
+/// Unmounts the container's root filesystem (lazily if it is still busy).
+pub fn unmount_rootfs(rootfs: &Path) {
+    use nix::mount::{umount2, MntFlags};
+    for _ in 0..16 {
+        match umount2(rootfs, MntFlags::empty()) {
+            Ok(()) => continue,
+            Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => return,
+            Err(nix::errno::Errno::EBUSY) => {
+                if let Err(e) = umount2(rootfs, MntFlags::MNT_DETACH) {
+                    tracing::warn!("umount2 {} (detach): {e}", rootfs.display());
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!("umount2 {}: {e}", rootfs.display());
+                return;
+            }
+        }
+    }
+}
+
+/// Whether config.json gives the container a new pid namespace (no `path`).
+fn has_own_pid_namespace(bundle: &Path) -> bool {
+    let Ok(data) = fs::read(bundle.join("config.json")) else {
+        return true;
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) else {
+        return true;
+    };
+    let Some(nss) = v
+        .get("linux")
+        .and_then(|l| l.get("namespaces"))
+        .and_then(|n| n.as_array())
+    else {
+        return false;
+    };
+    nss.iter().any(|ns| {
+        ns.get("type").and_then(|t| t.as_str()) == Some("pid")
+            && ns
+                .get("path")
+                .and_then(|p| p.as_str())
+                .map(|p| p.is_empty())
+                .unwrap_or(true)
+    })
+}
+
+/// The ttrpc Task service wrapper (the generated trait takes `&self`; the service needs `Arc`).
+pub struct TaskService(pub Arc<Service>);
+
+impl TaskService {
+    fn svc(&self) -> &Arc<Service> {
+        &self.0
+    }
+}
+
+impl Task for TaskService {
+    fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> TtResult<api::StateResponse> {
+        let mut st = self.svc().lock();
+        let c = Service::container_id_checked(&mut st, &req.id)?;
+        let p = c.proc(&req.exec_id)?;
+        Ok(api::StateResponse {
+            id: req.id.clone(),
+            bundle: c.bundle.display().to_string(),
+            pid: p.pid as u32,
+            status: p.state.proto().into(),
+            stdin: p.paths.stdin.clone(),
+            stdout: p.paths.stdout.clone(),
+            stderr: p.paths.stderr.clone(),
+            terminal: p.paths.terminal,
+            exit_status: p.exit_status,
+            exited_at: MessageField::from_option(p.exited_at.clone()),
+            exec_id: req.exec_id.clone(),
+            ..Default::default()
+        })
+    }
+
+    fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> TtResult<api::CreateTaskResponse> {
+        tracing::debug!("create {} bundle {}", req.id, req.bundle);
+        self.svc().create_impl(req)
+    }
+
+    fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> TtResult<api::StartResponse> {
+        self.svc().start_impl(req)
+    }
+
+    fn delete(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::DeleteRequest,
+    ) -> TtResult<api::DeleteResponse> {
+        self.svc().delete_impl(req)
+    }
+
+    fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> TtResult<api::PidsResponse> {
+        let (runtime, execs) = {
+            let mut st = self.svc().lock();
+            let c = Service::container_id_checked(&mut st, &req.id)?;
+            let execs: HashMap<i32, String> = c
+                .execs
+                .iter()
+                .filter(|(_, p)| p.pid > 0)
+                .map(|(id, p)| (p.pid, id.clone()))
+                .collect();
+            (c.runtime.clone(), execs)
+        };
+        let pids = runtime.ps(&req.id).map_err(runtime_err)?;
+        let mut processes = Vec::with_capacity(pids.len());
+        for pid in pids {
+            let mut info = ProcessInfo {
+                pid: pid as u32,
+                ..Default::default()
+            };
+            if let Some(exec_id) = execs.get(&pid) {
+                let d = ProcessDetails {
+                    exec_id: exec_id.clone(),
+                    ..Default::default()
+                };
+                if let Ok(value) = d.write_to_bytes() {
+                    info.info = MessageField::some(Any {
+                        type_url: "containerd.runc.v1.ProcessDetails".into(),
+                        value,
+                        ..Default::default()
+                    });
+                }
+            }
+            processes.push(info);
+        }
+        Ok(api::PidsResponse {
+            processes,
+            ..Default::default()
+        })
+    }
+
+    fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> TtResult<Empty> {
+        let runtime = {
+            let mut st = self.svc().lock();
+            let c = Service::container_id_checked(&mut st, &req.id)?;
+            if c.init.state != PState::Running {
+                return Err(status_err(
+                    Code::FAILED_PRECONDITION,
+                    format!("container {} is not running", req.id),
+                ));
+            }
+            c.runtime.clone()
+        };
+        runtime.pause(&req.id).map_err(runtime_err)?;
+        if let Some(c) = self.svc().lock().container.as_mut() {
+            if c.init.state == PState::Running {
+                c.init.state = PState::Paused;
+            }
+        }
+        self.svc().publish(
+            topics::TASK_PAUSED_EVENT_TOPIC,
+            TaskPaused {
+                container_id: req.id.clone(),
+                ..Default::default()
+            },
+        );
+        Ok(Empty::new())
+    }
+
+    fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> TtResult<Empty> {
+        let runtime = {
+            let mut st = self.svc().lock();
+            let c = Service::container_id_checked(&mut st, &req.id)?;
+            if c.init.state != PState::Paused {
+                return Err(status_err(
+                    Code::FAILED_PRECONDITION,
+                    format!("container {} is not paused", req.id),
+                ));
+            }
+            c.runtime.clone()
+        };
+        runtime.resume(&req.id).map_err(runtime_err)?;
+        if let Some(c) = self.svc().lock().container.as_mut() {
+            if c.init.state == PState::Paused {
+                c.init.state = PState::Running;
+            }
+        }
+        self.svc().publish(
+            topics::TASK_RESUMED_EVENT_TOPIC,
+            TaskResumed {
+                container_id: req.id.clone(),
+                ..Default::default()
+            },
+        );
+        Ok(Empty::new())
+    }
+
+    fn checkpoint(&self, _ctx: &TtrpcContext, _req: api::CheckpointTaskRequest) -> TtResult<Empty> {
+        Err(status_err(
+            Code::UNIMPLEMENTED,
+            "checkpoint is not yet supported by containerd-shim-husk-v2",
+        ))
+    }
+
+    fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtResult<Empty> {
+        let (runtime, target) = {
+            let mut st = self.svc().lock();
+            let c = Service::container_id_checked(&mut st, &req.id)?;
+            let p = c.proc(&req.exec_id)?;
+            if p.state == PState::Stopped && !(req.exec_id.is_empty() && req.all) {
+                return Err(status_err(Code::NOT_FOUND, "process already finished"));
+            }
+            if !req.exec_id.is_empty() && p.pid <= 0 {
+                return Err(status_err(
+                    Code::FAILED_PRECONDITION,
+                    format!("exec {} is not started", req.exec_id),
+                ));
+            }
+            (c.runtime.clone(), p.pid)
+        };
+        if req.exec_id.is_empty() {
+            runtime
+                .kill(&req.id, req.signal, req.all)
+                .map_err(runtime_err)?;
+        } else {
+            let sig = nix::sys::signal::Signal::try_from(req.signal as i32).map_err(|e| {
+                status_err(
+                    Code::INVALID_ARGUMENT,
+                    format!("signal {}: {e}", req.signal),
+                )
+            })?;
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(target), sig).map_err(|e| {
+                if e == nix::errno::Errno::ESRCH {
+                    status_err(Code::NOT_FOUND, "process already finished")
+                } else {
+                    status_err(Code::UNKNOWN, format!("kill({target}, {sig}): {e}"))
+                }
+            })?;
+        }
+        Ok(Empty::new())
+    }
+
+    fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtResult<Empty> {
+        {
+            let mut st = self.svc().lock();
+            let c = Service::container_id_checked(&mut st, &req.id)?;
+            if c.init.state == PState::Stopped {
+                return Err(status_err(
+                    Code::FAILED_PRECONDITION,
+                    format!("container {} is stopped", req.id),
+                ));
+            }
+            if c.execs.contains_key(&req.exec_id) {
+                return Err(status_err(
+                    Code::ALREADY_EXISTS,
+                    format!("exec {} already exists", req.exec_id),
+                ));
+            }
+            let mut p = Proc::new(StdioPaths {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+            });
+            p.spec = req
+                .spec
+                .as_ref()
+                .map(|a| a.value.clone())
+                .unwrap_or_default();
+            c.execs.insert(req.exec_id.clone(), p);
+        }
+        self.svc().publish(
+            topics::TASK_EXEC_ADDED_EVENT_TOPIC,
+            TaskExecAdded {
+                container_id: req.id.clone(),
+                exec_id: req.exec_id.clone(),
+                ..Default::default()
+            },
+        );
+        Ok(Empty::new())
+    }
+
+    fn resize_pty(&self, _ctx: &TtrpcContext, req: api::ResizePtyRequest) -> TtResult<Empty> {
+        let io = {
+            let mut st = self.svc().lock();
+            let c = Service::container_id_checked(&mut st, &req.id)?;
+            c.proc(&req.exec_id)?.io.clone()
+        };
+        let Some(io) = io else {
+            return Err(status_err(
+                Code::FAILED_PRECONDITION,
+                "process has no terminal yet",
+            ));
+        };
+        io.resize(req.width, req.height)
+            .map_err(|e| status_err(Code::FAILED_PRECONDITION, e.to_string()))?;
+        Ok(Empty::new())
+    }
+
+    fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> TtResult<Empty> {
+        let io = {
+            let mut st = self.svc().lock();
+            let c = Service::container_id_checked(&mut st, &req.id)?;
+            c.proc(&req.exec_id)?.io.clone()
+        };
+        if req.stdin {
+            if let Some(io) = io {
+                io.close_stdin();
+            }
+        }
+        Ok(Empty::new())
+    }
+
+    fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> TtResult<Empty> {
+        let runtime = {
+            let mut st = self.svc().lock();
+            let c = Service::container_id_checked(&mut st, &req.id)?;
+            c.runtime.clone()
+        };
+        let Some(res) = req.resources.as_ref() else {
+            return Err(status_err(Code::INVALID_ARGUMENT, "update: no resources"));
+        };
+        runtime.update(&req.id, &res.value).map_err(runtime_err)?;
+        Ok(Empty::new())
+    }
+
+    fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> TtResult<api::WaitResponse> {
+        let svc = self.svc();
+        let mut st = svc.lock();
+        loop {
+            let c = Service::container_id_checked(&mut st, &req.id)?;
+            let p = c.proc(&req.exec_id)?;
+            if p.state == PState::Stopped {
+                return Ok(api::WaitResponse {
+                    exit_status: p.exit_status,
+                    exited_at: MessageField::from_option(p.exited_at.clone()),
+                    ..Default::default()
+                });
+            }
+            st = svc.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> TtResult<api::StatsResponse> {
+        let pid = {
+            let mut st = self.svc().lock();
+            let c = Service::container_id_checked(&mut st, &req.id)?;
+            if c.init.state == PState::Stopped {
+                return Err(status_err(Code::NOT_FOUND, "container is stopped"));
+            }
+            c.init.pid
+        };
+        let stats = crate::metrics::collect(pid as u32)
+            .map_err(|e| status_err(Code::UNKNOWN, format!("stats: {e}")))?;
+        Ok(api::StatsResponse {
+            stats: MessageField::some(stats),
+            ..Default::default()
+        })
+    }
+
+    fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ConnectRequest,
+    ) -> TtResult<api::ConnectResponse> {
+        let st = self.svc().lock();
+        let task_pid = match &st.container {
+            Some(c) if c.init_id() == req.id || req.id.is_empty() => c.init.pid as u32,
+            _ => 0,
+        };
+        Ok(api::ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ..Default::default()
+        })
+    }
+
+    fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> TtResult<Empty> {
+        // The shim exits once this answer is written (see `server`), if no container is left.
+        Ok(Empty::new())
+    }
+}
+
+impl Service {
+    fn done_starting(&self, owner: &Owner) {
+        let mut st = self.lock();
+        if let Some(c) = st.container.as_mut() {
+            let p = match owner {
+                Owner::Init => Some(&mut c.init),
+                Owner::Exec(id) => c.execs.get_mut(id),
+            };
+            if let Some(p) = p {
+                p.starting = false;
+            }
+        }
+        self.cond.notify_all();
+    }
+
+    /// After a Shutdown was answered: exit when the container is gone.
+    pub fn shutdown_if_idle(&self) {
+        if self.lock().container.is_none() {
+            self.wake.shutdown();
+        }
+    }
+}
+
+/// Publishes TaskOOM (called by the main loop when the memory cgroup reports an OOM kill).
+pub fn publish_oom(svc: &Service, container_id: &str) {
+    svc.publish(
+        topics::TASK_OOM_EVENT_TOPIC,
+        TaskOOM {
+            container_id: container_id.to_string(),
+            ..Default::default()
+        },
+    );
+}
+
+/// Dispatches reaped exits to the service.
+pub fn dispatch_exits(svc: &Arc<Service>, container_id: &str, exits: Vec<(Owner, i32, i32)>) {
+    for (owner, pid, code) in exits {
+        svc.spawn_exit(container_id.to_string(), owner, pid, code);
+    }
+}

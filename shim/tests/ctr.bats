@@ -1,0 +1,388 @@
+#!/usr/bin/env bats
+# containerd-shim-husk-v2 driven by a real containerd 1.6 through `ctr`.
+#
+#   HUSK_RUNTIME=/usr/sbin/runc bats shim/tests/ctr.bats
+#
+# Env: HUSK_RUNTIME  OCI runtime binary the shim runs (default: /usr/sbin/runc until husk lands)
+#      SHIM_BIN      shim binary (default: `cargo build` into CARGO_TARGET_DIR or target/)
+# Needs root; skips otherwise. Each run uses its own containerd, namespace and ids.
+
+REPO=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
+
+setup_file() {
+    if [ "$(id -u)" != 0 ]; then
+        return 0
+    fi
+    export HUSK_RUNTIME=${HUSK_RUNTIME:-/usr/sbin/runc}
+    if [ -z "${SHIM_BIN:-}" ]; then
+        local target=${CARGO_TARGET_DIR:-$REPO/target}
+        (cd "$REPO" && cargo build -q -p containerd-shim-husk-v2) >&2
+        SHIM_BIN=$target/debug/containerd-shim-husk-v2
+    fi
+    export SHIM_BIN
+    CTRD_DIR=$(SHIM_BIN=$SHIM_BIN "$REPO/hack/containerd.sh" start)
+    export CTRD_DIR
+    export CTR_NAMESPACE=husk-test-$$
+    export IMAGE
+    IMAGE=$(CTR_NAMESPACE=$CTR_NAMESPACE "$REPO/hack/mkimage.sh" "$CTRD_DIR/containerd.sock")
+}
+
+teardown_file() {
+    if [ -n "${CTRD_DIR:-}" ]; then
+        # Anything a failed test left behind.
+        for t in $(ctr -a "$CTRD_DIR/containerd.sock" -n "$CTR_NAMESPACE" task ls -q 2>/dev/null); do
+            ctr -a "$CTRD_DIR/containerd.sock" -n "$CTR_NAMESPACE" task kill -s KILL "$t" 2>/dev/null || true
+            ctr -a "$CTRD_DIR/containerd.sock" -n "$CTR_NAMESPACE" task delete -f "$t" 2>/dev/null || true
+        done
+        for c in $(ctr -a "$CTRD_DIR/containerd.sock" -n "$CTR_NAMESPACE" c ls -q 2>/dev/null); do
+            ctr -a "$CTRD_DIR/containerd.sock" -n "$CTR_NAMESPACE" c rm "$c" 2>/dev/null || true
+        done
+        "$REPO/hack/containerd.sh" stop "$CTRD_DIR"
+        rmdir "${HUSK_ROOT:-/run/husk}/$CTR_NAMESPACE" 2>/dev/null || true
+        # The runtime leaves the parent of cgroupsPath /<namespace>/<id> behind.
+        find /sys/fs/cgroup -maxdepth 3 -type d -name "$CTR_NAMESPACE" -exec rmdir {} + 2>/dev/null || true
+    fi
+}
+
+setup() {
+    if [ "$(id -u)" != 0 ]; then
+        skip "needs root"
+    fi
+    ID=husk-$$-$BATS_TEST_NUMBER
+}
+
+c() {
+    timeout 60 ctr -a "$CTRD_DIR/containerd.sock" -n "$CTR_NAMESPACE" "$@"
+}
+
+crun() {
+    c run --runtime io.containerd.husk.v2 "$@"
+}
+
+# Waits (bounded) until the task's status is $2.
+wait_status() {
+    local i
+    for i in $(seq 1 200); do
+        if c task ls | awk -v id="$1" '$1 == id { print $3 }' | grep -qx "$2"; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    c task ls >&2
+    return 1
+}
+
+task_pid() {
+    c task ls | awk -v id="$1" '$1 == id { print $2 }'
+}
+
+bundle_dir() {
+    echo "$CTRD_DIR/state/io.containerd.runtime.v2.task/$CTR_NAMESPACE/$1"
+}
+
+assert_clean() {
+    local id=$1
+    # No mount of the container, no cgroup, no shim left.
+    ! grep -q "/$CTR_NAMESPACE/$id/" /proc/self/mounts
+    [ -z "$(find /sys/fs/cgroup -maxdepth 4 -type d -name "$id" 2>/dev/null)" ]
+    ! pgrep -f "containerd-shim-husk-v2 -namespace $CTR_NAMESPACE -id $id( |$)" >/dev/null
+}
+
+@test "run echo prints its output" {
+    run crun --rm "$IMAGE" "$ID" echo hi
+    [ "$status" -eq 0 ]
+    [ "$output" = "hi" ]
+    assert_clean "$ID"
+}
+
+@test "exit code propagates" {
+    run crun --rm "$IMAGE" "$ID" sh -c 'exit 7'
+    [ "$status" -eq 7 ]
+    assert_clean "$ID"
+}
+
+@test "output written right before exit is not lost" {
+    run crun --rm "$IMAGE" "$ID" sh -c 'seq 1 50000; seq 1 20000 >&2'
+    [ "$status" -eq 0 ]
+    [ "$(printf '%s\n' "$output" | wc -l)" -eq 70000 ]
+}
+
+@test "stdin piped to cat comes back" {
+    local data
+    data=$(seq 1 20000)
+    run bash -c "seq 1 20000 | timeout 60 ctr -a '$CTRD_DIR/containerd.sock' -n '$CTR_NAMESPACE' run --runtime io.containerd.husk.v2 --rm '$IMAGE' '$ID' cat"
+    [ "$status" -eq 0 ]
+    [ "$output" = "$data" ]
+}
+
+@test "file:// log URI receives the output" {
+    local log=$BATS_TEST_TMPDIR/out.log
+    run crun --rm --log-uri "file://$log" "$IMAGE" "$ID" sh -c 'echo to-file; echo err-file >&2'
+    [ "$status" -eq 0 ]
+    grep -qx to-file "$log"
+    grep -qx err-file "$log"
+}
+
+@test "binary:// logger gets stdout and stderr as fds 3 and 4" {
+    local logger=$BATS_TEST_TMPDIR/logger.sh out=$BATS_TEST_TMPDIR/logger
+    cat > "$logger" <<'SH'
+#!/bin/bash
+out=$1
+echo "$CONTAINER_NAMESPACE/$CONTAINER_ID" > "$out.id"
+exec 5>&-
+cat <&3 > "$out.out" &
+cat <&4 > "$out.err" &
+exec 3<&- 4<&-
+wait
+SH
+    chmod +x "$logger"
+    run crun --rm --log-uri "binary://$logger?$out" "$IMAGE" "$ID" sh -c 'echo to-bin; echo err-bin >&2'
+    [ "$status" -eq 0 ]
+    for _ in $(seq 1 100); do
+        grep -qx err-bin "$out.err" 2>/dev/null && grep -qx to-bin "$out.out" && break
+        sleep 0.05
+    done
+    grep -qx to-bin "$out.out"
+    grep -qx err-bin "$out.err"
+    grep -qx "$CTR_NAMESPACE/$ID" "$out.id"
+}
+
+@test "exec runs inside the container and reports its exit code" {
+    crun -d "$IMAGE" "$ID" sleep 1000
+    wait_status "$ID" RUNNING
+    run c task exec --exec-id e1 "$ID" sh -c 'cat /proc/1/cmdline | tr "\0" " "; exit 5'
+    [ "$status" -eq 5 ]
+    [ "$output" = "sleep 1000 " ]
+    c task kill -s KILL "$ID"
+    wait_status "$ID" STOPPED
+    c task delete "$ID"
+    c c rm "$ID"
+    assert_clean "$ID"
+}
+
+@test "exec stdin reaches the process and EOF closes it" {
+    crun -d "$IMAGE" "$ID" sleep 1000
+    wait_status "$ID" RUNNING
+    run bash -c "seq 1 5000 | timeout 60 ctr -a '$CTRD_DIR/containerd.sock' -n '$CTR_NAMESPACE' task exec --exec-id in1 '$ID' wc -l"
+    [ "$status" -eq 0 ]
+    [ "$(echo "$output" | tr -d ' ')" = 5000 ]
+    c task kill -s KILL "$ID"
+    wait_status "$ID" STOPPED
+    c task delete "$ID"
+    c c rm "$ID"
+}
+
+@test "kill stops the task with the signal's status" {
+    crun -d "$IMAGE" "$ID" sleep 1000
+    wait_status "$ID" RUNNING
+    c task kill -s KILL "$ID"
+    wait_status "$ID" STOPPED
+    run c task delete "$ID"
+    [ "$status" -eq 0 ]
+    c c rm "$ID"
+    assert_clean "$ID"
+}
+
+@test "kill --all reaches every process of the container" {
+    crun -d "$IMAGE" "$ID" sh -c 'sleep 1000 & sleep 1000 & wait'
+    wait_status "$ID" RUNNING
+    c task kill -a -s KILL "$ID"
+    wait_status "$ID" STOPPED
+    c task delete "$ID"
+    c c rm "$ID"
+    assert_clean "$ID"
+}
+
+@test "pause and resume" {
+    crun -d "$IMAGE" "$ID" sleep 1000
+    wait_status "$ID" RUNNING
+    c task pause "$ID"
+    wait_status "$ID" PAUSED
+    local pid
+    pid=$(task_pid "$ID")
+    grep -q '^State:.*(T\|D\|S)' "/proc/$pid/status"
+    c task resume "$ID"
+    wait_status "$ID" RUNNING
+    c task kill -s KILL "$ID"
+    wait_status "$ID" STOPPED
+    c task delete "$ID"
+    c c rm "$ID"
+}
+
+@test "ps lists the container's processes" {
+    crun -d "$IMAGE" "$ID" sh -c 'sleep 1000 & wait'
+    wait_status "$ID" RUNNING
+    local pid
+    pid=$(task_pid "$ID")
+    run c task ps "$ID"
+    [ "$status" -eq 0 ]
+    echo "$output" | awk 'NR > 1 { print $1 }' | grep -qx "$pid"
+    [ "$(echo "$output" | awk 'NR > 1' | wc -l)" -eq 2 ]
+    c task kill -s KILL "$ID"
+    wait_status "$ID" STOPPED
+    c task delete "$ID"
+    c c rm "$ID"
+}
+
+@test "metrics report cgroup usage" {
+    crun -d "$IMAGE" "$ID" sleep 1000
+    wait_status "$ID" RUNNING
+    run c task metrics "$ID"
+    [ "$status" -eq 0 ]
+    echo "$output" | grep -Eq 'memory\.usage(_in_bytes)?[[:space:]]+[1-9]'
+    echo "$output" | grep -Eq 'pids\.current[[:space:]]+1'
+    c task kill -s KILL "$ID"
+    wait_status "$ID" STOPPED
+    c task delete "$ID"
+    c c rm "$ID"
+}
+
+@test "terminal mode gives the process a pty" {
+    run script -qec "timeout 60 ctr -a '$CTRD_DIR/containerd.sock' -n '$CTR_NAMESPACE' run --runtime io.containerd.husk.v2 -t --rm '$IMAGE' '$ID' sh -c 'tty; echo done'" /dev/null
+    [ "$status" -eq 0 ]
+    echo "$output" | grep -q '/dev/pts/'
+    echo "$output" | grep -q 'done'
+    assert_clean "$ID"
+}
+
+@test "exec with a terminal" {
+    crun -d "$IMAGE" "$ID" sleep 1000
+    wait_status "$ID" RUNNING
+    run script -qec "timeout 60 ctr -a '$CTRD_DIR/containerd.sock' -n '$CTR_NAMESPACE' task exec -t --exec-id t1 '$ID' sh -c 'tty'" /dev/null
+    [ "$status" -eq 0 ]
+    echo "$output" | grep -q '/dev/pts/'
+    c task kill -s KILL "$ID"
+    wait_status "$ID" STOPPED
+    c task delete "$ID"
+    c c rm "$ID"
+}
+
+@test "events are published" {
+    c events > "$BATS_TEST_TMPDIR/events" 2>&1 &
+    local epid=$!
+    sleep 0.5
+    crun -d "$IMAGE" "$ID" sleep 1000
+    wait_status "$ID" RUNNING
+    c task exec --exec-id e1 "$ID" true
+    c task pause "$ID"
+    c task resume "$ID"
+    c task kill -s KILL "$ID"
+    wait_status "$ID" STOPPED
+    c task delete "$ID"
+    c c rm "$ID"
+    local topic
+    for topic in /tasks/create /tasks/start /tasks/exec-added /tasks/exec-started /tasks/paused /tasks/resumed /tasks/exit /tasks/delete; do
+        for _ in $(seq 1 100); do
+            grep -q "$topic" "$BATS_TEST_TMPDIR/events" && break
+            sleep 0.05
+        done
+        grep -q "$topic" "$BATS_TEST_TMPDIR/events"
+    done
+    # A process that exits at once: events still come in lifecycle order.
+    crun --rm "$IMAGE" "$ID-q" true
+    for _ in $(seq 1 100); do
+        grep "$ID-q" "$BATS_TEST_TMPDIR/events" | grep -q /tasks/delete && break
+        sleep 0.05
+    done
+    kill "$epid"
+    local order
+    order=$(grep "\"$ID-q\"" "$BATS_TEST_TMPDIR/events" | grep -o '/tasks/[a-z-]*' | tr '\n' ' ')
+    [ "$order" = "/tasks/create /tasks/start /tasks/exit /tasks/delete " ]
+}
+
+@test "OOM kill is reported" {
+    c events > "$BATS_TEST_TMPDIR/events" 2>&1 &
+    local epid=$!
+    sleep 0.5
+    run crun --rm --memory-limit 16777216 "$IMAGE" "$ID" sh -c 'dd if=/dev/zero of=/dev/null bs=64M count=1'
+    [ "$status" -eq 137 ]
+    for _ in $(seq 1 100); do
+        grep -q /tasks/oom "$BATS_TEST_TMPDIR/events" && break
+        sleep 0.05
+    done
+    kill "$epid"
+    grep -q /tasks/oom "$BATS_TEST_TMPDIR/events"
+}
+
+@test "checkpoint answers not yet supported" {
+    crun -d "$IMAGE" "$ID" sleep 1000
+    wait_status "$ID" RUNNING
+    run c task checkpoint "$ID"
+    [ "$status" -ne 0 ]
+    echo "$output" | grep -q "not yet supported"
+    c task kill -s KILL "$ID"
+    wait_status "$ID" STOPPED
+    c task delete "$ID"
+    c c rm "$ID"
+}
+
+@test "a SIGKILLed shim is reported as exited and leaves nothing behind" {
+    crun -d "$IMAGE" "$ID" sleep 1000
+    wait_status "$ID" RUNNING
+    local pid shim
+    pid=$(task_pid "$ID")
+    shim=$(cat "$(bundle_dir "$ID")/shim.pid")
+    [ -n "$shim" ]
+    local sock
+    sock=$(sed 's|^unix://||' "$(bundle_dir "$ID")/address")
+    [ -S "$sock" ]
+    c events > "$BATS_TEST_TMPDIR/events" 2>&1 &
+    local epid=$!
+    sleep 0.5
+    kill -9 "$shim"
+    # containerd notices the dead shim, runs `containerd-shim-husk-v2 delete` and drops the task.
+    local gone=0
+    for _ in $(seq 1 400); do
+        if ! c task ls -q | grep -qx "$ID"; then gone=1; break; fi
+        sleep 0.05
+    done
+    [ "$gone" = 1 ]
+    for _ in $(seq 1 100); do
+        grep -q "/tasks/exit.*$ID" "$BATS_TEST_TMPDIR/events" && break
+        sleep 0.05
+    done
+    kill "$epid"
+    grep -q "/tasks/exit.*$ID" "$BATS_TEST_TMPDIR/events"
+    c task delete "$ID" 2>/dev/null || true
+    c c rm "$ID"
+    ! kill -0 "$pid" 2>/dev/null
+    [ ! -e "$sock" ]
+    assert_clean "$ID"
+}
+
+@test "20 containers in parallel come and go cleanly" {
+    local i pids=()
+    for i in $(seq 1 20); do
+        crun --rm "$IMAGE" "$ID-$i" sh -c "echo out-$i" > "$BATS_TEST_TMPDIR/out-$i" 2>&1 &
+        pids+=($!)
+    done
+    for i in "${!pids[@]}"; do
+        wait "${pids[$i]}"
+    done
+    for i in $(seq 1 20); do
+        [ "$(cat "$BATS_TEST_TMPDIR/out-$i")" = "out-$i" ]
+        assert_clean "$ID-$i"
+    done
+    for i in $(seq 1 20); do
+        ! c task ls -q | grep -qx "$ID-$i"
+        ! c c ls -q | grep -qx "$ID-$i"
+    done
+}
+
+@test "shim sets a recognisable name and an oom score above containerd's" {
+    crun -d "$IMAGE" "$ID" sleep 1000
+    wait_status "$ID" RUNNING
+    local shim
+    shim=$(cat "$(bundle_dir "$ID")/shim.pid")
+    [ "$(cat "/proc/$shim/comm")" = "husk-shim" ]
+    local ctrd
+    ctrd=$(cat "$CTRD_DIR/containerd.pid")
+    [ "$(cat "/proc/$shim/oom_score_adj")" -gt "$(cat "/proc/$ctrd/oom_score_adj")" ] ||
+        [ "$(cat "/proc/$ctrd/oom_score_adj")" -eq 1000 ]
+    # The shim reaps: no zombie children.
+    ! grep -l '^State:.*Z' $(printf '/proc/%s/status ' $(cat "/proc/$shim/task/$shim/children")) 2>/dev/null
+    c task kill -s KILL "$ID"
+    wait_status "$ID" STOPPED
+    c task delete "$ID"
+    c c rm "$ID"
+}
