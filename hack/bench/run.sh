@@ -1,0 +1,69 @@
+#!/bin/bash
+# hack/bench/run.sh [--quick] [--out FILE.md] [other husk-bench options]
+#
+# Start-up benchmark of husk against runc and crun (whichever are installed), alternating the
+# runtimes in every iteration: run, create+start+delete, exec, run with Docker's default seccomp
+# profile, 50 runs in a row, the unshare floor, and an strace breakdown of create/run.
+# Writes a markdown table (default hack/bench/out/results.md, or out/quick.md with --quick; raw
+# samples next to it as .csv) and prints it.
+#
+#   bash hack/bench/run.sh --quick        # CI: ~5 iterations per runtime, well under a minute
+#   bash hack/bench/run.sh                # full: 40 iterations per runtime, 7 batch rounds
+#
+# Environment: HUSK=/path/to/husk (skip building husk), NO_BUILD=1 (use existing binaries),
+# CARGO_TARGET_DIR (default target/bench), RUNTIMES="husk crun runc" (subset/order).
+# Needs: root, busybox-static, strace (apt-get install strace; without it the breakdown is skipped).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target/bench}
+
+die() { echo "run.sh: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "must run as root (containers, mount namespaces)"
+
+quick=0
+have_out=0
+have_strace_opt=0
+for a in "$@"; do
+    case "$a" in
+        --quick) quick=1 ;;
+        --out) have_out=1 ;;
+        --no-strace|--strace-runs) have_strace_opt=1 ;;
+    esac
+done
+
+if [ "${NO_BUILD:-0}" != 1 ]; then
+    pkgs=(-p husk-bench)
+    [ -n "${HUSK:-}" ] || pkgs+=(-p husk)
+    (cd "$ROOT" && cargo build --release --quiet "${pkgs[@]}") || die "cargo build failed"
+fi
+HUSK=${HUSK:-$CARGO_TARGET_DIR/release/husk}
+HARNESS=$CARGO_TARGET_DIR/release/husk-bench
+[ -x "$HUSK" ] || die "husk binary not found at $HUSK"
+[ -x "$HARNESS" ] || die "harness not found at $HARNESS"
+
+rt_args=()
+for rt in ${RUNTIMES:-husk crun runc}; do
+    case "$rt" in
+        husk) rt_args+=(--runtime "husk=$HUSK") ;;
+        *) if p=$(command -v "$rt"); then rt_args+=(--runtime "$rt=$p"); else echo "run.sh: $rt not installed, skipped" >&2; fi ;;
+    esac
+done
+
+extra=()
+if [ "$have_out" = 0 ]; then
+    if [ "$quick" = 1 ]; then extra+=(--out "$HERE/out/quick.md"); else extra+=(--out "$HERE/out/results.md"); fi
+fi
+if [ "$have_strace_opt" = 0 ] && ! command -v strace >/dev/null 2>&1; then
+    echo "run.sh: strace not installed (apt-get install strace): breakdown skipped" >&2
+    extra+=(--no-strace)
+fi
+
+tmp=$(mktemp -d /tmp/husk-bench.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+sh "$ROOT/hack/mkbundle.sh" "$tmp/bundle" >/dev/null
+
+SECCOMP=${SECCOMP:-$ROOT/runtime/tests/fixtures/seccomp/docker-default.json}
+"$HARNESS" --bundle "$tmp/bundle" --seccomp "$SECCOMP" "${rt_args[@]}" "${extra[@]}" \
+    --command-line "bash hack/bench/run.sh${*:+ $*}" "$@"
