@@ -37,8 +37,29 @@ pub const DESCRIPTORS_FILE: &str = "descriptors.json";
 pub const INCOMPLETE_MARKER: &str = "husk-incomplete";
 pub const DUMP_LOG: &str = "dump.log";
 pub const RESTORE_LOG: &str = "restore.log";
-/// Key of a joined network namespace in the image (runc uses the same name).
-const EXT_NETNS_KEY: &str = "extRootNetNS";
+/// Joined namespaces CRIU treats as external: CRIU's name for the type and the key in the image
+/// (the keys runc uses).
+const EXTERNAL_NS: [(LinuxNamespaceType, &str, &str); 2] = [
+    (LinuxNamespaceType::Network, "net", "extRootNetNS"),
+    (LinuxNamespaceType::Pid, "pid", "extRootPidNS"),
+];
+
+/// The spec's joined (by path) namespaces among EXTERNAL_NS: (CRIU type name, key, path).
+fn joined_external_ns(spec: &Spec) -> Vec<(&'static str, &'static str, PathBuf)> {
+    let mut out = Vec::new();
+    for ns in spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default()
+    {
+        let Some(p) = ns.path() else { continue };
+        if let Some((_, name, key)) = EXTERNAL_NS.iter().find(|(t, _, _)| *t == ns.typ()) {
+            out.push((*name, *key, p.clone()));
+        }
+    }
+    out
+}
 /// How much CRIU logs (4 = debug: the log is the only account of a failure).
 const CRIU_LOG_LEVEL: i32 = 4;
 
@@ -349,10 +370,24 @@ fn manage_cgroups(opts: &mut Opts, mode: Option<&str>) -> Result<()> {
 fn require_mem_track(criu: &Path) -> Result<()> {
     let f = rpc::features(criu)?;
     if !f.mem_track {
+        let version = f
+            .version
+            .map(|(a, b, c)| format!("CRIU {a}.{b}.{c} "))
+            .unwrap_or_default();
         return Err(Error::Unsupported(format!(
-            "--pre-dump needs dirty-memory tracking (soft-dirty page bits), and {} reports it is not \
-             available on this kernel; only full checkpoints (without --pre-dump) work here",
+            "--pre-dump needs dirty-memory tracking (soft-dirty page bits), and {version}({}) reports it \
+             is not available on this kernel; only full checkpoints (without --pre-dump) work here",
             criu.display()
+        )));
+    }
+    Ok(())
+}
+
+/// CRIU needs full privileges over the tree it dumps or restores.
+fn require_root(what: &str) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(Error::Unsupported(format!(
+            "{what} needs root: CRIU must run privileged (rootless checkpoint/restore is not supported)"
         )));
     }
     Ok(())
@@ -360,6 +395,7 @@ fn require_mem_track(criu: &Path) -> Result<()> {
 
 /// `husk checkpoint`.
 pub fn checkpoint(root: &Root, o: &CheckpointOpts) -> Result<()> {
+    require_root("checkpoint")?;
     let criu = rpc::find_criu(o.criu.as_deref())?;
     let empty_ns = empty_ns_flags(&o.empty_ns)?;
     if o.manage_cgroups_mode.is_some() {
@@ -503,23 +539,13 @@ fn dump(
     for f in stdio.iter().filter(|f| f.external_file) {
         opts.external(&f.key);
     }
-    for ns in st
-        .config
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().clone())
-        .unwrap_or_default()
-    {
-        if ns.typ() == LinuxNamespaceType::Network {
-            if let Some(p) = ns.path() {
-                let meta = std::fs::metadata(p)
-                    .ctx(|| format!("stat joined network namespace {}", p.display()))?;
-                opts.external(&format!(
-                    "net[{}]:{EXT_NETNS_KEY}",
-                    std::os::unix::fs::MetadataExt::ino(&meta)
-                ));
-            }
-        }
+    for (name, key, p) in joined_external_ns(&st.config) {
+        let meta = std::fs::metadata(&p)
+            .ctx(|| format!("stat joined {name} namespace {}", p.display()))?;
+        opts.external(&format!(
+            "{name}[{}]:{key}",
+            std::os::unix::fs::MetadataExt::ino(&meta)
+        ));
     }
     let typ = if o.pre_dump {
         rpc::req::PRE_DUMP
@@ -673,6 +699,7 @@ fn own_cgroups(pid: i32) -> Result<Vec<(String, String)>> {
 
 /// `husk restore`: returns the exit code husk should exit with (the container's, without --detach).
 pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
+    require_root("restore")?;
     crate::state::validate_id(&o.id)?;
     if o.no_pivot {
         return Err(Error::Unsupported(
@@ -745,19 +772,12 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
         .as_ref()
         .ok_or_else(|| Error::config("linux: missing"))?;
     let plan = crate::namespaces::NsPlan::from_spec(&src.spec)?;
-    let netns_fd = match linux
-        .namespaces()
-        .iter()
-        .flatten()
-        .find(|n| n.typ() == LinuxNamespaceType::Network)
-        .and_then(|n| n.path().clone())
-    {
-        Some(p) => Some(
-            crate::sys::open(&p, libc::O_RDONLY)
-                .ctx(|| format!("open network namespace {}", p.display()))?,
-        ),
-        None => None,
-    };
+    let mut ns_fds = Vec::new();
+    for (name, key, p) in joined_external_ns(&src.spec) {
+        let fd = crate::sys::open(&p, libc::O_RDONLY)
+            .ctx(|| format!("open {name} namespace {}", p.display()))?;
+        ns_fds.push((key, fd));
+    }
     let fg = if o.detach {
         None
     } else {
@@ -891,10 +911,11 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
             }
         }
     }
-    if let Some(ns) = &netns_fd {
-        crate::sys::clear_cloexec(ns.as_raw_fd())
-            .ctx(|| "clear FD_CLOEXEC on the network namespace fd".into())?;
-        opts.inherit_fd(EXT_NETNS_KEY, ns.as_raw_fd());
+    for (key, fd) in &ns_fds {
+        // criu swrk inherits it; CRIU joins the restored tree to it
+        crate::sys::clear_cloexec(fd.as_raw_fd())
+            .ctx(|| format!("clear FD_CLOEXEC on the namespace fd for {key}"))?;
+        opts.inherit_fd(key, fd.as_raw_fd());
     }
 
     let swrk = Swrk::spawn(&criu)?;

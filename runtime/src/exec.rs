@@ -200,12 +200,18 @@ pub fn exec(root: &Root, opts: ExecOpts) -> Result<i32> {
         Some(crate::run::Foreground::prepare()?)
     };
 
+    // The process joins the container's cgroups itself (see container::create).
+    let cgroup_join = match container::cgroup_manager(&st) {
+        Some(cg) => cg.join_fds()?,
+        None => Vec::new(),
+    };
     let (ours, theirs) = channel::pair()?;
     // SAFETY: the runtime is single-threaded.
     let inter = unsafe { crate::sys::clone_fork(0) }.ctx(|| "fork exec process".into())?;
     if inter == 0 {
         drop(ours);
         let child = ExecChild {
+            cgroup_join,
             joins,
             console,
             process: &process,
@@ -228,12 +234,6 @@ pub fn exec(root: &Root, opts: ExecOpts) -> Result<i32> {
         );
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
     };
-    if let Some(cg) = container::cgroup_manager(&st) {
-        if let Err(e) = cg.add_task(inter) {
-            cleanup(inter);
-            return Err(e.into());
-        }
-    }
     ours.send(&ToChild::Go)?;
     let pid = match ours.recv::<ToParent>()? {
         Some(ToParent::InitPid(p)) => p,
@@ -317,6 +317,7 @@ fn open_namespaces(pid: i32) -> Result<Vec<(LinuxNamespaceType, OwnedFd)>> {
 }
 
 struct ExecChild<'a> {
+    cgroup_join: Vec<OwnedFd>,
     joins: Vec<(LinuxNamespaceType, OwnedFd)>,
     console: Option<OwnedFd>,
     process: &'a Process,
@@ -339,9 +340,10 @@ impl ExecChild<'_> {
         unsafe { libc::_exit(1) }
     }
 
-    fn run(self, chan: &Channel) -> Result<std::convert::Infallible> {
+    fn run(mut self, chan: &Channel) -> Result<std::convert::Infallible> {
         // Nothing in the container may inspect or ptrace us before exec.
         crate::sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).ctx(|| "prctl PR_SET_DUMPABLE".into())?;
+        init::join_cgroups(std::mem::take(&mut self.cgroup_join))?;
         match chan.recv::<ToChild>()? {
             Some(ToChild::Go) => {}
             other => {

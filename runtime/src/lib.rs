@@ -2,6 +2,7 @@
 //!
 //! One module per kernel concern; see docs/ARCHITECTURE.md.
 pub mod capabilities;
+pub mod checkpoint;
 pub mod cgroup_ops;
 pub mod cgroups;
 pub mod container;

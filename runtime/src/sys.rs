@@ -38,6 +38,41 @@ pub unsafe fn clone_fork(flags: libc::c_int) -> io::Result<libc::pid_t> {
     check(ret).map(|p| p as libc::pid_t)
 }
 
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// fork-like clone3(2) with CLONE_INTO_CGROUP: the child starts life inside the cgroup2
+/// directory `cgroup_fd`, before it runs a single instruction. Returns 0 in the child.
+///
+/// # Safety
+/// As `clone_fork`: the caller must be single-threaded.
+pub unsafe fn clone3_into_cgroup(flags: libc::c_int, cgroup_fd: BorrowedFd<'_>) -> io::Result<libc::pid_t> {
+    let args = CloneArgs {
+        flags: flags as u32 as u64 | CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup_fd.as_raw_fd() as u64,
+        ..Default::default()
+    };
+    // SAFETY: clone3 with no stack behaves like fork; `args` lives for the call.
+    let ret = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    check(ret).map(|p| p as libc::pid_t)
+}
+
 pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 pub const RESOLVE_IN_ROOT: u64 = 0x10;
 

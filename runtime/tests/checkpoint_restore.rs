@@ -80,7 +80,8 @@ macro_rules! require_criu {
     }};
 }
 
-/// A busybox bundle in a temporary directory, built by `husk spec` plus a rootfs.
+/// A busybox bundle in a temporary directory, built by `husk spec` plus a rootfs; the host
+/// directory `dir/data` is bind-mounted at /data (an external mount for CRIU).
 fn bundle(dir: &Path, script: &str) -> PathBuf {
     let b = dir.join("bundle");
     let rootfs = b.join("rootfs");
@@ -108,11 +109,19 @@ fn bundle(dir: &Path, script: &str) -> PathBuf {
     v["process"]["terminal"] = false.into();
     v["process"]["args"] = serde_json::json!(["sh", "-c", script]);
     v["root"]["path"] = "rootfs".into();
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    v["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+        "destination": "/data", "type": "bind", "source": data, "options": ["rbind", "rw"]
+    }));
     std::fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
     b
 }
 
 const COUNTER: &str = "i=0; while :; do i=$((i+1)); echo $i; sleep 0.05; done";
+/// The counter, also writing its latest value into the bind-mounted host directory.
+const COUNTER_TO_DATA: &str =
+    "i=0; while :; do i=$((i+1)); echo $i; echo $i > /data/last; sleep 0.05; done";
 
 /// A state root, the CRIU to use, and the containers to force-delete at the end.
 struct Env {
@@ -279,7 +288,7 @@ fn v1_pids_dir_exists(id: &str) -> bool {
 fn checkpoint_then_restore_continues_counting() {
     let criu = require_criu!();
     let env = Env::new(criu);
-    let b = bundle(env.dir.path(), COUNTER);
+    let b = bundle(env.dir.path(), COUNTER_TO_DATA);
     let id = env.id("count");
     let counter = Counter::new();
     env.start_counter(&b, &id, &counter.w);
@@ -335,6 +344,21 @@ fn checkpoint_then_restore_continues_counting() {
     // the restored shell went on from where it stopped: 1..=N without a restart or a gap
     assert_contiguous_from(&all, 1);
     assert!(all.len() as u64 > stopped_at + 5);
+    // the bind mount from the host came back too: the restored shell writes through it
+    let last = env.dir.path().join("data/last");
+    let until = Instant::now() + PATIENCE;
+    loop {
+        let v: u64 = std::fs::read_to_string(&last)
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        if v > stopped_at + 5 {
+            break;
+        }
+        assert!(Instant::now() < until, "{} stuck at {v}", last.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
 
     env.ok(&["delete", "--force", &id], None);
     assert!(!v1_pids_dir_exists(&id));
@@ -574,4 +598,57 @@ fn pre_dump_needs_dirty_memory_tracking() {
     // either way the container keeps running
     assert_eq!(env.state(&id).unwrap()["status"], "running");
     env.ok(&["delete", "--force", &id], None);
+}
+
+#[test]
+fn foreground_restore_from_the_bundle_waits_for_the_container() {
+    let criu = require_criu!();
+    let env = Env::new(criu);
+    let b = bundle(env.dir.path(), COUNTER);
+    let a = env.id("fg-src");
+    let fg = env.id("fg");
+    let ca = Counter::new();
+    env.start_counter(&b, &a, &ca.w);
+    ca.wait_len(3);
+    let img = env.dir.path().join("img");
+    env.ok(
+        &["checkpoint", "--image-path", img.to_str().unwrap(), &a],
+        None,
+    );
+    let stopped_at = ca.last();
+
+    // without --detach, restore stays the container's parent and returns its exit status
+    let err = std::fs::File::create(env.dir.path().join("fg-stderr")).unwrap();
+    let mut child = env
+        .cmd()
+        .args([
+            "restore",
+            "--bundle",
+            b.to_str().unwrap(),
+            "--image-path",
+            img.to_str().unwrap(),
+            &fg,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(ca.w.try_clone().unwrap()))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .unwrap();
+    ca.wait_above(stopped_at + 2);
+    assert_contiguous_from(&ca.snapshot(), 1);
+    assert_eq!(
+        env.state(&fg).expect("state while restored")["status"],
+        "running"
+    );
+    env.ok(&["kill", &fg, "KILL"], None);
+    let status = child.wait().unwrap();
+    let stderr = std::fs::read_to_string(env.dir.path().join("fg-stderr")).unwrap();
+    assert_eq!(
+        status.code(),
+        Some(137),
+        "restore exited with {status:?}: {stderr}"
+    );
+    // and removed the container when it exited
+    assert!(env.state(&fg).is_none());
+    assert!(!v1_pids_dir_exists(&fg));
 }

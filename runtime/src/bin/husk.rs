@@ -153,8 +153,89 @@ struct UpdateArgs {
     mem_bw_schema: Option<String>,
 }
 
+/// `checkpoint` flags (runc's).
+#[derive(clap::Args, Debug)]
+struct CheckpointArgs {
+    /// Container ID.
+    id: String,
+    /// Directory for the checkpoint images.
+    #[arg(long, default_value = "checkpoint")]
+    image_path: PathBuf,
+    /// Directory for CRIU's log and work files (default: the image directory).
+    #[arg(long)]
+    work_path: Option<PathBuf>,
+    /// Leave the container running after the checkpoint.
+    #[arg(long)]
+    leave_running: bool,
+    /// Allow open TCP connections.
+    #[arg(long)]
+    tcp_established: bool,
+    /// Allow external unix sockets.
+    #[arg(long)]
+    ext_unix_sk: bool,
+    /// Allow shell jobs.
+    #[arg(long)]
+    shell_job: bool,
+    /// Handle file locks.
+    #[arg(long)]
+    file_locks: bool,
+    /// Dump memory only and leave the container running (needs dirty-memory tracking).
+    #[arg(long)]
+    pre_dump: bool,
+    /// Path of the previous (pre-dump) images, relative to the image path.
+    #[arg(long)]
+    parent_path: Option<PathBuf>,
+    /// How CRIU handles cgroups: soft, full, strict or ignore.
+    #[arg(long)]
+    manage_cgroups_mode: Option<String>,
+    /// Namespace to leave empty in the image (network).
+    #[arg(long)]
+    empty_ns: Vec<String>,
+    /// Deduplicate memory images against the parent on the fly.
+    #[arg(long)]
+    auto_dedup: bool,
+}
+
+/// `restore` flags (runc's).
+#[derive(clap::Args, Debug)]
+struct RestoreArgs {
+    /// ID of the restored container.
+    id: String,
+    /// Directory of the checkpoint images.
+    #[arg(long, default_value = "checkpoint")]
+    image_path: PathBuf,
+    /// Bundle whose config.json and rootfs to use (default: the ones saved with the image).
+    #[arg(short, long)]
+    bundle: Option<PathBuf>,
+    #[arg(long)]
+    work_path: Option<PathBuf>,
+    /// Return once restored instead of waiting for the container to exit.
+    #[arg(short, long)]
+    detach: bool,
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    #[arg(long)]
+    tcp_established: bool,
+    #[arg(long)]
+    ext_unix_sk: bool,
+    #[arg(long)]
+    shell_job: bool,
+    #[arg(long)]
+    file_locks: bool,
+    #[arg(long)]
+    manage_cgroups_mode: Option<String>,
+    #[arg(long)]
+    no_pivot: bool,
+    #[arg(long)]
+    empty_ns: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
+    /// Checkpoint a running container with CRIU.
+    Checkpoint(CheckpointArgs),
+    /// Restore a container from a CRIU checkpoint.
+    Restore(RestoreArgs),
     /// Freeze every process of a container.
     Pause { id: String },
     /// Thaw a paused container.
@@ -257,7 +338,7 @@ fn main() {
     if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run { .. } | Cmd::Exec(_))
         && !husk::exe::is_sealed_copy()
     {
-        let Err(e) = husk::exe::reexec_sealed();
+        let Err(e) = husk::exe::reexec_protected();
         eprintln!("husk: {e}");
         std::process::exit(1);
     }
@@ -294,6 +375,8 @@ fn real_main(cli: Cli, log_fd: Option<i32>) -> anyhow::Result<i32> {
             container::create(&root, create_opts(a, &cli, log_fd))?;
         }
         Cmd::Start { ref id } => container::start(&root, id)?,
+        Cmd::Checkpoint(ref a) => husk::checkpoint::checkpoint(&root, &checkpoint_opts(a, &cli))?,
+        Cmd::Restore(ref a) => return Ok(husk::checkpoint::restore(&root, &restore_opts(a, &cli))?),
         Cmd::Pause { ref id } => husk::cgroup_ops::pause(&root, id)?,
         Cmd::Resume { ref id } => husk::cgroup_ops::resume(&root, id)?,
         Cmd::Ps {
@@ -402,6 +485,45 @@ fn real_main(cli: Cli, log_fd: Option<i32>) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+fn checkpoint_opts(a: &CheckpointArgs, cli: &Cli) -> husk::checkpoint::CheckpointOpts {
+    husk::checkpoint::CheckpointOpts {
+        id: a.id.clone(),
+        image_path: a.image_path.clone(),
+        work_path: a.work_path.clone(),
+        leave_running: a.leave_running,
+        tcp_established: a.tcp_established,
+        ext_unix_sk: a.ext_unix_sk,
+        shell_job: a.shell_job,
+        file_locks: a.file_locks,
+        pre_dump: a.pre_dump,
+        parent_path: a.parent_path.clone(),
+        manage_cgroups_mode: a.manage_cgroups_mode.clone(),
+        empty_ns: a.empty_ns.clone(),
+        auto_dedup: a.auto_dedup,
+        criu: cli.criu.clone(),
+    }
+}
+
+fn restore_opts(a: &RestoreArgs, cli: &Cli) -> husk::checkpoint::RestoreOpts {
+    husk::checkpoint::RestoreOpts {
+        id: a.id.clone(),
+        image_path: a.image_path.clone(),
+        bundle: a.bundle.clone(),
+        work_path: a.work_path.clone(),
+        detach: a.detach,
+        pid_file: a.pid_file.clone(),
+        tcp_established: a.tcp_established,
+        ext_unix_sk: a.ext_unix_sk,
+        shell_job: a.shell_job,
+        file_locks: a.file_locks,
+        manage_cgroups_mode: a.manage_cgroups_mode.clone(),
+        no_pivot: a.no_pivot,
+        empty_ns: a.empty_ns.clone(),
+        criu: cli.criu.clone(),
+        systemd_cgroup: cli.systemd_cgroup,
+    }
 }
 
 /// Durations as runc takes them: "5s", "500ms", "1m", or plain seconds.

@@ -164,6 +164,14 @@ pub struct CgroupManager {
     st: CgroupState,
 }
 
+fn open_w(p: &Path) -> Result<std::os::fd::OwnedFd> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(p)
+        .map(std::os::fd::OwnedFd::from)
+        .map_err(|source| CgroupError::Write { path: p.to_path_buf(), value: "0".into(), source })
+}
+
 /// How long freeze/thaw wait for the kernel before giving up.
 const WAIT_LIMIT: Duration = Duration::from_secs(10);
 /// How long destroy waits for exiting processes to leave a cgroup.
@@ -244,6 +252,26 @@ impl CgroupManager {
             Mode::V2 => self.st.unified.as_deref(),
             _ => None,
         }
+    }
+
+    /// The membership files a process writes "0" to in order to join every cgroup of the
+    /// container itself (v1 `tasks`, cgroup2 `cgroup.procs`), opened for writing. For a
+    /// single-threaded process this is much cheaper in the kernel than another process writing
+    /// its pid into `cgroup.procs`.
+    pub fn join_fds(&self) -> Result<Vec<std::os::fd::OwnedFd>> {
+        let mut out = Vec::new();
+        let mut seen: Vec<&Path> = Vec::new();
+        for d in self.st.v1.values() {
+            if seen.contains(&d.as_path()) {
+                continue;
+            }
+            seen.push(d);
+            out.push(open_w(&d.join("tasks"))?);
+        }
+        if let Some(u) = &self.st.unified {
+            out.push(open_w(&u.join("cgroup.procs"))?);
+        }
+        Ok(out)
     }
 
     /// Every distinct directory of the container (v1 controllers, then cgroup2).

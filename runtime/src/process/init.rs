@@ -36,6 +36,9 @@ pub struct InitConfig<'a> {
     pub intermediate: bool,
     /// Idmapped mount trees prepared before clone.
     pub idmapped: crate::idmap::Prepared,
+    /// The container's cgroup membership files (v1 `tasks`, cgroup2 `cgroup.procs`), opened
+    /// for writing; the child writes "0" to each before anything else.
+    pub cgroup_join: Vec<OwnedFd>,
 }
 
 /// Entry point of the cloned child. Never returns.
@@ -59,6 +62,7 @@ fn expect_go(chan: &Channel) -> Result<()> {
 }
 
 fn child(mut cfg: InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible> {
+    join_cgroups(std::mem::take(&mut cfg.cgroup_join))?;
     expect_go(chan)?;
     let joins = std::mem::take(&mut cfg.join_fds);
     for (t, fd) in &joins {
@@ -334,6 +338,20 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
     let e = nix::unistd::execve(&exe, &cfg.args, &env);
     drop(exec_w);
     e.ctx(|| format!("exec {:?}", exe)).map(|n| match n {})
+}
+
+/// Join the container's cgroups: "0" written to each membership file means "this process".
+pub(crate) fn join_cgroups(fds: Vec<OwnedFd>) -> Result<()> {
+    for fd in fds {
+        match nix::unistd::write(&fd, b"0") {
+            Ok(_) => {}
+            Err(e) => {
+                let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default();
+                return Err(Error::sys(format!("join cgroup {}", path.display()), std::io::Error::from_raw_os_error(e as i32)));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Install the filter; a NOTIFY listener fd goes to the parent, which hands it to the agent.

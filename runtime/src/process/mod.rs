@@ -31,7 +31,14 @@ pub trait Parent {
 
 /// Clone the container's init and drive its set-up until it is ready to exec.
 /// Returns (init pid, the fd numbers of its start pipe and its exec pipe).
-pub fn spawn(cfg: init::InitConfig<'_>, parent: &mut dyn Parent) -> Result<(i32, i32, i32)> {
+///
+/// With `into_cgroup` (a cgroup2 directory), the first process is cloned straight into it
+/// (clone3 CLONE_INTO_CGROUP); kernels without it fall back to clone + a cgroup.procs write.
+pub fn spawn(
+    cfg: init::InitConfig<'_>,
+    parent: &mut dyn Parent,
+    into_cgroup: Option<std::os::fd::BorrowedFd<'_>>,
+) -> Result<(i32, i32, i32)> {
     let (ours, theirs) = channel::pair()?;
     let flags = if cfg.intermediate {
         0
@@ -41,9 +48,20 @@ pub fn spawn(cfg: init::InitConfig<'_>, parent: &mut dyn Parent) -> Result<(i32,
     let cfg_intermediate = cfg.intermediate;
     let new_user = cfg.plan.is_new(LinuxNamespaceType::User);
     let spec = cfg.spec;
-    // SAFETY: the runtime is single-threaded (no thread is ever started before this point).
-    let first = unsafe { crate::sys::clone_fork(flags) }
-        .ctx(|| format!("clone container init (flags {flags:#x})"))?;
+    let first = match into_cgroup {
+        // SAFETY: the runtime is single-threaded (no thread is ever started before this point).
+        Some(cg) => match unsafe { crate::sys::clone3_into_cgroup(flags, cg) } {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::E2BIG) | Some(libc::EINVAL)) => {
+                tracing::debug!("clone3 CLONE_INTO_CGROUP unavailable ({e}), using clone");
+                // SAFETY: as above.
+                unsafe { crate::sys::clone_fork(flags) }
+            }
+            r => r,
+        },
+        // SAFETY: as above.
+        None => unsafe { crate::sys::clone_fork(flags) },
+    }
+    .ctx(|| format!("clone container init (flags {flags:#x})"))?;
     if first == 0 {
         drop(ours);
         init::child_main(cfg, theirs);
