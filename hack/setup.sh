@@ -18,6 +18,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# CRIU for checkpoint/restore: bookworm's 3.17 fails on kernels >= 6.13; hack/criu.sh builds
+# 4.1.1 from Debian's source tarball unless a working criu is already installed.
+bash hack/criu.sh
+
 if ! command -v cargo >/dev/null 2>&1; then
     for c in "$HOME/.cargo/bin/cargo" /root/.cargo/bin/cargo /usr/local/cargo/bin/cargo; do
         [ -x "$c" ] && export PATH="$(dirname "$c"):$PATH" && break
