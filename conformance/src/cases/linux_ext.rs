@@ -13,6 +13,7 @@ pub fn cases() -> Vec<Case> {
         case("linux.net-devices-moved-renamed-and-back", net_devices),
         case("linux.memory-policy-bind", memory_policy),
         case("seccomp.notify-listener", seccomp_notify),
+        case("linux.rootless-user-namespace", rootless),
     ]
 }
 
@@ -247,4 +248,123 @@ fn notif_send_errno(fd: i32, id: u64, errno: i32) {
     };
     // SAFETY: SECCOMP_IOCTL_NOTIF_SEND reads `resp`.
     unsafe { libc::ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND as _, &resp) };
+}
+
+fn rootless(c: &mut Ctx<'_>) -> CaseResult {
+    // config-linux.md User namespace mappings, run by an unprivileged user: the container's root
+    // is the caller's uid and nothing else (the "rootless" mode of runc-compatible runtimes).
+    if c.rt.crun_wrap {
+        return Ok(Outcome::Skip(
+            "the hybrid-cgroup wrapper for crun needs root (unshare -m)".into(),
+        ));
+    }
+    if std::fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone")
+        .is_ok_and(|v| v.trim() == "0")
+    {
+        return Ok(Outcome::Skip(
+            "unprivileged user namespaces are disabled on this host".into(),
+        ));
+    }
+    let tag: u32 =
+        c.id.bytes()
+            .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
+            % 100_000;
+    let name = format!("hcrl{}x{tag}", std::process::id() % 10_000);
+    ensure!(
+        c.host("useradd", &["-M", "-s", "/bin/sh", &name])?.ok(),
+        "useradd {name}"
+    );
+    let out = c.host("id", &["-u", &name])?;
+    let uid: u32 = out.stdout.trim().parse().context("uid of the test user")?;
+    let r = rootless_inner(c, uid);
+    // The user goes whatever happened.
+    let _ = c.host("userdel", &[&name]);
+    r
+}
+
+fn rootless_inner(c: &mut Ctx<'_>, uid: u32) -> CaseResult {
+    c.private_rootfs_owned_by(uid, uid)?;
+    let map = json!([{"containerID": 0, "hostID": uid, "size": 1}]);
+    c.cfg["linux"]["uidMappings"] = map.clone();
+    c.cfg["linux"]["gidMappings"] = map;
+    c.cfg["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "user"}]);
+    if let Some(o) = c.cfg["linux"].as_object_mut() {
+        o.remove("resources");
+        o.remove("cgroupsPath");
+    }
+    let mounts: Vec<serde_json::Value> = c.cfg["mounts"].as_array().cloned().unwrap_or_default().into_iter()
+        .filter(|m| m["type"] != "cgroup" && m["type"] != "cgroup2")
+        .map(|mut m| {
+            if m["destination"] == "/sys" {
+                m = json!({"destination": "/sys", "type": "none", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]});
+            }
+            if m["destination"] == "/dev/pts" {
+                m["options"] = json!(["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]);
+            }
+            m
+        })
+        .collect();
+    c.cfg["mounts"] = serde_json::Value::Array(mounts);
+    c.sh("id -u; cat /proc/self/uid_map");
+    c.save()?;
+    let root = c.dir.join("rootless-state");
+    std::fs::create_dir_all(&root)?;
+    let bundle = std::path::PathBuf::from(c.bundle_str());
+    for p in [bundle.clone(), root.clone(), bundle.join("config.json")] {
+        std::os::unix::fs::chown(&p, Some(uid), Some(uid))
+            .with_context(|| format!("chown {}", p.display()))?;
+    }
+    // The user must be able to reach the bundle through the runner's directories.
+    for a in bundle
+        .ancestors()
+        .skip(1)
+        .take_while(|a| a.starts_with(std::env::temp_dir()) && *a != std::env::temp_dir())
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(a)?.permissions().mode();
+        std::fs::set_permissions(a, std::fs::Permissions::from_mode(mode | 0o011))?;
+    }
+    let rt = c.rt.path.display().to_string();
+    let (r, b, id) = (root.display().to_string(), c.bundle_str(), c.id.clone());
+    let args = [
+        &format!("--reuid={uid}"),
+        &format!("--regid={uid}"),
+        "--clear-groups",
+        "env",
+        "-i",
+        "PATH=/usr/bin:/bin",
+        &format!("XDG_RUNTIME_DIR={r}"),
+        &rt,
+        "--root",
+        &r,
+        "run",
+        "--bundle",
+        &b,
+        &id,
+    ];
+    let o = c.host("setpriv", &args)?;
+    let _ = c.host(
+        "setpriv",
+        &[
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            &rt,
+            "--root",
+            &r,
+            "delete",
+            "--force",
+            &id,
+        ],
+    );
+    ensure!(o.ok(), "rootless run: {}", o.describe());
+    let mut lines = o.stdout.lines();
+    ensure!(lines.next() == Some("0"), "id -u inside: {:?}", o.stdout);
+    let map: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    ensure!(
+        map == ["0", &uid.to_string(), "1"],
+        "uid_map inside: {:?}",
+        o.stdout
+    );
+    Ok(Outcome::Pass)
 }
