@@ -21,6 +21,13 @@ fi
 # CRIU for checkpoint/restore: bookworm's 3.17 fails on kernels >= 6.13; hack/criu.sh builds
 # 4.1.1 from Debian's source tarball unless a working criu is already installed.
 bash hack/criu.sh
+# CRIU 4.1.1 cannot dump TCP sockets on kernels >= 6.16 (upstream #2705): a patched build for the
+# TCP checkpoint and migration tests goes to /usr/local/libexec/husk/criu.
+if [ -d /var/tmp/husk-criu-build/criu-4.1.1 ]; then
+    bash hack/migrate/criu-patched.sh
+else
+    echo "setup: no CRIU source tree (a working criu was already installed): run FORCE=1 hack/criu.sh && hack/migrate/criu-patched.sh for TCP checkpoints" >&2
+fi
 
 if ! command -v cargo >/dev/null 2>&1; then
     for c in "$HOME/.cargo/bin/cargo" /root/.cargo/bin/cargo /usr/local/cargo/bin/cargo; do

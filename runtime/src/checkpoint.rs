@@ -13,6 +13,17 @@
 //! them, so the restored tree lands there. CRIU restores the tree as husk's sibling child
 //! (`rst_sibling`), which gives husk the init's pid for state.json. Any failure undoes everything:
 //! restored processes, cgroups, the temporary root mount and the state directory.
+//!
+//! Terminals: the pty master of a `process.terminal` container lives outside it (with whoever
+//! got it over the console socket), so the dump records the slave alone (`orphan_pts_master`);
+//! restore asks CRIU for a new master (an `orphan-pts-master` notify carrying the fd) and sends
+//! it to `restore --console-socket`, as runc does.
+//!
+//! TCP (`--tcp-established`): the container's network namespace must survive the checkpoint,
+//! so the container joins one by path (e.g. from `ip netns add`); CRIU treats it as external and
+//! repairs the sockets into it on restore. CRIU 4.1.1 cannot dump inet sockets on Linux >= 6.16
+//! (hack/migrate/criu-patched.sh builds a fixed one). hack/migrate.sh moves such a container
+//! between two husk roots with its connection.
 pub mod proto;
 pub mod rpc;
 
@@ -60,6 +71,13 @@ fn joined_external_ns(spec: &Spec) -> Vec<(&'static str, &'static str, PathBuf)>
     }
     out
 }
+fn is_terminal(spec: &Spec) -> bool {
+    spec.process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false)
+}
+
 /// How much CRIU logs (4 = debug: the log is the only account of a failure).
 const CRIU_LOG_LEVEL: i32 = 4;
 
@@ -101,6 +119,8 @@ pub struct RestoreOpts {
     pub empty_ns: Vec<String>,
     pub criu: Option<PathBuf>,
     pub systemd_cgroup: bool,
+    /// Where the new pty master of a terminal container is sent (SCM_RIGHTS), as with create.
+    pub console_socket: Option<PathBuf>,
 }
 
 /// An external mount: CRIU's key (the mount point in the container) and the host path bound there.
@@ -417,18 +437,6 @@ pub fn checkpoint(root: &Root, o: &CheckpointOpts) -> Result<()> {
             o.id
         )));
     }
-    if st
-        .config
-        .process()
-        .as_ref()
-        .and_then(|p| p.terminal())
-        .unwrap_or(false)
-    {
-        return Err(Error::Unsupported(format!(
-            "cannot checkpoint container {}: containers with process.terminal=true are not supported by husk checkpoint yet",
-            o.id
-        )));
-    }
     std::fs::create_dir_all(&o.image_path)
         .ctx(|| format!("create image directory {}", o.image_path.display()))?;
     let image_dir = std::fs::canonicalize(&o.image_path)
@@ -516,7 +524,10 @@ fn dump(
         .flag(opt::EXT_UNIX_SK, o.ext_unix_sk)
         .flag(opt::SHELL_JOB, o.shell_job)
         .flag(opt::FILE_LOCKS, o.file_locks)
-        .flag(opt::AUTO_DEDUP, o.auto_dedup);
+        .flag(opt::AUTO_DEDUP, o.auto_dedup)
+        // a terminal container's pty master is outside the tree (with whoever holds the
+        // console): CRIU dumps the slave alone, and restore makes a new master for it
+        .flag(opt::ORPHAN_PTS_MASTER, is_terminal(&st.config));
     if empty_ns != 0 {
         opts.uint32(opt::EMPTY_NS, empty_ns);
     }
@@ -725,15 +736,10 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
         )));
     }
     let src = restore_source(o, &image_dir)?;
-    if src
-        .spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.terminal())
-        .unwrap_or(false)
-    {
-        return Err(Error::Unsupported(
-            "restore of a container with process.terminal=true is not supported by husk yet".into(),
+    let terminal = is_terminal(&src.spec);
+    if terminal && o.console_socket.is_none() {
+        return Err(Error::container(
+            "restore of a container with process.terminal=true needs --console-socket (the new pty master is sent there)",
         ));
     }
     let work_dir = match &o.work_path {
@@ -864,7 +870,11 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
         .flag(opt::TCP_ESTABLISHED, o.tcp_established)
         .flag(opt::EXT_UNIX_SK, o.ext_unix_sk)
         .flag(opt::SHELL_JOB, o.shell_job)
-        .flag(opt::FILE_LOCKS, o.file_locks);
+        .flag(opt::FILE_LOCKS, o.file_locks)
+        // CRIU makes a new pty master for the container's terminal and hands it over in an
+        // "orphan-pts-master" notify message
+        .flag(opt::ORPHAN_PTS_MASTER, terminal)
+        .flag(opt::NOTIFY_SCRIPTS, terminal);
     if empty_ns != 0 {
         opts.uint32(opt::EMPTY_NS, empty_ns);
     }
@@ -935,7 +945,22 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
         // "" is the cgroup2 hierarchy (the `0::` line), which CRIU matches by the empty name
         opts.cg_root(Some(ctrls), path);
     }
-    let resp = swrk.call(rpc::req::RESTORE, Some(&opts), false);
+    let mut sent_master = false;
+    let mut on_notify = |script: &str, fd: Option<OwnedFd>| -> Result<()> {
+        if script != "orphan-pts-master" {
+            return Ok(());
+        }
+        let (Some(master), Some(path)) = (fd, o.console_socket.as_deref()) else {
+            return Err(Error::container(
+                "criu orphan-pts-master notify without a pty master or a console socket",
+            ));
+        };
+        let sock = crate::tty::connect_console_socket(path)?;
+        crate::tty::send_fd(sock.as_raw_fd(), master.as_raw_fd(), "/dev/ptmx")?;
+        sent_master = true;
+        Ok(())
+    };
+    let resp = swrk.call_notify(rpc::req::RESTORE, Some(&opts), false, &mut on_notify);
     if let Ok(r) = &resp {
         guard.pid = r.restored_pid.filter(|p| *p > 0);
     }
@@ -945,6 +970,12 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
     let resp = resp?;
     if !resp.success {
         return Err(criu_failure("restore", &resp, &log));
+    }
+    if terminal && !sent_master {
+        return Err(Error::container(format!(
+            "criu restored a terminal container without handing over a pty master (log: {})",
+            log.display()
+        )));
     }
     let pid = guard.pid.ok_or_else(|| {
         Error::container(format!(

@@ -253,7 +253,15 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
     // it (about 12 ms per hierarchy attach here). The cgroup2 directory (pure v2, or the unified
     // mount of a hybrid host) takes it at clone time (clone3 CLONE_INTO_CGROUP).
     let (cgroup_join, cg2) = match &guard.cgroup {
-        Some(cg) => (cg.join_fds()?, cg.unified_path().map(|p| crate::sys::open(p, libc::O_PATH | libc::O_DIRECTORY).ctx(|| format!("open cgroup2 dir {}", p.display()))).transpose()?),
+        Some(cg) => (
+            cg.join_fds()?,
+            cg.unified_path()
+                .map(|p| {
+                    crate::sys::open(p, libc::O_PATH | libc::O_DIRECTORY)
+                        .ctx(|| format!("open cgroup2 dir {}", p.display()))
+                })
+                .transpose()?,
+        ),
         None => (Vec::new(), None),
     };
     let cfg = InitConfig {

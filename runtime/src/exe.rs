@@ -54,12 +54,20 @@ fn ro_bind_image() -> Result<OwnedFd> {
         .open(&tmp)
         .ctx(|| format!("create {}", tmp.display()))?;
     let res = (|| {
-        mount(Some("/proc/self/exe"), &tmp, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .ctx(|| format!("bind /proc/self/exe on {}", tmp.display()))?;
+        mount(
+            Some("/proc/self/exe"),
+            &tmp,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .ctx(|| format!("bind /proc/self/exe on {}", tmp.display()))?;
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
         let r = mount(None::<&str>, &tmp, None::<&str>, flags, None::<&str>)
             .ctx(|| format!("remount {} read-only", tmp.display()))
-            .and_then(|_| crate::sys::open(&tmp, libc::O_RDONLY).ctx(|| format!("open {}", tmp.display())));
+            .and_then(|_| {
+                crate::sys::open(&tmp, libc::O_RDONLY).ctx(|| format!("open {}", tmp.display()))
+            });
         let _ = umount2(&tmp, MntFlags::MNT_DETACH);
         r
     })();
@@ -93,7 +101,8 @@ pub fn reexec_sealed() -> Result<std::convert::Infallible> {
     }
     let (args, env) = argv_env()?;
     let err = nix::unistd::fexecve(dst.as_fd(), &args, &env);
-    err.ctx(|| "fexecve sealed husk copy".into()).map(|never| match never {})
+    err.ctx(|| "fexecve sealed husk copy".into())
+        .map(|never| match never {})
 }
 
 fn argv_env() -> Result<(Vec<CString>, Vec<CString>)> {

@@ -2,9 +2,9 @@
 //!
 //! One module per kernel concern; see docs/ARCHITECTURE.md.
 pub mod capabilities;
-pub mod checkpoint;
 pub mod cgroup_ops;
 pub mod cgroups;
+pub mod checkpoint;
 pub mod container;
 pub mod error;
 pub mod exe;

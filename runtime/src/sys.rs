@@ -61,7 +61,10 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 ///
 /// # Safety
 /// As `clone_fork`: the caller must be single-threaded.
-pub unsafe fn clone3_into_cgroup(flags: libc::c_int, cgroup_fd: BorrowedFd<'_>) -> io::Result<libc::pid_t> {
+pub unsafe fn clone3_into_cgroup(
+    flags: libc::c_int,
+    cgroup_fd: BorrowedFd<'_>,
+) -> io::Result<libc::pid_t> {
     let args = CloneArgs {
         flags: flags as u32 as u64 | CLONE_INTO_CGROUP,
         exit_signal: libc::SIGCHLD as u64,
@@ -69,7 +72,13 @@ pub unsafe fn clone3_into_cgroup(flags: libc::c_int, cgroup_fd: BorrowedFd<'_>) 
         ..Default::default()
     };
     // SAFETY: clone3 with no stack behaves like fork; `args` lives for the call.
-    let ret = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
     check(ret).map(|p| p as libc::pid_t)
 }
 

@@ -900,11 +900,103 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    fn checkpoint(&self, _ctx: &TtrpcContext, _req: api::CheckpointTaskRequest) -> TtResult<Empty> {
-        Err(status_err(
-            Code::UNIMPLEMENTED,
-            "checkpoint is not yet supported by containerd-shim-husk-v2",
-        ))
+    /// `<runtime> checkpoint --image-path <path> [...] ID`, with containerd's runc
+    /// `CheckpointOptions` (`containerd.runc.v1.CheckpointOptions`) mapped to runc's flags as the
+    /// runc shim does: the image goes to `options.image_path` or else the request's path, and the
+    /// container keeps running unless `options.exit` is set.
+    fn checkpoint(&self, _ctx: &TtrpcContext, req: api::CheckpointTaskRequest) -> TtResult<Empty> {
+        use containerd_shim::protos::shim::oci::CheckpointOptions;
+        let runtime = {
+            let mut st = self.svc().lock();
+            let c = Service::container_id_checked(&mut st, &req.id)?;
+            if !matches!(c.init.state, PState::Running | PState::Paused) {
+                return Err(status_err(
+                    Code::FAILED_PRECONDITION,
+                    format!("container {} is not running", req.id),
+                ));
+            }
+            c.runtime.clone()
+        };
+        let opts = match req.options.as_ref() {
+            Some(any) if !any.value.is_empty() => {
+                if !any
+                    .type_url
+                    .ends_with("containerd.runc.v1.CheckpointOptions")
+                {
+                    return Err(status_err(
+                        Code::INVALID_ARGUMENT,
+                        format!("checkpoint options of type {:?}: expected containerd.runc.v1.CheckpointOptions", any.type_url),
+                    ));
+                }
+                CheckpointOptions::parse_from_bytes(&any.value).map_err(|e| {
+                    status_err(Code::INVALID_ARGUMENT, format!("checkpoint options: {e}"))
+                })?
+            }
+            _ => CheckpointOptions::new(),
+        };
+        let image = if opts.image_path.is_empty() {
+            req.path.clone()
+        } else {
+            opts.image_path.clone()
+        };
+        if image.is_empty() {
+            return Err(status_err(
+                Code::INVALID_ARGUMENT,
+                "checkpoint: no image path (neither the request's path nor options.image_path)",
+            ));
+        }
+        let mut cmd = std::process::Command::new(&runtime.cfg.binary);
+        cmd.arg("--root")
+            .arg(&runtime.cfg.root)
+            .args(["checkpoint", "--image-path", &image]);
+        if !opts.work_path.is_empty() {
+            cmd.args(["--work-path", &opts.work_path]);
+        }
+        if !opts.exit {
+            cmd.arg("--leave-running");
+        }
+        for (on, flag) in [
+            (opts.open_tcp, "--tcp-established"),
+            (opts.external_unix_sockets, "--ext-unix-sk"),
+            (opts.terminal, "--shell-job"),
+            (opts.file_locks, "--file-locks"),
+        ] {
+            if on {
+                cmd.arg(flag);
+            }
+        }
+        for ns in &opts.empty_namespaces {
+            cmd.args(["--empty-ns", ns]);
+        }
+        if !opts.cgroups_mode.is_empty() {
+            cmd.args(["--manage-cgroups-mode", &opts.cgroups_mode]);
+        }
+        cmd.arg(&req.id)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let binary = runtime.cfg.binary.display().to_string();
+        let reaper = self.svc().reaper.clone();
+        let mut child = reaper
+            .spawn(&mut cmd)
+            .map_err(|e| status_err(Code::UNKNOWN, format!("start {binary} checkpoint: {e}")))?;
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        let code = reaper.wait_command(child.id());
+        if code != 0 {
+            return Err(status_err(
+                Code::UNKNOWN,
+                format!(
+                    "{binary} checkpoint {} failed (exit status {code}): {}",
+                    req.id,
+                    err.trim()
+                ),
+            ));
+        }
+        Ok(Empty::new())
     }
 
     fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtResult<Empty> {

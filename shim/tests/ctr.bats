@@ -304,12 +304,27 @@ SH
     grep -q /tasks/oom "$BATS_TEST_TMPDIR/events"
 }
 
-@test "checkpoint answers not yet supported" {
+@test "task checkpoint writes a CRIU image and leaves the task running" {
     crun -d "$IMAGE" "$ID" sleep 1000
     wait_status "$ID" RUNNING
+    local pid
+    pid=$(task_pid "$ID")
+    # containerd pauses the task, the shim runs `<runtime> checkpoint --leave-running` into a
+    # directory of containerd's, containerd stores that directory as checkpoint content
     run c task checkpoint "$ID"
-    [ "$status" -ne 0 ]
-    echo "$output" | grep -q "not yet supported"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    local ref=${lines[-1]}
+    [ -n "$ref" ]
+    c images ls -q | grep -qxF "$ref"
+    # the image's index holds the CRIU image directory as checkpoint content
+    local digest
+    digest=$(c images ls | awk -v r="$ref" '$1 == r { print $3 }')
+    c content get "$digest" | grep -q 'application/vnd.containerd.container.criu.checkpoint.criu.tar'
+    wait_status "$ID" RUNNING
+    [ "$(task_pid "$ID")" = "$pid" ]
+    kill -0 "$pid"
+    c images rm "$ref"
     c task kill -s KILL "$ID"
     wait_status "$ID" STOPPED
     c task delete "$ID"

@@ -228,6 +228,9 @@ struct RestoreArgs {
     no_pivot: bool,
     #[arg(long)]
     empty_ns: Vec<String>,
+    /// Unix socket the restored terminal's new pty master is sent to.
+    #[arg(long)]
+    console_socket: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -376,7 +379,9 @@ fn real_main(cli: Cli, log_fd: Option<i32>) -> anyhow::Result<i32> {
         }
         Cmd::Start { ref id } => container::start(&root, id)?,
         Cmd::Checkpoint(ref a) => husk::checkpoint::checkpoint(&root, &checkpoint_opts(a, &cli))?,
-        Cmd::Restore(ref a) => return Ok(husk::checkpoint::restore(&root, &restore_opts(a, &cli))?),
+        Cmd::Restore(ref a) => {
+            return Ok(husk::checkpoint::restore(&root, &restore_opts(a, &cli))?)
+        }
         Cmd::Pause { ref id } => husk::cgroup_ops::pause(&root, id)?,
         Cmd::Resume { ref id } => husk::cgroup_ops::resume(&root, id)?,
         Cmd::Ps {
@@ -523,6 +528,7 @@ fn restore_opts(a: &RestoreArgs, cli: &Cli) -> husk::checkpoint::RestoreOpts {
         empty_ns: a.empty_ns.clone(),
         criu: cli.criu.clone(),
         systemd_cgroup: cli.systemd_cgroup,
+        console_socket: a.console_socket.clone(),
     }
 }
 

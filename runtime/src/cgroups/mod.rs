@@ -169,7 +169,11 @@ fn open_w(p: &Path) -> Result<std::os::fd::OwnedFd> {
         .write(true)
         .open(p)
         .map(std::os::fd::OwnedFd::from)
-        .map_err(|source| CgroupError::Write { path: p.to_path_buf(), value: "0".into(), source })
+        .map_err(|source| CgroupError::Write {
+            path: p.to_path_buf(),
+            value: "0".into(),
+            source,
+        })
 }
 
 /// How long freeze/thaw wait for the kernel before giving up.

@@ -295,22 +295,48 @@ impl Swrk {
 
     /// Read one response; EOF means criu exited (its log says why).
     pub fn recv(&self) -> Result<Resp> {
+        self.recv_with_fd().map(|(r, _)| r)
+    }
+
+    /// Read one response and the fd CRIU may attach to it (SCM_RIGHTS; a notify such as
+    /// `orphan-pts-master` carries one).
+    fn recv_with_fd(&self) -> Result<(Resp, Option<OwnedFd>)> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        use std::os::fd::{FromRawFd, RawFd};
         let mut buf = vec![0u8; 1 << 20];
-        let n = loop {
-            // SAFETY: receiving into a buffer we own, of the given length.
-            let n =
-                unsafe { libc::recv(self.sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
+        let (n, fd) = loop {
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let mut space = nix::cmsg_space!([RawFd; 1]);
+            let msg = match recvmsg::<()>(
+                self.sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(m) => m,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    return Err(Error::sys(
+                        format!("receive response from {} swrk", self.criu.display()),
+                        std::io::Error::from(e),
+                    ))
                 }
-                return Err(Error::sys(
-                    format!("receive response from {} swrk", self.criu.display()),
-                    e,
-                ));
+            };
+            let mut got = None;
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for c in cmsgs {
+                    if let ControlMessageOwned::ScmRights(fds) = c {
+                        for fd in fds {
+                            // SAFETY: the kernel installed this fd for us; owned exactly once.
+                            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                            if got.is_none() {
+                                got = Some(owned);
+                            }
+                        }
+                    }
+                }
             }
-            break n as usize;
+            break (msg.bytes, got);
         };
         if n == 0 {
             return Err(Error::container(format!(
@@ -318,14 +344,27 @@ impl Swrk {
                 self.criu.display()
             )));
         }
-        parse_resp(&buf[..n]).map_err(|e| {
+        let r = parse_resp(&buf[..n]).map_err(|e| {
             Error::container(format!("response from {} swrk: {e}", self.criu.display()))
-        })
+        })?;
+        Ok((r, fd))
     }
 
     /// Send a request of type `typ` (with `opts` and, for FEATURE_CHECK, features) and return the
     /// final response, answering NOTIFY messages with success.
     pub fn call(&self, typ: u64, opts: Option<&Opts>, features_mem_track: bool) -> Result<Resp> {
+        self.call_notify(typ, opts, features_mem_track, &mut |_, _| Ok(()))
+    }
+
+    /// Like `call`, with `on_notify(script, fd)` run for each NOTIFY message (with the fd CRIU
+    /// attached, if any); an error from it is answered as a failure, which makes CRIU abort.
+    pub fn call_notify(
+        &self,
+        typ: u64,
+        opts: Option<&Opts>,
+        features_mem_track: bool,
+        on_notify: &mut dyn FnMut(&str, Option<OwnedFd>) -> Result<()>,
+    ) -> Result<Resp> {
         let mut m = Msg::new();
         m.uint32(1, typ as u32);
         if let Some(o) = opts {
@@ -337,14 +376,26 @@ impl Swrk {
             m.msg(5, &f);
         }
         self.send(&m.into_bytes())?;
+        let mut failed = None;
         loop {
-            let r = self.recv()?;
+            let (r, fd) = self.recv_with_fd()?;
             if r.typ == req::NOTIFY {
-                tracing::debug!(script = ?r.notify_script, pid = ?r.notify_pid, "criu notify");
+                let script = r.notify_script.clone().unwrap_or_default();
+                tracing::debug!(script, pid = ?r.notify_pid, fd = fd.is_some(), "criu notify");
+                let ok = match on_notify(&script, fd) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                };
                 let mut ack = Msg::new();
-                ack.uint32(1, req::NOTIFY as u32).bool(3, true);
+                ack.uint32(1, req::NOTIFY as u32).bool(3, ok);
                 self.send(&ack.into_bytes())?;
                 continue;
+            }
+            if let Some(e) = failed {
+                return Err(e);
             }
             return Ok(r);
         }

@@ -346,8 +346,12 @@ pub(crate) fn join_cgroups(fds: Vec<OwnedFd>) -> Result<()> {
         match nix::unistd::write(&fd, b"0") {
             Ok(_) => {}
             Err(e) => {
-                let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default();
-                return Err(Error::sys(format!("join cgroup {}", path.display()), std::io::Error::from_raw_os_error(e as i32)));
+                let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                    .unwrap_or_default();
+                return Err(Error::sys(
+                    format!("join cgroup {}", path.display()),
+                    std::io::Error::from_raw_os_error(e as i32),
+                ));
             }
         }
     }

@@ -51,7 +51,12 @@ pub fn spawn(
     let first = match into_cgroup {
         // SAFETY: the runtime is single-threaded (no thread is ever started before this point).
         Some(cg) => match unsafe { crate::sys::clone3_into_cgroup(flags, cg) } {
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::E2BIG) | Some(libc::EINVAL)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOSYS) | Some(libc::E2BIG) | Some(libc::EINVAL)
+                ) =>
+            {
                 tracing::debug!("clone3 CLONE_INTO_CGROUP unavailable ({e}), using clone");
                 // SAFETY: as above.
                 unsafe { crate::sys::clone_fork(flags) }
