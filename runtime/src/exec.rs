@@ -359,7 +359,7 @@ impl ExecChild<'_> {
             keep.push(c.as_raw_fd());
         }
         keep.extend(self.joins.iter().map(|(_, fd)| fd.as_raw_fd()));
-        close_fds_except(3 + self.preserve_fds, &keep)?;
+        init::close_fds_except(3 + self.preserve_fds, &keep)?;
         for (t, fd) in &self.joins {
             namespaces::join(*t, fd)?;
         }
@@ -429,22 +429,4 @@ impl ExecChild<'_> {
         let e = nix::unistd::execve(&exe, &self.args, &self.env);
         e.ctx(|| format!("exec {exe:?}")).map(|n| match n {})
     }
-}
-
-/// Close every fd from `first` up except `keep` (which are made close-on-exec).
-pub(crate) fn close_fds_except(first: i32, keep: &[i32]) -> Result<()> {
-    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .ctx(|| "read /proc/self/fd".into())?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    for fd in fds {
-        if fd >= first && !keep.contains(&fd) {
-            // SAFETY: closing an fd number nothing in this process still uses.
-            unsafe { libc::close(fd) };
-        }
-    }
-    for fd in keep {
-        crate::sys::set_cloexec(*fd).ctx(|| format!("set close-on-exec on fd {fd}"))?;
-    }
-    Ok(())
 }

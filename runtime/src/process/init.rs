@@ -416,19 +416,24 @@ fn close_other_fds(cfg: &InitConfig<'_>, chan: &Channel) -> Result<()> {
     if let Some(c) = &cfg.console {
         keep.push(c.as_raw_fd());
     }
-    let first_free = 3 + cfg.preserve_fds;
+    close_fds_except(3 + cfg.preserve_fds, &keep)
+}
+
+/// Close every fd from `first` up except `keep` (which are made close-on-exec). Reads the fd
+/// table from /proc, so call it while /proc is still the host's.
+pub(crate) fn close_fds_except(first: RawFd, keep: &[RawFd]) -> Result<()> {
     let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
         .ctx(|| "read /proc/self/fd".into())?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
     for fd in fds {
-        if fd >= first_free && !keep.contains(&fd) {
+        if fd >= first && !keep.contains(&fd) {
             // SAFETY: closing an fd number we do not otherwise own; nothing in this process uses it.
             unsafe { libc::close(fd) };
         }
     }
     for fd in keep {
-        sys::set_cloexec(fd).ctx(|| format!("set close-on-exec on fd {fd}"))?;
+        sys::set_cloexec(*fd).ctx(|| format!("set close-on-exec on fd {fd}"))?;
     }
     Ok(())
 }
