@@ -238,16 +238,28 @@ fn update_connect_and_exec_state() {
         .expect_err("state of unknown exec");
     assert!(err.to_string().contains("not found"), "{err}");
 
-    // Checkpoint is refused with a clear message.
-    let err = client
-        .checkpoint(
-            Context::default(),
-            &api::CheckpointTaskRequest {
-                id: id.clone(),
-                path: "/nonexistent".into(),
-                ..Default::default()
-            },
-        )
-        .expect_err("checkpoint");
-    assert!(err.to_string().contains("not yet supported"), "{err}");
+    // Checkpoint writes a CRIU image and, without the exit option, leaves the task running.
+    let image = std::env::temp_dir().join(format!("husk-shim-ckpt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&image);
+    let res = client.checkpoint(
+        Context::default(),
+        &api::CheckpointTaskRequest {
+            id: id.clone(),
+            path: image.display().to_string(),
+            ..Default::default()
+        },
+    );
+    let written = image.join("inventory.img").exists();
+    let _ = std::fs::remove_dir_all(&image);
+    res.expect("checkpoint");
+    assert!(
+        written,
+        "no CRIU image (inventory.img) in {}",
+        image.display()
+    );
+    assert_eq!(
+        memory_limit(conn.task_pid),
+        limit,
+        "the task is still running in its cgroup after checkpoint"
+    );
 }
