@@ -9,7 +9,7 @@ use crate::state::{ContainerState, Locked, Root, Status};
 use nix::sys::signal::Signal;
 use oci_spec::runtime::LinuxNamespaceType;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -502,9 +502,4 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
         crate::hooks::run_all_warn("poststop", h.poststop(), &st.hook_json(Status::Stopped));
     }
     locked.remove()
-}
-
-/// Keep the raw fd of a console socket for `keep_fds`.
-pub fn raw_fd(fd: &OwnedFd) -> i32 {
-    fd.as_raw_fd()
 }

@@ -4,7 +4,7 @@ use crate::error::{Context, Error, Result};
 use crate::sys;
 use nix::mount::{MntFlags, MsFlags};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 /// One parsed mount option.
@@ -990,11 +990,6 @@ pub fn apply_sysctls(sysctl: &std::collections::HashMap<String, String>) -> Resu
             .ctx(|| format!("sysctl {k}={v} ({})", path.display()))?;
     }
     Ok(())
-}
-
-/// Keep the fd number of an fd that must survive until exec (for diagnostics).
-pub fn raw(fd: &OwnedFd) -> i32 {
-    fd.as_raw_fd()
 }
 
 #[cfg(test)]

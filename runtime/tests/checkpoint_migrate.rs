@@ -4,6 +4,7 @@
 //! must echo a line afterwards. Needs root, iproute2, busybox-static and a CRIU that can dump
 //! inet sockets on this kernel (hack/migrate/criu-patched.sh); otherwise the test says why and
 //! skips. The script prints the freeze time; it is not asserted (speed is for hack/ benches).
+mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -15,28 +16,7 @@ fn working_criu() -> Result<PathBuf, String> {
     }
     candidates.push(PathBuf::from("/usr/local/libexec/husk/criu"));
     candidates.push(PathBuf::from("/usr/local/sbin/criu"));
-    let mut tried = Vec::new();
-    for c in candidates.into_iter().filter(|c| c.is_file()) {
-        match Command::new(&c).arg("check").output() {
-            Ok(o) => {
-                let text = format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                );
-                if text.contains("Looks good") {
-                    return Ok(c);
-                }
-                tried.push(format!("{}: {}", c.display(), text.trim()));
-            }
-            Err(e) => tried.push(format!("{}: {e}", c.display())),
-        }
-    }
-    Err(if tried.is_empty() {
-        "no criu installed".into()
-    } else {
-        tried.join("; ")
-    })
+    common::first_working_criu(&candidates)
 }
 
 #[test]

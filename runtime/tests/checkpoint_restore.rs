@@ -8,6 +8,7 @@
 //! process's pid, and a guard that force-deletes its containers even when an assertion fails.
 //! Without a working CRIU (`criu check` saying "Looks good"; hack/criu.sh installs one) the tests
 //! print why and skip.
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::os::fd::OwnedFd;
@@ -33,32 +34,7 @@ fn working_criu() -> Result<PathBuf, String> {
         if let Some(path) = std::env::var_os("PATH") {
             candidates.extend(std::env::split_paths(&path).map(|d| d.join("criu")));
         }
-        let mut tried = Vec::new();
-        for c in candidates.into_iter().filter(|c| c.is_file()) {
-            match Command::new(&c).arg("check").output() {
-                Ok(o) => {
-                    let text = format!(
-                        "{}{}",
-                        String::from_utf8_lossy(&o.stdout),
-                        String::from_utf8_lossy(&o.stderr)
-                    );
-                    if text.contains("Looks good") {
-                        return Ok(c);
-                    }
-                    tried.push(format!(
-                        "{} check: {}",
-                        c.display(),
-                        text.lines().last().unwrap_or("").trim()
-                    ));
-                }
-                Err(e) => tried.push(format!("{}: {e}", c.display())),
-            }
-        }
-        Err(if tried.is_empty() {
-            "no criu installed".to_string()
-        } else {
-            tried.join("; ")
-        })
+        common::first_working_criu(&candidates)
     })
     .clone()
 }

@@ -15,6 +15,7 @@
 //! CRIU 4.1.1 cannot dump any inet socket on Linux >= 6.16 (SO_PASSCRED: EOPNOTSUPP);
 //! hack/migrate/criu-patched.sh installs a fixed build at /usr/local/libexec/husk/criu, which
 //! this test prefers. Without a CRIU that works the test says why and skips.
+mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
@@ -41,28 +42,7 @@ fn working_criu() -> Result<PathBuf, String> {
     }
     candidates.push(PathBuf::from("/usr/local/libexec/husk/criu"));
     candidates.push(PathBuf::from("/usr/local/sbin/criu"));
-    let mut tried = Vec::new();
-    for c in candidates.into_iter().filter(|c| c.is_file()) {
-        match Command::new(&c).arg("check").output() {
-            Ok(o)
-                if String::from_utf8_lossy(&o.stdout).contains("Looks good")
-                    || String::from_utf8_lossy(&o.stderr).contains("Looks good") =>
-            {
-                return Ok(c)
-            }
-            Ok(o) => tried.push(format!(
-                "{}: {}",
-                c.display(),
-                String::from_utf8_lossy(&o.stderr).trim()
-            )),
-            Err(e) => tried.push(format!("{}: {e}", c.display())),
-        }
-    }
-    Err(if tried.is_empty() {
-        "no criu installed".into()
-    } else {
-        tried.join("; ")
-    })
+    common::first_working_criu(&candidates)
 }
 
 fn sh(cmd: &str) -> std::process::Output {

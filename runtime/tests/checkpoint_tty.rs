@@ -4,6 +4,7 @@
 //! husk sends the new master to `restore --console-socket`, as runc does. The shell in the
 //! container answers lines typed into the terminal before the checkpoint (old master) and after
 //! the restore (new master). Needs root and a working CRIU; otherwise says why and skips.
+mod common;
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -22,32 +23,9 @@ fn husk_bin() -> PathBuf {
 }
 
 fn working_criu() -> Result<PathBuf, String> {
-    let mut tried = Vec::new();
-    for c in ["/usr/local/sbin/criu", "/usr/local/libexec/husk/criu"]
-        .iter()
-        .map(PathBuf::from)
-        .filter(|c| c.is_file())
-    {
-        match Command::new(&c).arg("check").output() {
-            Ok(o) => {
-                let text = format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                );
-                if text.contains("Looks good") {
-                    return Ok(c);
-                }
-                tried.push(format!("{}: {}", c.display(), text.trim()));
-            }
-            Err(e) => tried.push(format!("{}: {e}", c.display())),
-        }
-    }
-    Err(if tried.is_empty() {
-        "no criu installed".into()
-    } else {
-        tried.join("; ")
-    })
+    common::first_working_criu(
+        &["/usr/local/sbin/criu", "/usr/local/libexec/husk/criu"].map(PathBuf::from),
+    )
 }
 
 /// Everything read from a pty master, collected by a thread.

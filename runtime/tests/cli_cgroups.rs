@@ -25,7 +25,7 @@ fn memory_limit_oom_kills_and_update_raises_it() {
     e.write_config(&c);
     e.run_detached(&id);
     // Watch for OOM events from the start.
-    let mut events = std::process::Command::new(HUSK)
+    let events = std::process::Command::new(HUSK)
         .args([
             "--root",
             &e.root.display().to_string(),

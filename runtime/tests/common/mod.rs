@@ -173,3 +173,30 @@ pub fn wait_until(mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// The first of `candidates` that exists and passes `criu check` ("Looks good"); otherwise why
+/// none did, for the test's skip message.
+pub fn first_working_criu(candidates: &[PathBuf]) -> Result<PathBuf, String> {
+    let mut tried = Vec::new();
+    for c in candidates.iter().filter(|c| c.is_file()) {
+        match Command::new(c).arg("check").output() {
+            Ok(o) => {
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                if text.contains("Looks good") {
+                    return Ok(c.clone());
+                }
+                tried.push(format!("{}: {}", c.display(), text.trim()));
+            }
+            Err(e) => tried.push(format!("{}: {e}", c.display())),
+        }
+    }
+    Err(if tried.is_empty() {
+        "no criu installed".into()
+    } else {
+        tried.join("; ")
+    })
+}
