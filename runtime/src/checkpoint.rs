@@ -874,7 +874,8 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
         // CRIU makes a new pty master for the container's terminal and hands it over in an
         // "orphan-pts-master" notify message
         .flag(opt::ORPHAN_PTS_MASTER, terminal)
-        .flag(opt::NOTIFY_SCRIPTS, terminal);
+        // notify messages: the pty master, and "setup-namespaces" for the OCI hooks
+        .flag(opt::NOTIFY_SCRIPTS, terminal || src.spec.hooks().is_some());
     if empty_ns != 0 {
         opts.uint32(opt::EMPTY_NS, empty_ns);
     }
@@ -946,7 +947,32 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
         opts.cg_root(Some(ctrls), path);
     }
     let mut sent_master = false;
-    let mut on_notify = |script: &str, fd: Option<OwnedFd>| -> Result<()> {
+    let hooks = src.spec.hooks().clone();
+    if let Some(h) = &hooks {
+        if h.create_container().as_ref().is_some_and(|v| !v.is_empty())
+            || h.start_container().as_ref().is_some_and(|v| !v.is_empty())
+        {
+            // they run inside the container's init before pivot_root/exec, which a restored
+            // process never passes through (runc skips them too)
+            tracing::warn!(
+                "restore: hooks.createContainer and hooks.startContainer are not run for a restored process"
+            );
+        }
+    }
+    let hook_state = st.clone();
+    let mut on_notify = |script: &str, pid: Option<i32>, fd: Option<OwnedFd>| -> Result<()> {
+        if script == "setup-namespaces" {
+            // the restored tree's namespaces exist, nothing runs yet: prestart and
+            // createRuntime hooks, with the restored init's pid (as runc does)
+            if let Some(h) = &hooks {
+                let mut s = hook_state.clone();
+                s.pid = pid.unwrap_or(0);
+                let json = s.hook_json(Status::Creating);
+                crate::hooks::run_all("prestart", h.prestart(), &json)?;
+                crate::hooks::run_all("createRuntime", h.create_runtime(), &json)?;
+            }
+            return Ok(());
+        }
         if script != "orphan-pts-master" {
             return Ok(());
         }

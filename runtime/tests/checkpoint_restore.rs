@@ -630,3 +630,141 @@ fn foreground_restore_from_the_bundle_waits_for_the_container() {
     assert!(env.state(&fg).is_none());
     assert!(!v1_pids_dir_exists(&fg));
 }
+
+/// Adds prestart and createRuntime hooks that append "<phase> <state JSON>" lines to `log`.
+fn add_logging_hooks(bundle: &Path, log: &Path) {
+    let path = bundle.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let hook = |phase: &str| {
+        serde_json::json!({
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("{{ printf '{phase} '; cat; echo; }} >> {}", log.display())]
+        })
+    };
+    v["hooks"] = serde_json::json!({
+        "prestart": [hook("prestart")],
+        "createRuntime": [hook("createRuntime")],
+    });
+    std::fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+}
+
+/// The (phase, state) lines a logging hook wrote.
+fn hook_lines(log: &Path) -> Vec<(String, serde_json::Value)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (phase, json) = l.split_once(' ').unwrap();
+            (phase.to_string(), serde_json::from_str(json).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn restore_runs_prestart_and_create_runtime_hooks_with_the_restored_pid() {
+    let criu = require_criu!();
+    let env = Env::new(criu);
+    let b = bundle(env.dir.path(), COUNTER);
+    let log = env.dir.path().join("hooks.log");
+    add_logging_hooks(&b, &log);
+    let id = env.id("hooks");
+    let counter = Counter::new();
+    env.start_counter(&b, &id, &counter.w);
+    counter.wait_len(3);
+    let at_create = hook_lines(&log);
+    let phases: Vec<&str> = at_create.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(phases, ["prestart", "createRuntime"], "{at_create:?}");
+
+    let img = env.dir.path().join("img");
+    env.ok(
+        &["checkpoint", "--image-path", img.to_str().unwrap(), &id],
+        None,
+    );
+    env.ok(
+        &[
+            "restore",
+            "--detach",
+            "--image-path",
+            img.to_str().unwrap(),
+            &id,
+        ],
+        Some(&counter.w),
+    );
+    let st = env.state(&id).expect("state of the restored container");
+    let pid = st["pid"].as_i64().unwrap();
+    let all = hook_lines(&log);
+    let at_restore = &all[at_create.len()..];
+    let phases: Vec<&str> = at_restore.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(phases, ["prestart", "createRuntime"], "{all:?}");
+    for (phase, s) in at_restore {
+        assert_eq!(s["id"], id.as_str(), "{phase}: {s}");
+        assert_eq!(s["status"], "creating", "{phase}: {s}");
+        assert_eq!(
+            s["pid"], pid,
+            "{phase} got another pid than the restored init's: {s}"
+        );
+    }
+    // and the restored container runs on
+    let n = counter.last();
+    counter.wait_above(n + 2);
+    env.ok(&["delete", "--force", &id], None);
+    assert!(!v1_pids_dir_exists(&id));
+}
+
+#[test]
+fn a_failing_prestart_hook_fails_the_restore_and_leaves_nothing() {
+    let criu = require_criu!();
+    let env = Env::new(criu);
+    let b = bundle(env.dir.path(), COUNTER);
+    let id = env.id("hookfail");
+    let counter = Counter::new();
+    env.start_counter(&b, &id, &counter.w);
+    counter.wait_len(3);
+    let img = env.dir.path().join("img");
+    env.ok(
+        &["checkpoint", "--image-path", img.to_str().unwrap(), &id],
+        None,
+    );
+    // the bundle given at restore time brings a prestart hook that fails
+    let path = b.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    v["hooks"] = serde_json::json!({
+        "prestart": [{"path": "/bin/sh", "args": ["sh", "-c", "echo hook-says-no >&2; exit 3"]}]
+    });
+    std::fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    let o = env.run(
+        &[
+            "restore",
+            "--detach",
+            "--bundle",
+            b.to_str().unwrap(),
+            "--image-path",
+            img.to_str().unwrap(),
+            &id,
+        ],
+        Some(&counter.w),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "restore with a failing hook succeeded");
+    assert!(
+        err.contains("prestart"),
+        "error does not name the hook: {err}"
+    );
+    assert!(
+        env.state(&id).is_none(),
+        "state left after a failed restore"
+    );
+    assert!(
+        !v1_pids_dir_exists(&id),
+        "cgroup left after a failed restore"
+    );
+    // nothing of the restored tree survives: the counter stops
+    let n = counter.last();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        counter.last(),
+        n,
+        "a process of the failed restore still counts"
+    );
+}

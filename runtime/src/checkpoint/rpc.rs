@@ -353,7 +353,7 @@ impl Swrk {
     /// Send a request of type `typ` (with `opts` and, for FEATURE_CHECK, features) and return the
     /// final response, answering NOTIFY messages with success.
     pub fn call(&self, typ: u64, opts: Option<&Opts>, features_mem_track: bool) -> Result<Resp> {
-        self.call_notify(typ, opts, features_mem_track, &mut |_, _| Ok(()))
+        self.call_notify(typ, opts, features_mem_track, &mut |_, _, _| Ok(()))
     }
 
     /// Like `call`, with `on_notify(script, fd)` run for each NOTIFY message (with the fd CRIU
@@ -363,7 +363,7 @@ impl Swrk {
         typ: u64,
         opts: Option<&Opts>,
         features_mem_track: bool,
-        on_notify: &mut dyn FnMut(&str, Option<OwnedFd>) -> Result<()>,
+        on_notify: &mut dyn FnMut(&str, Option<i32>, Option<OwnedFd>) -> Result<()>,
     ) -> Result<Resp> {
         let mut m = Msg::new();
         m.uint32(1, typ as u32);
@@ -382,7 +382,7 @@ impl Swrk {
             if r.typ == req::NOTIFY {
                 let script = r.notify_script.clone().unwrap_or_default();
                 tracing::debug!(script, pid = ?r.notify_pid, fd = fd.is_some(), "criu notify");
-                let ok = match on_notify(&script, fd) {
+                let ok = match on_notify(&script, r.notify_pid, fd) {
                     Ok(()) => true,
                     Err(e) => {
                         failed = Some(e);
