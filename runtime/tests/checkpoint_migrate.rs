@@ -9,33 +9,13 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-fn working_criu() -> Result<PathBuf, String> {
-    let mut candidates = Vec::new();
-    if let Some(c) = std::env::var_os("HUSK_CRIU") {
-        candidates.push(PathBuf::from(c));
-    }
-    candidates.push(PathBuf::from("/usr/local/libexec/husk/criu"));
-    candidates.push(PathBuf::from("/usr/local/sbin/criu"));
-    common::first_working_criu(&candidates)
-}
-
 #[test]
 fn migrate_script_moves_a_container_with_its_tcp_connection() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root");
+    let Some(criu) = common::criu_or_skip() else {
         return;
-    }
-    let criu = match working_criu() {
-        Ok(c) => c,
-        Err(why) => {
-            eprintln!("SKIPPED: no working CRIU ({why}); see hack/criu.sh");
-            return;
-        }
     };
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../hack/migrate.sh");
-    let husk = std::env::var_os("HUSK")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_husk")));
+    let husk = common::husk_bin();
     let o = Command::new("bash")
         .arg(&script)
         .env("HUSK", &husk)

@@ -14,47 +14,11 @@ use std::io::{BufRead, BufReader};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Upper bound for waiting on the container (a hang guard, not a speed assertion).
 const PATIENCE: Duration = Duration::from_secs(30);
-
-fn husk_bin() -> PathBuf {
-    std::env::var_os("HUSK")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_husk")))
-}
-
-/// The first CRIU that passes `criu check`, or why there is none.
-fn working_criu() -> Result<PathBuf, String> {
-    static CRIU: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    CRIU.get_or_init(|| {
-        let mut candidates = vec![PathBuf::from("/usr/local/sbin/criu")];
-        if let Some(path) = std::env::var_os("PATH") {
-            candidates.extend(std::env::split_paths(&path).map(|d| d.join("criu")));
-        }
-        common::first_working_criu(&candidates)
-    })
-    .clone()
-}
-
-/// Skip (with a message) unless root and a working CRIU are available.
-macro_rules! require_criu {
-    () => {{
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED: checkpoint tests need root");
-            return;
-        }
-        match working_criu() {
-            Ok(c) => c,
-            Err(why) => {
-                eprintln!("SKIPPED: no working CRIU ({why}); install one with hack/criu.sh");
-                return;
-            }
-        }
-    }};
-}
 
 /// A busybox bundle in a temporary directory, built by `husk spec` plus a rootfs; the host
 /// directory `dir/data` is bind-mounted at /data (an external mount for CRIU).
@@ -70,7 +34,7 @@ fn bundle(dir: &Path, script: &str) -> PathBuf {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
     }
     std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
-    let out = Command::new(husk_bin())
+    let out = Command::new(common::husk_bin())
         .args(["spec", "-b"])
         .arg(&b)
         .output()
@@ -125,7 +89,7 @@ impl Env {
         self.dir.path().join("state")
     }
     fn cmd(&self) -> Command {
-        let mut c = Command::new(husk_bin());
+        let mut c = Command::new(common::husk_bin());
         c.arg("--root")
             .arg(self.root())
             .arg("--criu")
@@ -262,7 +226,9 @@ fn v1_pids_dir_exists(id: &str) -> bool {
 
 #[test]
 fn checkpoint_then_restore_continues_counting() {
-    let criu = require_criu!();
+    let Some(criu) = common::criu_or_skip() else {
+        return;
+    };
     let env = Env::new(criu);
     let b = bundle(env.dir.path(), COUNTER_TO_DATA);
     let id = env.id("count");
@@ -342,7 +308,9 @@ fn checkpoint_then_restore_continues_counting() {
 
 #[test]
 fn leave_running_and_restore_under_another_id() {
-    let criu = require_criu!();
+    let Some(criu) = common::criu_or_skip() else {
+        return;
+    };
     let env = Env::new(criu);
     let b = bundle(env.dir.path(), COUNTER);
     let a = env.id("orig");
@@ -413,7 +381,9 @@ fn leave_running_and_restore_under_another_id() {
 
 #[test]
 fn restore_from_a_damaged_image_fails_and_leaves_nothing() {
-    let criu = require_criu!();
+    let Some(criu) = common::criu_or_skip() else {
+        return;
+    };
     let env = Env::new(criu);
     let b = bundle(env.dir.path(), COUNTER);
     let a = env.id("src");
@@ -475,7 +445,9 @@ fn restore_from_a_damaged_image_fails_and_leaves_nothing() {
 
 #[test]
 fn refused_checkpoint_keeps_the_container_running_and_marks_the_image() {
-    let criu = require_criu!();
+    let Some(criu) = common::criu_or_skip() else {
+        return;
+    };
     let env = Env::new(criu);
     let b = bundle(env.dir.path(), COUNTER);
     let id = env.id("refused");
@@ -533,7 +505,9 @@ fn refused_checkpoint_keeps_the_container_running_and_marks_the_image() {
 
 #[test]
 fn pre_dump_needs_dirty_memory_tracking() {
-    let criu = require_criu!();
+    let Some(criu) = common::criu_or_skip() else {
+        return;
+    };
     let env = Env::new(criu.clone());
     let b = bundle(env.dir.path(), COUNTER);
     let id = env.id("predump");
@@ -580,7 +554,9 @@ fn pre_dump_needs_dirty_memory_tracking() {
 
 #[test]
 fn foreground_restore_from_the_bundle_waits_for_the_container() {
-    let criu = require_criu!();
+    let Some(criu) = common::criu_or_skip() else {
+        return;
+    };
     let env = Env::new(criu);
     let b = bundle(env.dir.path(), COUNTER);
     let a = env.id("fg-src");
@@ -663,7 +639,9 @@ fn hook_lines(log: &Path) -> Vec<(String, serde_json::Value)> {
 
 #[test]
 fn restore_runs_prestart_and_create_runtime_hooks_with_the_restored_pid() {
-    let criu = require_criu!();
+    let Some(criu) = common::criu_or_skip() else {
+        return;
+    };
     let env = Env::new(criu);
     let b = bundle(env.dir.path(), COUNTER);
     let log = env.dir.path().join("hooks.log");
@@ -714,7 +692,9 @@ fn restore_runs_prestart_and_create_runtime_hooks_with_the_restored_pid() {
 
 #[test]
 fn a_failing_prestart_hook_fails_the_restore_and_leaves_nothing() {
-    let criu = require_criu!();
+    let Some(criu) = common::criu_or_skip() else {
+        return;
+    };
     let env = Env::new(criu);
     let b = bundle(env.dir.path(), COUNTER);
     let id = env.id("hookfail");

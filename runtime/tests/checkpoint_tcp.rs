@@ -28,23 +28,6 @@ use std::time::{Duration, Instant};
 const PATIENCE: Duration = Duration::from_secs(30);
 const PORT: u16 = 5000;
 
-fn husk_bin() -> PathBuf {
-    std::env::var_os("HUSK")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_husk")))
-}
-
-/// A CRIU that passes `criu check`: $HUSK_CRIU, the patched build, then the installed one.
-fn working_criu() -> Result<PathBuf, String> {
-    let mut candidates = Vec::new();
-    if let Some(c) = std::env::var_os("HUSK_CRIU") {
-        candidates.push(PathBuf::from(c));
-    }
-    candidates.push(PathBuf::from("/usr/local/libexec/husk/criu"));
-    candidates.push(PathBuf::from("/usr/local/sbin/criu"));
-    common::first_working_criu(&candidates)
-}
-
 fn sh(cmd: &str) -> std::process::Output {
     let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
     assert!(
@@ -161,7 +144,7 @@ struct Env {
 
 impl Env {
     fn cmd(&self) -> Command {
-        let mut c = Command::new(husk_bin());
+        let mut c = Command::new(common::husk_bin());
         c.arg("--root")
             .arg(self.dir.path().join("state"))
             .arg("--criu")
@@ -227,7 +210,7 @@ fn bundle(dir: &Path, netns: &str, script: &str) -> PathBuf {
     for applet in ["sh", "sleep", "nc", "cat"] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
     }
-    let out = Command::new(husk_bin())
+    let out = Command::new(common::husk_bin())
         .args(["spec", "-b"])
         .arg(&b)
         .output()
@@ -248,16 +231,8 @@ fn bundle(dir: &Path, netns: &str, script: &str) -> PathBuf {
 
 #[test]
 fn established_tcp_connection_survives_checkpoint_and_restore() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root");
+    let Some(criu) = common::criu_or_skip() else {
         return;
-    }
-    let criu = match working_criu() {
-        Ok(c) => c,
-        Err(why) => {
-            eprintln!("SKIPPED: no working CRIU ({why}); see hack/criu.sh");
-            return;
-        }
     };
     let net = Net::new("est");
     let mut env = Env {

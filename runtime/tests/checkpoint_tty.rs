@@ -16,18 +16,6 @@ use std::time::{Duration, Instant};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-fn husk_bin() -> PathBuf {
-    std::env::var_os("HUSK")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_husk")))
-}
-
-fn working_criu() -> Result<PathBuf, String> {
-    common::first_working_criu(
-        &["/usr/local/sbin/criu", "/usr/local/libexec/husk/criu"].map(PathBuf::from),
-    )
-}
-
 /// Everything read from a pty master, collected by a thread.
 struct Screen(Arc<Mutex<String>>);
 
@@ -78,7 +66,7 @@ struct Env {
 impl Env {
     fn husk(&self, args: &[&str]) {
         let err = self.dir.path().join("stderr");
-        let o = Command::new(husk_bin())
+        let o = Command::new(common::husk_bin())
             .arg("--root")
             .arg(self.dir.path().join("state"))
             .arg("--criu")
@@ -96,7 +84,7 @@ impl Env {
         );
     }
     fn exists(&self) -> bool {
-        Command::new(husk_bin())
+        Command::new(common::husk_bin())
             .arg("--root")
             .arg(self.dir.path().join("state"))
             .args(["state", &self.id])
@@ -110,7 +98,7 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        let _ = Command::new(husk_bin())
+        let _ = Command::new(common::husk_bin())
             .arg("--root")
             .arg(self.dir.path().join("state"))
             .args(["delete", "--force", &self.id])
@@ -126,7 +114,7 @@ fn bundle(dir: &Path) -> PathBuf {
     }
     std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("copy /bin/busybox");
     std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
-    let out = Command::new(husk_bin())
+    let out = Command::new(common::husk_bin())
         .args(["spec", "-b"])
         .arg(&b)
         .output()
@@ -143,16 +131,8 @@ fn bundle(dir: &Path) -> PathBuf {
 
 #[test]
 fn terminal_container_restores_with_a_new_master_on_the_console_socket() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root");
+    let Some(criu) = common::criu_or_skip() else {
         return;
-    }
-    let criu = match working_criu() {
-        Ok(c) => c,
-        Err(why) => {
-            eprintln!("SKIPPED: no working CRIU ({why}); see hack/criu.sh");
-            return;
-        }
     };
     let env = Env {
         dir: tempfile::tempdir().unwrap(),
@@ -207,22 +187,14 @@ fn terminal_container_restores_with_a_new_master_on_the_console_socket() {
 
 #[test]
 fn restore_of_a_terminal_container_needs_a_console_socket() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root");
+    let Some(criu) = common::criu_or_skip() else {
         return;
-    }
-    let criu = match working_criu() {
-        Ok(c) => c,
-        Err(why) => {
-            eprintln!("SKIPPED: no working CRIU ({why}); see hack/criu.sh");
-            return;
-        }
     };
     let dir = tempfile::tempdir().unwrap();
     let b = bundle(dir.path());
     let img = dir.path().join("img");
     std::fs::create_dir_all(&img).unwrap();
-    let o = Command::new(husk_bin())
+    let o = Command::new(common::husk_bin())
         .arg("--root")
         .arg(dir.path().join("state"))
         .arg("--criu")

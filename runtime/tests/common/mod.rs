@@ -200,3 +200,45 @@ pub fn first_working_criu(candidates: &[PathBuf]) -> Result<PathBuf, String> {
         tried.join("; ")
     })
 }
+
+/// The husk binary under test: $HUSK, else the one cargo built for this test.
+pub fn husk_bin() -> PathBuf {
+    std::env::var_os("HUSK")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(HUSK))
+}
+
+/// The CRIU the checkpoint tests use: the first that passes `criu check` of $HUSK_CRIU, the
+/// patched build (hack/migrate/criu-patched.sh, needed for TCP on kernels >= 6.16), the one
+/// hack/criu.sh installs, then PATH's; or why there is none.
+pub fn working_criu() -> Result<PathBuf, String> {
+    static CRIU: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    CRIU.get_or_init(|| {
+        let mut candidates = Vec::new();
+        if let Some(c) = std::env::var_os("HUSK_CRIU") {
+            candidates.push(PathBuf::from(c));
+        }
+        candidates.push(PathBuf::from("/usr/local/libexec/husk/criu"));
+        candidates.push(PathBuf::from("/usr/local/sbin/criu"));
+        if let Some(path) = std::env::var_os("PATH") {
+            candidates.extend(std::env::split_paths(&path).map(|d| d.join("criu")));
+        }
+        first_working_criu(&candidates)
+    })
+    .clone()
+}
+
+/// Root and a working CRIU, or None after printing why the test skips.
+pub fn criu_or_skip() -> Option<PathBuf> {
+    if !is_root() {
+        eprintln!("SKIPPED: checkpoint tests need root");
+        return None;
+    }
+    match working_criu() {
+        Ok(c) => Some(c),
+        Err(why) => {
+            eprintln!("SKIPPED: no working CRIU ({why}); install one with hack/criu.sh");
+            None
+        }
+    }
+}
