@@ -116,6 +116,7 @@ impl process::Parent for ParentSide<'_, '_> {
         self.st.pid = init_pid;
         let json = self.st.hook_json(Status::Creating);
         let hooks = self.st.config.hooks().clone();
+        let _t = crate::logging::phase("hooks: prestart, createRuntime");
         if let Some(h) = &hooks {
             crate::hooks::run_all("prestart", h.prestart(), &json)?;
             crate::hooks::run_all("createRuntime", h.create_runtime(), &json)?;
@@ -126,9 +127,12 @@ impl process::Parent for ParentSide<'_, '_> {
 
 /// `create`: build the container up to the point where only exec is left.
 pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
+    let _total = crate::logging::phase("create");
     crate::state::validate_id(&opts.id)?;
+    let config = crate::logging::phase("config");
     let bundle = spec::load_bundle(&opts.bundle)?;
     let plan = NsPlan::from_spec(&bundle.spec)?;
+    config.done();
     let process = bundle
         .spec
         .process()
@@ -153,9 +157,13 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
         .as_ref()
         .ok_or_else(|| Error::config("linux: missing"))?;
     let filter = match linux.seccomp() {
-        Some(s) => Some(crate::seccomp_glue::compile(s, &root.path)?),
+        Some(s) => {
+            let _t = crate::logging::phase("seccomp compile");
+            Some(crate::seccomp_glue::compile(s, &root.path)?)
+        }
         None => None,
     };
+    let prep = crate::logging::phase("prepare");
     let args: Vec<CString> = process
         .args()
         .iter()
@@ -192,6 +200,8 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
         (None, None) => None,
     };
 
+    prep.done();
+
     let locked = root.create(&opts.id)?;
     let mut st = ContainerState {
         id: opts.id.clone(),
@@ -215,6 +225,7 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
         pids: Vec::new(),
         done: false,
     };
+    let cgroups = crate::logging::phase("cgroups");
     let host = Host::detect()?;
     let mut cg = CgroupManager::new(
         &host,
@@ -245,6 +256,7 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
         }
         Err(e) => return Err(e.into()),
     }
+    cgroups.done();
     // Saved before clone: a create killed half-way leaves a state `delete --force` can clean.
     locked.save(&st)?;
 
@@ -252,6 +264,7 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
     // writing "0" to v1 `tasks` avoids the slow path the kernel takes when another process moves
     // it (about 12 ms per hierarchy attach here). The cgroup2 directory (pure v2, or the unified
     // mount of a hybrid host) takes it at clone time (clone3 CLONE_INTO_CGROUP).
+    let join = crate::logging::phase("cgroup join fds");
     let (cgroup_join, cg2) = match &guard.cgroup {
         Some(cg) => (
             cg.join_fds()?,
@@ -264,6 +277,7 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
         ),
         None => (Vec::new(), None),
     };
+    join.done();
     let cfg = InitConfig {
         id: &opts.id,
         spec: &bundle.spec,
@@ -292,6 +306,7 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
         process::spawn(cfg, &mut side, cg2.as_ref().map(std::os::fd::AsFd::as_fd))?
     };
     drop(cg2);
+    let save = crate::logging::phase("state save");
     st.pid = pid;
     st.pid_start =
         crate::sys::proc_start_time(pid).ctx(|| format!("read start time of init pid {pid}"))?;
@@ -302,6 +317,7 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
         crate::state::write_atomic(p, pid.to_string().as_bytes())?;
     }
     guard.done = true;
+    save.done();
     Ok(st)
 }
 
@@ -354,6 +370,7 @@ pub fn start(root: &Root, id: &str) -> Result<()> {
     let path = format!("/proc/{}/fd/{}", st.pid, st.start_fd);
     let f = crate::sys::open(Path::new(&path), libc::O_WRONLY)
         .ctx(|| format!("open start pipe {path}"))?;
+    let exec_wait = crate::logging::phase("exec wait");
     nix::unistd::write(&f, &[0u8]).ctx(|| format!("write start pipe {path}"))?;
     drop(f);
     st.started = true;
@@ -367,7 +384,9 @@ pub fn start(root: &Root, id: &str) -> Result<()> {
         }
     }
     drop(exec_pipe);
+    exec_wait.done();
     if let Some(h) = st.config.hooks() {
+        let _t = crate::logging::phase("hooks: poststart");
         crate::hooks::run_all_warn("poststart", h.poststart(), &st.hook_json(Status::Running));
     }
     Ok(())

@@ -125,7 +125,9 @@ fn build_process(opts: &ExecOpts, base: &Process) -> Result<Process> {
 
 /// Run the exec; returns the exit code (0 with --detach).
 pub fn exec(root: &Root, opts: ExecOpts) -> Result<i32> {
+    let t = crate::logging::phase("exec: load state");
     let st = container::state(root, &opts.id)?;
+    t.done();
     match st.status() {
         Status::Running | Status::Created => {}
         Status::Paused if opts.ignore_paused => {}
@@ -150,7 +152,10 @@ pub fn exec(root: &Root, opts: ExecOpts) -> Result<i32> {
     }
     let linux = st.config.linux().clone().unwrap_or_default();
     let filter = match linux.seccomp() {
-        Some(s) => Some(crate::seccomp_glue::compile(s, &root.path)?),
+        Some(s) => {
+            let _t = crate::logging::phase("seccomp compile");
+            Some(crate::seccomp_glue::compile(s, &root.path)?)
+        }
         None => None,
     };
     let caps = process.capabilities().as_ref().map(CapPlan::new);
@@ -206,6 +211,7 @@ pub fn exec(root: &Root, opts: ExecOpts) -> Result<i32> {
         None => Vec::new(),
     };
     let (ours, theirs) = channel::pair()?;
+    let until_exec = crate::logging::phase("exec: fork, join namespaces and cgroups, until exec");
     // SAFETY: the runtime is single-threaded.
     let inter = unsafe { crate::sys::clone_fork(0) }.ctx(|| "fork exec process".into())?;
     if inter == 0 {
@@ -270,6 +276,7 @@ pub fn exec(root: &Root, opts: ExecOpts) -> Result<i32> {
             _ => break,
         }
     }
+    until_exec.done();
     if let Some(p) = &opts.pid_file {
         crate::state::write_atomic(p, pid.to_string().as_bytes())?;
     }

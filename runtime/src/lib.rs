@@ -1,4 +1,4 @@
-//! Husk: an OCI runtime library. The `husk` binary is a thin clap front-end over this crate.
+//! Husk: an OCI runtime library. The `husk` binary (src/bin/husk/) is a thin front-end over this crate, with its own small argument parser.
 //!
 //! One module per kernel concern; see docs/ARCHITECTURE.md.
 pub mod capabilities;

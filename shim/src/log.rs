@@ -56,12 +56,14 @@ impl Subscriber for FifoLog {
             Level::DEBUG => "debug",
             Level::TRACE => "trace",
         };
-        let secs = std::time::SystemTime::now()
+        // Seconds with microseconds, formatted as integers (no float formatting code).
+        let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+            .unwrap_or_default();
         let line = format!(
-            "time={secs:.6} level={level} msg={:?} runtime=io.containerd.husk.v2 pid={}\n",
+            "time={}.{:06} level={level} msg={:?} runtime=io.containerd.husk.v2 pid={}\n",
+            t.as_secs(),
+            t.subsec_micros(),
             msg.0,
             std::process::id()
         );

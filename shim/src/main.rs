@@ -4,7 +4,12 @@
 //! - `start`: spawn the long-lived shim for one container, print its ttrpc address;
 //! - `delete`: clean up after a shim that died;
 //! - no action: serve the Task API on the socket passed as fd 3.
+//!
+//! The binary has its own C `main` (see [`main`]): std's runtime start-up is skipped.
+#![cfg_attr(not(test), no_main)]
 
+mod flags;
+mod json;
 mod log;
 mod mainloop;
 mod metrics;
@@ -27,22 +32,90 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use anyhow::{bail, Context as _, Result};
-use containerd_shim::protos::protobuf::well_known_types::any::Any;
-use containerd_shim::protos::protobuf::{Message, MessageField};
-use containerd_shim::protos::shim::oci::Options;
-use containerd_shim::Flags;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::{Message, MessageField};
+use containerd_shim_protos::shim::oci::Options;
 
+use crate::flags::{socket_address, Flags};
 use crate::reaper::Reaper;
 use crate::runtime::{Runtime, RuntimeConfig};
-use crate::service::{Service, TaskService};
+use crate::service::Service;
+
+/// Why an action of the binary failed: what was being done, then its cause (printed once to
+/// stderr, which containerd shows). A few lines instead of `anyhow`, whose error boxes and
+/// backtrace capture each per-container shim would carry.
+#[derive(Debug)]
+struct Failure(String);
+
+type Result<T> = std::result::Result<T, Failure>;
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+trait Context<T> {
+    fn context(self, what: &str) -> Result<T>;
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T, E: std::fmt::Display> Context<T> for std::result::Result<T, E> {
+    fn context(self, what: &str) -> Result<T> {
+        self.map_err(|e| Failure(format!("{what}: {e}")))
+    }
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Failure(format!("{}: {e}", what())))
+    }
+}
+
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return Err(Failure(format!($($arg)*)))
+    };
+}
 
 /// The fd the serving shim finds its listening socket on.
 const LISTEN_FD: RawFd = 3;
 
-fn main() {
+/// glibc tunable given to the serving shim: no cache of exited threads' stacks.
+const STACK_CACHE_TUNABLE: &str = "glibc.pthread.stack_cache_size=0";
+
+/// Takes the tunable `start` added out of the environment (glibc read it at start-up), so that
+/// the runtime and loggers the shim starts do not inherit it.
+fn drop_own_tunable() {
+    let Ok(t) = std::env::var("GLIBC_TUNABLES") else {
+        return;
+    };
+    if t == STACK_CACHE_TUNABLE {
+        std::env::remove_var("GLIBC_TUNABLES");
+    } else if let Some(rest) = t.strip_suffix(&format!(":{STACK_CACHE_TUNABLE}")) {
+        std::env::set_var("GLIBC_TUNABLES", rest);
+    }
+}
+
+/// The C entry point. std's `lang_start` is left out on purpose: at every start it looks up the
+/// main thread's stack guard (glibc reads /proc/self/maps for that, through its stdio and scanf
+/// code) and installs a stack-overflow signal handler with an alternate signal stack for every
+/// thread; all that code would stay mapped in each per-container shim. A stack overflow still
+/// hits the guard page (SIGSEGV), only without std's message. SIGPIPE is ignored as std does
+/// (children get the default back, std's spawn resets it); `process::exit` flushes stdout.
+#[cfg(not(test))]
+#[no_mangle]
+pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    // SAFETY: sets the disposition of SIGPIPE to SIG_IGN; no handler function is involved.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    shim_main();
+    std::process::exit(0)
+}
+
+#[cfg_attr(test, allow(dead_code))]
+fn shim_main() {
+    // std captures argv on glibc from .init_array, also without its runtime start-up.
     let args: Vec<_> = std::env::args_os().collect();
-    let flags = match containerd_shim::parse(&args[1..]) {
+    let flags = match flags::parse(args.get(1..).unwrap_or_default()) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("containerd-shim-husk-v2: {e}");
@@ -57,10 +130,10 @@ fn main() {
         "start" => start(&flags),
         "delete" => delete(&flags),
         "" => serve(&flags),
-        other => Err(anyhow::anyhow!("unknown action {other:?}")),
+        other => Err(Failure(format!("unknown action {other:?}"))),
     };
     if let Err(e) = res {
-        eprintln!("containerd-shim-husk-v2: {e:#}");
+        eprintln!("containerd-shim-husk-v2: {e}");
         std::process::exit(1);
     }
 }
@@ -90,7 +163,7 @@ fn start(flags: &Flags) -> Result<()> {
         .map(|o| o.shim_cgroup)
         .unwrap_or_default();
 
-    let address = containerd_shim::socket_address(&flags.address, &flags.namespace, &flags.id);
+    let address = socket_address(&flags.address, &flags.namespace, &flags.id);
     let path = socket_path(&address);
     if let Some(parent) = Path::new(path).parent() {
         std::fs::create_dir_all(parent).with_context(|| format!("mkdir {}", parent.display()))?;
@@ -110,6 +183,13 @@ fn start(flags: &Flags) -> Result<()> {
     };
     let exe = std::env::current_exe().context("current_exe")?;
     let mut cmd = Command::new(exe);
+    // Stacks of finished request threads go back to the kernel instead of glibc's cache (the
+    // serving shim takes the setting out of its environment again, see `serve`).
+    let tunables = match std::env::var("GLIBC_TUNABLES") {
+        Ok(t) if !t.is_empty() => format!("{t}:{STACK_CACHE_TUNABLE}"),
+        _ => STACK_CACHE_TUNABLE.to_string(),
+    };
+    cmd.env("GLIBC_TUNABLES", tunables);
     cmd.args(["-namespace", &flags.namespace, "-id", &flags.id, "-address"])
         .arg(&flags.address)
         .stdin(Stdio::null())
@@ -143,7 +223,7 @@ fn start(flags: &Flags) -> Result<()> {
     let _ = std::fs::write(bundle.join("address"), &address);
     let _ = std::fs::write(bundle.join("shim.pid"), pid.to_string());
     if let Err(e) = place_shim(pid, &shim_cgroup) {
-        eprintln!("containerd-shim-husk-v2: {e:#}");
+        eprintln!("containerd-shim-husk-v2: {e}");
     }
     print!("{address}");
     std::io::stdout().flush().context("write address")?;
@@ -212,11 +292,11 @@ fn delete(flags: &Flags) -> Result<()> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let resp = containerd_shim::api::DeleteResponse {
+    let resp = containerd_shim_protos::api::DeleteResponse {
         pid: 0,
         exit_status: 128 + libc::SIGKILL as u32,
         exited_at: MessageField::some(
-            containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp {
+            containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp {
                 seconds: now.as_secs() as i64,
                 nanos: now.subsec_nanos() as i32,
                 ..Default::default()
@@ -279,6 +359,8 @@ fn serve(flags: &Flags) -> Result<()> {
         bail!("serve: -namespace and -id are required");
     }
     tune_process();
+    // Still single-threaded: changing the environment is safe here.
+    drop_own_tunable();
     let sigfd = mainloop::block_signals().context("block signals / signalfd")?;
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
@@ -311,21 +393,12 @@ fn serve(flags: &Flags) -> Result<()> {
         reaper.clone(),
         wake.clone(),
     ));
-    let task: Arc<dyn containerd_shim::Task + Send + Sync> = Arc::new(TaskService(svc.clone()));
-    let mut methods = containerd_shim::protos::create_task(task.clone());
-    // containerd 1.6/1.7 speak task API v2: same messages, other service name.
-    for (path, handler) in containerd_shim::protos::create_task(task) {
-        methods.insert(
-            path.replace("containerd.task.v3.", "containerd.task.v2."),
-            handler,
-        );
-    }
     let listener = UnixListener::from(listen);
-    let server = server::Server::new(listener, methods, svc.clone()).context("ttrpc listener")?;
+    let server = server::Server::new(listener, svc.clone()).context("ttrpc listener")?;
 
     mainloop::run(svc, reaper, wake, sigfd, server, &flags.id);
 
-    let address = containerd_shim::socket_address(&flags.address, &flags.namespace, &flags.id);
+    let address = socket_address(&flags.address, &flags.namespace, &flags.id);
     let _ = std::fs::remove_file(socket_path(&address));
     // Exit without tearing down the server threads (containerd closes its side).
     std::process::exit(0);

@@ -188,7 +188,8 @@ pub fn run(
     container_id: &str,
 ) {
     let mut copies: Vec<Active> = Vec::new();
-    let mut buf = vec![0u8; 32 * 1024];
+    // One copy buffer for every stream; pages are touched only as far as data comes.
+    let mut buf = vec![0u8; 16 * 1024];
     loop {
         // Exits that happened before the first poll are picked up too.
         let exits = reaper.reap_all();

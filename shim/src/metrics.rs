@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use containerd_shim::protos::cgroups::metrics::{
+use containerd_shim_protos::cgroups::metrics::{
     BlkIOEntry, BlkIOStat, CPUStat, CPUUsage, MemoryEntry, MemoryOomControl, MemoryStat, Metrics,
     PidsStat, Throttle,
 };
-use containerd_shim::protos::cgroups_v2::metrics as v2;
-use containerd_shim::protos::protobuf::well_known_types::any::Any;
-use containerd_shim::protos::protobuf::{Message, MessageField};
+use containerd_shim_protos::cgroups_v2::metrics as v2;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::{Message, MessageField};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {

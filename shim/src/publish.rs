@@ -8,14 +8,14 @@ use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use containerd_shim::protos::protobuf::well_known_types::any::Any;
-use containerd_shim::protos::protobuf::{Message, MessageField};
-use containerd_shim::protos::shim::event::Envelope;
-use containerd_shim::protos::shim::events::ForwardRequest;
-use containerd_shim::protos::ttrpc::proto::{
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::{Message, MessageField};
+use containerd_shim_protos::shim::event::Envelope;
+use containerd_shim_protos::shim::events::ForwardRequest;
+use containerd_shim_protos::ttrpc::proto::{
     MESSAGE_HEADER_LENGTH, MESSAGE_LENGTH_MAX, MESSAGE_TYPE_REQUEST, MESSAGE_TYPE_RESPONSE,
 };
-use containerd_shim::protos::ttrpc::{Request, Response};
+use containerd_shim_protos::ttrpc::{Request, Response};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -79,7 +79,7 @@ impl Publisher {
             .map_err(|e| PublishError::Encode(e.to_string()))?;
         let envelope = Envelope {
             timestamp: MessageField::some(
-                containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp {
+                containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp {
                     seconds: d.as_secs() as i64,
                     nanos: d.subsec_nanos() as i32,
                     ..Default::default()

@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
+use crate::json::{self, JsonError, Value};
 use crate::reaper::Reaper;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +32,7 @@ pub enum RuntimeError {
     Output {
         binary: String,
         action: String,
-        source: serde_json::Error,
+        source: JsonError,
     },
     #[error("{path}: {source}")]
     Io {
@@ -60,7 +59,7 @@ impl RuntimeError {
 }
 
 /// What the shim persists in the bundle so that `delete` can clean up after a dead shim.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeConfig {
     pub binary: PathBuf,
     pub root: PathBuf,
@@ -98,19 +97,35 @@ impl RuntimeConfig {
 
     pub fn save(&self, bundle: &Path) -> Result<(), RuntimeError> {
         let path = bundle.join(CONFIG_FILE);
-        let data = serde_json::to_vec(self).map_err(|e| RuntimeError::Io {
-            path: path.display().to_string(),
-            source: e.into(),
-        })?;
-        std::fs::write(&path, data).map_err(|source| RuntimeError::Io {
+        let io_err = |source| RuntimeError::Io {
             path: path.display().to_string(),
             source,
-        })
+        };
+        let (Some(binary), Some(root)) = (self.binary.to_str(), self.root.to_str()) else {
+            return Err(io_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "runtime binary {} or root {} is not UTF-8",
+                    self.binary.display(),
+                    self.root.display()
+                ),
+            )));
+        };
+        let mut text = String::from("{\"binary\":");
+        json::write_str(&mut text, binary);
+        text.push_str(",\"root\":");
+        json::write_str(&mut text, root);
+        text.push('}');
+        std::fs::write(&path, text).map_err(io_err)
     }
 
     pub fn load(bundle: &Path) -> Option<RuntimeConfig> {
         let data = std::fs::read(bundle.join(CONFIG_FILE)).ok()?;
-        serde_json::from_slice(&data).ok()
+        let v = json::parse(&data).ok()?;
+        Some(RuntimeConfig {
+            binary: PathBuf::from(v.get("binary")?.as_str()?),
+            root: PathBuf::from(v.get("root")?.as_str()?),
+        })
     }
 }
 
@@ -151,6 +166,126 @@ pub struct CreateOpts<'a> {
     pub no_new_keyring: bool,
 }
 
+/// CRIU options a checkpoint was taken with (from containerd's `CheckpointOptions`). The shim
+/// records them next to the image (see [`CRIU_FLAGS_FILE`]) because a restore must repeat them
+/// (an image with established TCP connections restores only with `--tcp-established`, ...)
+/// and containerd's Create request carries none of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CriuFlags {
+    pub tcp_established: bool,
+    pub ext_unix_sk: bool,
+    pub shell_job: bool,
+    pub file_locks: bool,
+    pub empty_ns: Vec<String>,
+    pub manage_cgroups_mode: String,
+}
+
+/// Where the shim records [`CriuFlags`] in a checkpoint image directory.
+pub const CRIU_FLAGS_FILE: &str = "husk-shim-criu.json";
+
+impl CriuFlags {
+    /// runc's flags for these options (the same for `checkpoint` and `restore`).
+    pub fn args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
+        for (on, flag) in [
+            (self.tcp_established, "--tcp-established"),
+            (self.ext_unix_sk, "--ext-unix-sk"),
+            (self.shell_job, "--shell-job"),
+            (self.file_locks, "--file-locks"),
+        ] {
+            if on {
+                args.push(flag.into());
+            }
+        }
+        for ns in &self.empty_ns {
+            args.push("--empty-ns".into());
+            args.push(ns.into());
+        }
+        if !self.manage_cgroups_mode.is_empty() {
+            args.push("--manage-cgroups-mode".into());
+            args.push((&self.manage_cgroups_mode).into());
+        }
+        args
+    }
+
+    /// Records the flags in the image directory `image`.
+    pub fn save(&self, image: &Path) -> Result<(), RuntimeError> {
+        let path = image.join(CRIU_FLAGS_FILE);
+        let io_err = |source| RuntimeError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut text = String::from("{");
+        for (name, on) in [
+            ("tcp_established", self.tcp_established),
+            ("ext_unix_sk", self.ext_unix_sk),
+            ("shell_job", self.shell_job),
+            ("file_locks", self.file_locks),
+        ] {
+            text.push_str(&format!("\"{name}\":{on},"));
+        }
+        text.push_str("\"empty_ns\":[");
+        for (i, ns) in self.empty_ns.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            json::write_str(&mut text, ns);
+        }
+        text.push_str("],\"manage_cgroups_mode\":");
+        json::write_str(&mut text, &self.manage_cgroups_mode);
+        text.push('}');
+        std::fs::write(&path, text).map_err(io_err)
+    }
+
+    /// The flags recorded in `image`; none when the image was not written through this shim
+    /// (as containerd's runc shim restores: without CRIU options).
+    pub fn load(image: &Path) -> Result<CriuFlags, RuntimeError> {
+        let path = image.join(CRIU_FLAGS_FILE);
+        let io_err = |source| RuntimeError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let data = match std::fs::read(&path) {
+            Ok(data) => data,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(CriuFlags::default()),
+            Err(e) => return Err(io_err(e)),
+        };
+        let invalid =
+            |msg: String| io_err(std::io::Error::new(std::io::ErrorKind::InvalidData, msg));
+        let v = json::parse(&data).map_err(|e| invalid(e.to_string()))?;
+        let flag = |name: &str| v.get(name).and_then(Value::as_bool).unwrap_or(false);
+        let mut empty_ns = Vec::new();
+        for ns in v.get("empty_ns").and_then(Value::as_array).unwrap_or(&[]) {
+            let ns = ns
+                .as_str()
+                .ok_or_else(|| invalid("empty_ns: expected strings".into()))?;
+            empty_ns.push(ns.to_string());
+        }
+        Ok(CriuFlags {
+            tcp_established: flag("tcp_established"),
+            ext_unix_sk: flag("ext_unix_sk"),
+            shell_job: flag("shell_job"),
+            file_locks: flag("file_locks"),
+            empty_ns,
+            manage_cgroups_mode: v
+                .get("manage_cgroups_mode")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        })
+    }
+}
+
+/// `<runtime> restore` as the shim runs it at Start of a task created from a checkpoint.
+pub struct RestoreOpts<'a> {
+    pub image_path: &'a Path,
+    pub work_path: Option<&'a Path>,
+    pub pid_file: &'a Path,
+    pub console_socket: Option<&'a Path>,
+    pub no_pivot: bool,
+    pub criu: &'a CriuFlags,
+}
+
 impl Runtime {
     pub fn new(cfg: RuntimeConfig, bundle: &Path, reaper: Option<Arc<Reaper>>) -> Runtime {
         Runtime {
@@ -188,7 +323,7 @@ impl Runtime {
         f.read_to_string(&mut text).ok()?;
         let mut last = None;
         for line in text.lines() {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            if let Ok(v) = json::parse(line.as_bytes()) {
                 let level = v.get("level").and_then(|l| l.as_str()).unwrap_or("");
                 if level == "error" || level == "fatal" {
                     if let Some(msg) = v.get("msg").and_then(|m| m.as_str()) {
@@ -306,6 +441,44 @@ impl Runtime {
         self.run("create", args, Some(stdio), None).map(|_| ())
     }
 
+    /// `restore --detach`: the restored init gets `stdio` (CRIU hands the runtime's own fds 0-2
+    /// to it in place of the checkpointed container's pipes) and, once the runtime exited, the
+    /// shim (subreaper) as its parent.
+    pub fn restore(
+        &self,
+        id: &str,
+        bundle: &Path,
+        opts: &RestoreOpts,
+        stdio: ProcStdio,
+    ) -> Result<(), RuntimeError> {
+        let mut args: Vec<OsString> = vec![
+            "restore".into(),
+            "--image-path".into(),
+            opts.image_path.into(),
+        ];
+        if let Some(w) = opts.work_path {
+            args.push("--work-path".into());
+            args.push(w.into());
+        }
+        args.extend([
+            "--bundle".into(),
+            bundle.into(),
+            "--pid-file".into(),
+            opts.pid_file.into(),
+            "--detach".into(),
+        ]);
+        if let Some(s) = opts.console_socket {
+            args.push("--console-socket".into());
+            args.push(s.into());
+        }
+        if opts.no_pivot {
+            args.push("--no-pivot".into());
+        }
+        args.extend(opts.criu.args());
+        args.push(id.into());
+        self.run("restore", args, Some(stdio), None).map(|_| ())
+    }
+
     pub fn start(&self, id: &str) -> Result<(), RuntimeError> {
         self.run("start", vec!["start".into(), id.into()], None, None)
             .map(|_| ())
@@ -378,10 +551,80 @@ impl Runtime {
         if text.is_empty() || text == "null" {
             return Ok(Vec::new());
         }
-        serde_json::from_str(text).map_err(|source| RuntimeError::Output {
+        let out_err = |source| RuntimeError::Output {
             binary: self.binary_name(),
             action: "ps".into(),
             source,
-        })
+        };
+        let v = json::parse(text.as_bytes()).map_err(out_err)?;
+        let not_pids = || {
+            out_err(JsonError {
+                at: 0,
+                what: "expected an array of pids",
+            })
+        };
+        v.as_array()
+            .ok_or_else(not_pids)?
+            .iter()
+            .map(|p| {
+                p.as_i64()
+                    .and_then(|n| i32::try_from(n).ok())
+                    .ok_or_else(not_pids)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_config_round_trips() {
+        let dir = std::env::temp_dir().join(format!("husk-shim-rtcfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = RuntimeConfig {
+            binary: PathBuf::from("/usr/local/bin/hu\"sk"),
+            root: PathBuf::from("/run/husk/ns"),
+        };
+        cfg.save(&dir).unwrap();
+        assert_eq!(RuntimeConfig::load(&dir), Some(cfg));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn criu_flags_round_trip_and_map_to_runc_flags() {
+        let dir = std::env::temp_dir().join(format!("husk-shim-criu-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(CriuFlags::load(&dir).unwrap(), CriuFlags::default());
+        let f = CriuFlags {
+            tcp_established: true,
+            file_locks: true,
+            empty_ns: vec!["network".into()],
+            manage_cgroups_mode: "soft".into(),
+            ..Default::default()
+        };
+        f.save(&dir).unwrap();
+        assert_eq!(CriuFlags::load(&dir).unwrap(), f);
+        let args: Vec<String> = f
+            .args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "--tcp-established",
+                "--file-locks",
+                "--empty-ns",
+                "network",
+                "--manage-cgroups-mode",
+                "soft"
+            ]
+        );
+        std::fs::write(dir.join(CRIU_FLAGS_FILE), "{broken").unwrap();
+        let e = CriuFlags::load(&dir).unwrap_err().to_string();
+        assert!(e.contains(CRIU_FLAGS_FILE), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

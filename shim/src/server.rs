@@ -1,29 +1,29 @@
-//! A lean ttrpc transport for the generated Task service of `containerd-shim-protos`.
+//! A lean ttrpc transport for the Task service, with the messages of `containerd-shim-protos`.
 //!
 //! ttrpc's sync `Server` keeps a listener thread, a reaper thread and per connection a handler,
 //! a reader and a pool of workers alive: about ten threads in every shim. Here the shim's main
-//! loop accepts connections and reads request frames; each request runs the generated method
-//! handler on a short-lived thread (runtime calls take tens of milliseconds and must not stall
-//! the reaper), which writes its response frame itself. An idle shim keeps only the main thread
-//! and one thread per pending `Wait`.
+//! loop accepts connections and reads request frames; each request runs on a short-lived thread
+//! (runtime calls take tens of milliseconds and must not stall the reaper), which decodes it,
+//! calls the service and writes the response frame itself. An idle shim keeps only the main
+//! thread and one thread per pending `Wait`. The requests are dispatched here by method name
+//! rather than through the crate's generated handlers, whose per-request context, channels
+//! and per-method glue the shim does not need.
 
-use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{Arc, Mutex};
 
-use containerd_shim::protos::protobuf::Message;
-use containerd_shim::protos::ttrpc::proto::{
+use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::ttrpc::proto::{
     MESSAGE_HEADER_LENGTH, MESSAGE_LENGTH_MAX, MESSAGE_TYPE_REQUEST,
 };
-use containerd_shim::protos::ttrpc::{
-    self, context, Code, MessageHeader, MethodHandler, Request, Response, TtrpcContext,
-};
+use containerd_shim_protos::ttrpc::{self, Code, MessageHeader, Request, Response};
 
-use crate::service::Service;
+use crate::service::{Service, TaskService};
 
-pub type Methods = HashMap<String, Box<dyn MethodHandler + Send + Sync>>;
+/// The Task service under the names containerd uses: task API v2 (containerd 1.6/1.7) and v3
+/// (containerd 2), same messages.
+const SERVICES: [&str; 2] = ["containerd.task.v2.Task", "containerd.task.v3.Task"];
 
 /// Stack of a request thread: protobuf decoding, the service and `Command::spawn` only.
 const REQUEST_STACK: usize = 256 * 1024;
@@ -36,7 +36,7 @@ pub struct Conn {
 pub struct Server {
     pub listener: UnixListener,
     pub conns: Vec<Conn>,
-    methods: Arc<Methods>,
+    task: Arc<TaskService>,
     svc: Arc<Service>,
 }
 
@@ -52,10 +52,17 @@ fn write_frame(w: &Mutex<UnixStream>, mh: MessageHeader, body: &[u8]) -> std::io
 }
 
 fn error_response(w: &Mutex<UnixStream>, stream_id: u32, code: Code, msg: String) {
-    let res = Response {
-        status: Some(ttrpc::get_status(code, msg)).into(),
-        ..Default::default()
-    };
+    send_response(
+        w,
+        stream_id,
+        Response {
+            status: Some(ttrpc::get_status(code, msg)).into(),
+            ..Default::default()
+        },
+    );
+}
+
+fn send_response(w: &Mutex<UnixStream>, stream_id: u32, res: Response) {
     match res.write_to_bytes() {
         Ok(body) => {
             let mh = MessageHeader::new_response(stream_id, body.len() as u32);
@@ -63,21 +70,17 @@ fn error_response(w: &Mutex<UnixStream>, stream_id: u32, code: Code, msg: String
                 tracing::debug!("ttrpc write: {e}");
             }
         }
-        Err(e) => tracing::warn!("encode ttrpc error response: {e}"),
+        Err(e) => tracing::warn!("encode ttrpc response: {e}"),
     }
 }
 
 impl Server {
-    pub fn new(
-        listener: UnixListener,
-        methods: Methods,
-        svc: Arc<Service>,
-    ) -> std::io::Result<Server> {
+    pub fn new(listener: UnixListener, svc: Arc<Service>) -> std::io::Result<Server> {
         listener.set_nonblocking(true)?;
         Ok(Server {
             listener,
             conns: Vec::new(),
-            methods: Arc::new(methods),
+            task: Arc::new(TaskService(svc.clone())),
             svc,
         })
     }
@@ -141,14 +144,16 @@ impl Server {
             return true;
         }
         let writer = conn.writer.clone();
-        let methods = self.methods.clone();
+        let task = self.task.clone();
         let svc = self.svc.clone();
-        let fd = conn.reader.as_raw_fd();
         let spawned = std::thread::Builder::new()
             .name("ttrpc".into())
             .stack_size(REQUEST_STACK)
             .spawn(move || {
-                if handle(fd, &methods, &writer, mh, &body) {
+                let shutdown = handle(&task, &writer, mh, &body);
+                drop(body);
+                release_heap();
+                if shutdown {
                     svc.shutdown_if_idle();
                 }
             });
@@ -165,14 +170,61 @@ impl Server {
     }
 }
 
+/// Gives the heap memory freed by a request (decoded messages, runtime output, JSON) back to
+/// the kernel: an idle shim then keeps only what its container needs.
+pub fn release_heap() {
+    // SAFETY: malloc_trim only walks and trims the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Decodes the request message, runs the method, encodes its answer.
+fn call<Req: Message, Resp: Message>(
+    payload: &[u8],
+    method: impl FnOnce(Req) -> ttrpc::Result<Resp>,
+) -> Result<Vec<u8>, ttrpc::Status> {
+    let req = Req::parse_from_bytes(payload).map_err(|e| {
+        ttrpc::get_status(Code::INVALID_ARGUMENT, format!("decode {}: {e}", Req::NAME))
+    })?;
+    match method(req) {
+        Ok(resp) => resp
+            .write_to_bytes()
+            .map_err(|e| ttrpc::get_status(Code::INTERNAL, format!("encode {}: {e}", Resp::NAME))),
+        Err(ttrpc::Error::RpcStatus(s)) => Err(s),
+        Err(e) => Err(ttrpc::get_status(Code::UNKNOWN, e.to_string())),
+    }
+}
+
+/// Runs Task method `method` of the service.
+fn dispatch(t: &TaskService, method: &str, p: &[u8]) -> Result<Vec<u8>, ttrpc::Status> {
+    match method {
+        "State" => call(p, |r| t.state(r)),
+        "Create" => call(p, |r| t.create(r)),
+        "Start" => call(p, |r| t.start(r)),
+        "Delete" => call(p, |r| t.delete(r)),
+        "Pids" => call(p, |r| t.pids(r)),
+        "Pause" => call(p, |r| t.pause(r)),
+        "Resume" => call(p, |r| t.resume(r)),
+        "Checkpoint" => call(p, |r| t.checkpoint(r)),
+        "Kill" => call(p, |r| t.kill(r)),
+        "Exec" => call(p, |r| t.exec(r)),
+        "ResizePty" => call(p, |r| t.resize_pty(r)),
+        "CloseIO" => call(p, |r| t.close_io(r)),
+        "Update" => call(p, |r| t.update(r)),
+        "Wait" => call(p, |r| t.wait(r)),
+        "Stats" => call(p, |r| t.stats(r)),
+        "Connect" => call(p, |r| t.connect(r)),
+        "Shutdown" => call(p, |r| t.shutdown(r)),
+        other => Err(ttrpc::get_status(
+            Code::UNIMPLEMENTED,
+            format!("Task method {other} is not implemented by containerd-shim-husk-v2"),
+        )),
+    }
+}
+
 /// Runs one request; returns true when it was an answered Shutdown.
-fn handle(
-    fd: i32,
-    methods: &Methods,
-    writer: &Mutex<UnixStream>,
-    mh: MessageHeader,
-    body: &[u8],
-) -> bool {
+fn handle(task: &TaskService, writer: &Mutex<UnixStream>, mh: MessageHeader, body: &[u8]) -> bool {
     let req = match Request::parse_from_bytes(body) {
         Ok(r) => r,
         Err(e) => {
@@ -180,36 +232,30 @@ fn handle(
             return false;
         }
     };
-    let path = format!("/{}/{}", req.service, req.method);
-    let Some(method) = methods.get(&path) else {
+    if !SERVICES.contains(&req.service.as_str()) {
         error_response(
             writer,
             mh.stream_id,
             Code::UNIMPLEMENTED,
-            format!("{path} is not implemented by containerd-shim-husk-v2"),
+            format!(
+                "/{}/{} is not implemented by containerd-shim-husk-v2",
+                req.service, req.method
+            ),
         );
         return false;
-    };
-    let shutdown = req.method == "Shutdown";
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (_cancel_tx, cancel_rx) = crossbeam_channel::bounded(0);
-    let ctx = TtrpcContext {
-        fd,
-        cancel_rx,
-        mh,
-        res_tx: tx,
-        metadata: context::from_pb(&req.metadata),
-        timeout_nano: req.timeout_nano,
-        conn_ctx: Arc::new(Default::default()),
-    };
-    if let Err(e) = method.handler(ctx, req) {
-        error_response(writer, mh.stream_id, Code::INTERNAL, e.to_string());
-        return false;
     }
-    for (rmh, rbody) in rx.try_iter() {
-        if let Err(e) = write_frame(writer, rmh, &rbody) {
-            tracing::debug!("ttrpc write {path}: {e}");
-        }
-    }
-    shutdown
+    let res = match dispatch(task, &req.method, &req.payload) {
+        Ok(payload) => Response {
+            status: Some(ttrpc::get_status(Code::OK, String::new())).into(),
+            payload,
+            ..Default::default()
+        },
+        Err(status) => Response {
+            status: Some(status).into(),
+            ..Default::default()
+        },
+    };
+    let ok = res.status.as_ref().is_some_and(|s| s.code.value() == 0);
+    send_response(writer, mh.stream_id, res);
+    ok && req.method == "Shutdown"
 }

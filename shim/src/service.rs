@@ -6,24 +6,25 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use containerd_shim::api;
-use containerd_shim::protos::events::task::{
+use containerd_shim_protos::api;
+use containerd_shim_protos::events::task::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
     TaskResumed, TaskStart,
 };
-use containerd_shim::protos::protobuf::well_known_types::any::Any;
-use containerd_shim::protos::protobuf::well_known_types::empty::Empty;
-use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
-use containerd_shim::protos::protobuf::{Message, MessageField};
-use containerd_shim::protos::shim::oci::{Options, ProcessDetails};
-use containerd_shim::protos::topics;
-use containerd_shim::protos::ttrpc::{self, Code, TtrpcContext};
-use containerd_shim::protos::types::task::{ProcessInfo, Status};
-use containerd_shim::Task;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
+use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim_protos::protobuf::{Message, MessageField};
+use containerd_shim_protos::shim::oci::{Options, ProcessDetails};
+use containerd_shim_protos::topics;
+use containerd_shim_protos::ttrpc::{self, Code};
+use containerd_shim_protos::types::task::{ProcessInfo, Status};
 
 use crate::mainloop::Wake;
 use crate::reaper::{Owner, Reaper};
-use crate::runtime::{CreateOpts, ProcStdio, Runtime, RuntimeConfig, RuntimeError};
+use crate::runtime::{
+    CreateOpts, CriuFlags, ProcStdio, RestoreOpts, Runtime, RuntimeConfig, RuntimeError,
+};
 use crate::stdio::{self, ConsoleSocket, ProcIo, StdioPaths};
 
 /// How long an exit waits for the process's output to be copied out. Only reached when a
@@ -102,6 +103,17 @@ impl Proc {
     }
 }
 
+/// A task created from a checkpoint: as containerd's runc shim does, Create only records it and
+/// Start runs `<runtime> restore`.
+#[derive(Clone)]
+struct PendingRestore {
+    /// The CRIU image directory (containerd unpacked the checkpoint there).
+    image: PathBuf,
+    /// CRIU's work directory: the runc option `CriuWorkPath`, else the bundle's `work`.
+    work: Option<PathBuf>,
+    no_pivot: bool,
+}
+
 struct Container {
     id: String,
     bundle: PathBuf,
@@ -115,6 +127,8 @@ struct Container {
     runtime_deleted: Arc<Mutex<bool>>,
     init: Proc,
     execs: HashMap<String, Proc>,
+    /// Set from a Create with a checkpoint until Start restored it.
+    restore: Option<PendingRestore>,
 }
 
 #[derive(Default)]
@@ -256,7 +270,10 @@ impl Service {
         let r = std::thread::Builder::new()
             .name("exit".into())
             .stack_size(128 * 1024)
-            .spawn(move || svc.on_exit(&container_id, owner, pid, code));
+            .spawn(move || {
+                svc.on_exit(&container_id, owner, pid, code);
+                crate::server::release_heap();
+            });
         if let Err(e) = r {
             tracing::error!("spawn exit thread: {e}");
         }
@@ -321,10 +338,22 @@ impl Service {
         self: &Arc<Self>,
         req: api::CreateTaskRequest,
     ) -> TtResult<api::CreateTaskResponse> {
-        if !req.checkpoint.is_empty() {
+        if !req.parent_checkpoint.is_empty() {
             return Err(status_err(
                 Code::UNIMPLEMENTED,
-                "restore from checkpoint is not yet supported by containerd-shim-husk-v2",
+                format!(
+                    "create {}: parent_checkpoint {:?}: restore from a parent (pre-dump) checkpoint is not supported (the dirty-page tracking it needs is not available)",
+                    req.id, req.parent_checkpoint
+                ),
+            ));
+        }
+        if !req.checkpoint.is_empty() && !Path::new(&req.checkpoint).is_dir() {
+            return Err(status_err(
+                Code::INVALID_ARGUMENT,
+                format!(
+                    "create {}: checkpoint {}: not a directory of CRIU images",
+                    req.id, req.checkpoint
+                ),
             ));
         }
         {
@@ -389,34 +418,49 @@ impl Service {
             terminal: req.terminal,
         };
         let pid_file = bundle.join("init.pid");
-        let create_opts = CreateOpts {
-            pid_file: &pid_file,
-            console_socket: None,
-            no_pivot: opts.no_pivot_root,
-            no_new_keyring: opts.no_new_keyring,
-        };
-        let rt = runtime.clone();
-        let launched = self.launch(
-            &req.id,
-            Owner::Init,
-            &paths,
-            |console, pstdio| {
-                let o = CreateOpts {
-                    console_socket: console,
-                    ..create_opts
-                };
-                rt.create(&req.id, &bundle, &o, pstdio)
+        let restore = (!req.checkpoint.is_empty()).then(|| PendingRestore {
+            image: PathBuf::from(&req.checkpoint),
+            work: if !opts.criu_work_path.is_empty() {
+                Some(PathBuf::from(&opts.criu_work_path))
+            } else {
+                // containerd's per-task work directory (a link in the bundle), removed with it
+                Some(bundle.join("work")).filter(|w| w.is_dir())
             },
-            &pid_file,
-        );
-        let (pid, io, early) = match launched {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = runtime.delete(&req.id, true);
-                if mounted {
-                    unmount_rootfs(&rootfs);
+            no_pivot: opts.no_pivot_root,
+        });
+        let (pid, io, early) = if restore.is_some() {
+            // Nothing runs before Start (the pid stays 0 until the restore).
+            (0, None, None)
+        } else {
+            let create_opts = CreateOpts {
+                pid_file: &pid_file,
+                console_socket: None,
+                no_pivot: opts.no_pivot_root,
+                no_new_keyring: opts.no_new_keyring,
+            };
+            let rt = runtime.clone();
+            let launched = self.launch(
+                &req.id,
+                Owner::Init,
+                &paths,
+                |console, pstdio| {
+                    let o = CreateOpts {
+                        console_socket: console,
+                        ..create_opts
+                    };
+                    rt.create(&req.id, &bundle, &o, pstdio)
+                },
+                &pid_file,
+            );
+            match launched {
+                Ok((pid, io, early)) => (pid, Some(io), early),
+                Err(e) => {
+                    let _ = runtime.delete(&req.id, true);
+                    if mounted {
+                        unmount_rootfs(&rootfs);
+                    }
+                    return Err(e);
                 }
-                return Err(e);
             }
         };
         let kill_all_on_exit = !has_own_pid_namespace(&bundle);
@@ -424,7 +468,7 @@ impl Service {
             let mut st = self.lock();
             let mut init = Proc::new(paths.clone());
             init.pid = pid;
-            init.io = Some(io);
+            init.io = io;
             st.container = Some(Container {
                 id: req.id.clone(),
                 bundle: bundle.clone(),
@@ -434,6 +478,7 @@ impl Service {
                 runtime_deleted: Arc::new(Mutex::new(false)),
                 init,
                 execs: HashMap::new(),
+                restore,
             });
         }
         self.publish(
@@ -454,7 +499,9 @@ impl Service {
                 ..Default::default()
             },
         );
-        crate::oom::watch(pid, &self.wake);
+        if pid > 0 {
+            crate::oom::watch(pid, &self.wake);
+        }
         if let Some(code) = early {
             self.spawn_exit(req.id.clone(), Owner::Init, pid, code);
         }
@@ -466,7 +513,7 @@ impl Service {
 
     fn start_impl(self: &Arc<Self>, req: api::StartRequest) -> TtResult<api::StartResponse> {
         if req.exec_id.is_empty() {
-            let (runtime, pid) = {
+            let (runtime, pid, restore) = {
                 let mut st = self.lock();
                 let c = Self::container_id_checked(&mut st, &req.id)?;
                 if c.init.state != PState::Created || c.init.starting {
@@ -476,8 +523,13 @@ impl Service {
                     ));
                 }
                 c.init.starting = true;
-                (c.runtime.clone(), c.init.pid)
+                (c.runtime.clone(), c.init.pid, c.restore.clone())
             };
+            if let Some(r) = restore {
+                let res = self.start_restore(&req.id, &runtime, &r);
+                self.done_starting(&Owner::Init);
+                return res;
+            }
             let started = runtime.start(&req.id);
             {
                 let mut st = self.lock();
@@ -577,6 +629,69 @@ impl Service {
         self.done_starting(&owner);
         if let Some(code) = early {
             self.spawn_exit(req.id.clone(), Owner::Exec(req.exec_id.clone()), pid, code);
+        }
+        Ok(api::StartResponse {
+            pid: pid as u32,
+            ..Default::default()
+        })
+    }
+
+    /// Start of a task created from a checkpoint: `<runtime> restore --detach` with fresh stdio
+    /// (as for create), then the restored init is watched like a created one. Called with
+    /// `init.starting` set (its exit is reported only after TaskStart).
+    fn start_restore(
+        self: &Arc<Self>,
+        id: &str,
+        runtime: &Arc<Runtime>,
+        r: &PendingRestore,
+    ) -> TtResult<api::StartResponse> {
+        let (bundle, paths) = {
+            let mut st = self.lock();
+            let c = Self::container_id_checked(&mut st, id)?;
+            (c.bundle.clone(), c.init.paths.clone())
+        };
+        let criu = CriuFlags::load(&r.image)
+            .map_err(|e| status_err(Code::INVALID_ARGUMENT, format!("restore {id}: {e}")))?;
+        let pid_file = bundle.join("init.pid");
+        let (pid, io, early) = self.launch(
+            id,
+            Owner::Init,
+            &paths,
+            |console, pstdio| {
+                let o = RestoreOpts {
+                    image_path: &r.image,
+                    work_path: r.work.as_deref(),
+                    pid_file: &pid_file,
+                    console_socket: console,
+                    no_pivot: r.no_pivot,
+                    criu: &criu,
+                };
+                runtime.restore(id, &bundle, &o, pstdio)
+            },
+            &pid_file,
+        )?;
+        {
+            let mut st = self.lock();
+            if let Some(c) = st.container.as_mut() {
+                c.init.pid = pid;
+                c.init.io = Some(io);
+                c.restore = None;
+                if c.init.state == PState::Created {
+                    c.init.state = PState::Running;
+                }
+            }
+        }
+        self.publish(
+            topics::TASK_START_EVENT_TOPIC,
+            TaskStart {
+                container_id: id.to_string(),
+                pid: pid as u32,
+                ..Default::default()
+            },
+        );
+        crate::oom::watch(pid, &self.wake);
+        if let Some(code) = early {
+            self.spawn_exit(id.to_string(), Owner::Init, pid, code);
         }
         Ok(api::StartResponse {
             pid: pid as u32,
@@ -733,13 +848,13 @@ fn has_own_pid_namespace(bundle: &Path) -> bool {
     let Ok(data) = fs::read(bundle.join("config.json")) else {
         return true;
     };
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) else {
+    let Ok(v) = crate::json::parse(&data) else {
         return true;
     };
     let Some(nss) = v
         .get("linux")
         .and_then(|l| l.get("namespaces"))
-        .and_then(|n| n.as_array())
+        .and_then(crate::json::Value::as_array)
     else {
         return false;
     };
@@ -762,8 +877,9 @@ impl TaskService {
     }
 }
 
-impl Task for TaskService {
-    fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> TtResult<api::StateResponse> {
+/// The Task API methods (dispatched by `server`).
+impl TaskService {
+    pub fn state(&self, req: api::StateRequest) -> TtResult<api::StateResponse> {
         let mut st = self.svc().lock();
         let c = Service::container_id_checked(&mut st, &req.id)?;
         let p = c.proc(&req.exec_id)?;
@@ -783,28 +899,20 @@ impl Task for TaskService {
         })
     }
 
-    fn create(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::CreateTaskRequest,
-    ) -> TtResult<api::CreateTaskResponse> {
+    pub fn create(&self, req: api::CreateTaskRequest) -> TtResult<api::CreateTaskResponse> {
         tracing::debug!("create {} bundle {}", req.id, req.bundle);
         self.svc().create_impl(req)
     }
 
-    fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> TtResult<api::StartResponse> {
+    pub fn start(&self, req: api::StartRequest) -> TtResult<api::StartResponse> {
         self.svc().start_impl(req)
     }
 
-    fn delete(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::DeleteRequest,
-    ) -> TtResult<api::DeleteResponse> {
+    pub fn delete(&self, req: api::DeleteRequest) -> TtResult<api::DeleteResponse> {
         self.svc().delete_impl(req)
     }
 
-    fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> TtResult<api::PidsResponse> {
+    pub fn pids(&self, req: api::PidsRequest) -> TtResult<api::PidsResponse> {
         let (runtime, execs) = {
             let mut st = self.svc().lock();
             let c = Service::container_id_checked(&mut st, &req.id)?;
@@ -844,7 +952,7 @@ impl Task for TaskService {
         })
     }
 
-    fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> TtResult<Empty> {
+    pub fn pause(&self, req: api::PauseRequest) -> TtResult<Empty> {
         let runtime = {
             let mut st = self.svc().lock();
             let c = Service::container_id_checked(&mut st, &req.id)?;
@@ -872,7 +980,7 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> TtResult<Empty> {
+    pub fn resume(&self, req: api::ResumeRequest) -> TtResult<Empty> {
         let runtime = {
             let mut st = self.svc().lock();
             let c = Service::container_id_checked(&mut st, &req.id)?;
@@ -904,8 +1012,8 @@ impl Task for TaskService {
     /// `CheckpointOptions` (`containerd.runc.v1.CheckpointOptions`) mapped to runc's flags as the
     /// runc shim does: the image goes to `options.image_path` or else the request's path, and the
     /// container keeps running unless `options.exit` is set.
-    fn checkpoint(&self, _ctx: &TtrpcContext, req: api::CheckpointTaskRequest) -> TtResult<Empty> {
-        use containerd_shim::protos::shim::oci::CheckpointOptions;
+    pub fn checkpoint(&self, req: api::CheckpointTaskRequest) -> TtResult<Empty> {
+        use containerd_shim_protos::shim::oci::CheckpointOptions;
         let runtime = {
             let mut st = self.svc().lock();
             let c = Service::container_id_checked(&mut st, &req.id)?;
@@ -945,6 +1053,14 @@ impl Task for TaskService {
                 "checkpoint: no image path (neither the request's path nor options.image_path)",
             ));
         }
+        let criu = CriuFlags {
+            tcp_established: opts.open_tcp,
+            ext_unix_sk: opts.external_unix_sockets,
+            shell_job: opts.terminal,
+            file_locks: opts.file_locks,
+            empty_ns: opts.empty_namespaces.clone(),
+            manage_cgroups_mode: opts.cgroups_mode.clone(),
+        };
         let mut cmd = std::process::Command::new(&runtime.cfg.binary);
         cmd.arg("--root")
             .arg(&runtime.cfg.root)
@@ -955,22 +1071,7 @@ impl Task for TaskService {
         if !opts.exit {
             cmd.arg("--leave-running");
         }
-        for (on, flag) in [
-            (opts.open_tcp, "--tcp-established"),
-            (opts.external_unix_sockets, "--ext-unix-sk"),
-            (opts.terminal, "--shell-job"),
-            (opts.file_locks, "--file-locks"),
-        ] {
-            if on {
-                cmd.arg(flag);
-            }
-        }
-        for ns in &opts.empty_namespaces {
-            cmd.args(["--empty-ns", ns]);
-        }
-        if !opts.cgroups_mode.is_empty() {
-            cmd.args(["--manage-cgroups-mode", &opts.cgroups_mode]);
-        }
+        cmd.args(criu.args());
         cmd.arg(&req.id)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -996,10 +1097,20 @@ impl Task for TaskService {
                 ),
             ));
         }
+        // A restore needs the same CRIU options; containerd does not pass them to Create.
+        criu.save(Path::new(&image)).map_err(|e| {
+            status_err(
+                Code::UNKNOWN,
+                format!(
+                    "checkpoint {}: image written, but recording its CRIU options failed: {e}",
+                    req.id
+                ),
+            )
+        })?;
         Ok(Empty::new())
     }
 
-    fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtResult<Empty> {
+    pub fn kill(&self, req: api::KillRequest) -> TtResult<Empty> {
         let (runtime, target) = {
             let mut st = self.svc().lock();
             let c = Service::container_id_checked(&mut st, &req.id)?;
@@ -1037,7 +1148,7 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtResult<Empty> {
+    pub fn exec(&self, req: api::ExecProcessRequest) -> TtResult<Empty> {
         {
             let mut st = self.svc().lock();
             let c = Service::container_id_checked(&mut st, &req.id)?;
@@ -1045,6 +1156,15 @@ impl Task for TaskService {
                 return Err(status_err(
                     Code::FAILED_PRECONDITION,
                     format!("container {} is stopped", req.id),
+                ));
+            }
+            if c.restore.is_some() {
+                return Err(status_err(
+                    Code::FAILED_PRECONDITION,
+                    format!(
+                        "container {} is created from a checkpoint and not restored (started) yet: cannot exec in it",
+                        req.id
+                    ),
                 ));
             }
             if c.execs.contains_key(&req.exec_id) {
@@ -1077,7 +1197,7 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    fn resize_pty(&self, _ctx: &TtrpcContext, req: api::ResizePtyRequest) -> TtResult<Empty> {
+    pub fn resize_pty(&self, req: api::ResizePtyRequest) -> TtResult<Empty> {
         let io = {
             let mut st = self.svc().lock();
             let c = Service::container_id_checked(&mut st, &req.id)?;
@@ -1094,7 +1214,7 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> TtResult<Empty> {
+    pub fn close_io(&self, req: api::CloseIORequest) -> TtResult<Empty> {
         let io = {
             let mut st = self.svc().lock();
             let c = Service::container_id_checked(&mut st, &req.id)?;
@@ -1108,7 +1228,7 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> TtResult<Empty> {
+    pub fn update(&self, req: api::UpdateTaskRequest) -> TtResult<Empty> {
         let runtime = {
             let mut st = self.svc().lock();
             let c = Service::container_id_checked(&mut st, &req.id)?;
@@ -1121,7 +1241,7 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> TtResult<api::WaitResponse> {
+    pub fn wait(&self, req: api::WaitRequest) -> TtResult<api::WaitResponse> {
         let svc = self.svc();
         let mut st = svc.lock();
         loop {
@@ -1138,12 +1258,18 @@ impl Task for TaskService {
         }
     }
 
-    fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> TtResult<api::StatsResponse> {
+    pub fn stats(&self, req: api::StatsRequest) -> TtResult<api::StatsResponse> {
         let pid = {
             let mut st = self.svc().lock();
             let c = Service::container_id_checked(&mut st, &req.id)?;
             if c.init.state == PState::Stopped {
                 return Err(status_err(Code::NOT_FOUND, "container is stopped"));
+            }
+            if c.init.pid <= 0 {
+                return Err(status_err(
+                    Code::FAILED_PRECONDITION,
+                    format!("container {} has no process yet (not restored)", req.id),
+                ));
             }
             c.init.pid
         };
@@ -1155,11 +1281,7 @@ impl Task for TaskService {
         })
     }
 
-    fn connect(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::ConnectRequest,
-    ) -> TtResult<api::ConnectResponse> {
+    pub fn connect(&self, req: api::ConnectRequest) -> TtResult<api::ConnectResponse> {
         let st = self.svc().lock();
         let task_pid = match &st.container {
             Some(c) if c.init_id() == req.id || req.id.is_empty() => c.init.pid as u32,
@@ -1173,7 +1295,7 @@ impl Task for TaskService {
         })
     }
 
-    fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> TtResult<Empty> {
+    pub fn shutdown(&self, _req: api::ShutdownRequest) -> TtResult<Empty> {
         // The shim exits once this answer is written (see `server`), if no container is left.
         Ok(Empty::new())
     }

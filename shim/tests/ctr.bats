@@ -80,6 +80,57 @@ bundle_dir() {
     echo "$CTRD_DIR/state/io.containerd.runtime.v2.task/$CTR_NAMESPACE/$1"
 }
 
+# Skips the test unless a CRIU that works on this kernel is installed (hack/criu.sh builds one).
+need_criu() {
+    local criu out
+    criu=$(command -v criu || true)
+    [ -n "$criu" ] || skip "CRIU is not installed (hack/criu.sh builds it)"
+    out=$("$criu" check 2>&1) || skip "\`criu check\` fails on this machine: $(printf '%s' "$out" | tail -1)"
+}
+
+# The counter the test container appends to /tmp/count, once it is at least $2 (bounded wait).
+count_at_least() {
+    local pid=$1 min=$2 v
+    for _ in $(seq 1 400); do
+        v=$(tail -n 1 "/proc/$pid/root/tmp/count" 2>/dev/null || true)
+        if [ -n "$v" ] && [ "$v" -ge "$min" ]; then
+            echo "$v"
+            return 0
+        fi
+        sleep 0.05
+    done
+    echo "counter of pid $pid stayed below $min (last: ${v:-none})" >&2
+    return 1
+}
+
+# Waits (bounded) until the event log $1 has a $2 event of container $3; prints its line.
+event_of() {
+    local line
+    for _ in $(seq 1 100); do
+        line=$(grep -F "$2" "$1" | grep -F "\"$3\"" | tail -1)
+        if [ -n "$line" ]; then
+            echo "$line"
+            return 0
+        fi
+        sleep 0.05
+    done
+    echo "no $2 event of $3 in $1" >&2
+    return 1
+}
+
+# containerd 1.6 unpacks the checkpoint of a Create into a temporary ctrd-checkpoint* directory
+# that it never removes: remove the one named in container $2's /tasks/create event (log $1).
+remove_restore_dir() {
+    local dir
+    dir=$(event_of "$1" /tasks/create "$2" | grep -o '"checkpoint":"[^"]*"' | cut -d'"' -f4)
+    case "$dir" in
+        */ctrd-checkpoint*) rm -rf "$dir" ;;
+    esac
+}
+
+# Counts in the shell's memory; appends every value to /tmp/count and writes it to stdout.
+COUNTER='i=0; while true; do echo $i; echo $i >> /tmp/count; i=$((i+1)); sleep 0.2; done'
+
 assert_clean() {
     local id=$1
     # No mount of the container, no cgroup, no shim left.
@@ -403,4 +454,112 @@ SH
     wait_status "$ID" STOPPED
     c task delete "$ID"
     c c rm "$ID"
+}
+
+@test "a task restored from its checkpoint with ctr c restore --live continues where it stopped" {
+    need_criu
+    local ref="husk.test/ckpt-$ID:1"
+    crun -d "$IMAGE" "$ID" sh -c "$COUNTER"
+    wait_status "$ID" RUNNING
+    local pid before after
+    pid=$(task_pid "$ID")
+    before=$(count_at_least "$pid" 10)
+    # containerd pauses the task, the shim checkpoints it (leaving it running), containerd keeps
+    # the CRIU image and the rw layer (/tmp/count) as the checkpoint image $ref
+    run c c checkpoint --task --rw "$ID" "$ref"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    after=$(tail -n 1 "/proc/$pid/root/tmp/count")
+    c task kill -s KILL "$ID"
+    wait_status "$ID" STOPPED
+    c task delete "$ID"
+    c c rm "$ID"
+    assert_clean "$ID"
+
+    # a new container from the checkpoint; the shim's Create records the image, Start restores
+    c events > "$BATS_TEST_TMPDIR/events" 2>&1 &
+    local epid=$!
+    sleep 0.5
+    run c c restore --live --rw "$ID" "$ref"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    wait_status "$ID" RUNNING
+    local rpid shim last
+    rpid=$(task_pid "$ID")
+    [ "$rpid" -gt 0 ]
+    # TaskCreate carries the checkpoint and no pid yet, TaskStart the restored pid
+    event_of "$BATS_TEST_TMPDIR/events" /tasks/create "$ID" | grep -q '"checkpoint":"/'
+    event_of "$BATS_TEST_TMPDIR/events" /tasks/start "$ID" | grep -q "\"pid\":$rpid[,}]"
+    # /tmp/count came back with the rw layer (values up to the one at the checkpoint, which is
+    # at most $after); the restored shell appends from there
+    last=$(count_at_least "$rpid" $((after + 2)))
+    [ "$last" -gt "$before" ]
+    # the shim is the restored init's parent (it reaps it) and holds the other end of its stdout
+    shim=$(cat "$(bundle_dir "$ID")/shim.pid")
+    [ "$(awk '/^PPid:/ { print $2 }' "/proc/$rpid/status")" = "$shim" ]
+    local out
+    out=$(readlink "/proc/$rpid/fd/1")
+    [[ "$out" == pipe:* ]]
+    ls -l "/proc/$shim/fd" | grep -qF "$out"
+    # Kill, Wait (exit event) and Delete work on the restored process
+    c task kill -s KILL "$ID"
+    wait_status "$ID" STOPPED
+    # one unbroken count 0, 1, 2, ... past the checkpoint: the restored shell went on with its
+    # own i (a fresh start would have appended 0 again)
+    local count
+    count="$(bundle_dir "$ID")/rootfs/tmp/count"
+    awk '$0 != NR - 1 { print "line " NR ": " $0; bad = 1 } END { exit bad }' "$count"
+    [ "$(tail -n 1 "$count")" -ge "$last" ]
+    run c task delete "$ID"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    ! kill -0 "$rpid" 2>/dev/null
+    event_of "$BATS_TEST_TMPDIR/events" /tasks/exit "$ID" | grep -q "\"pid\":$rpid[,}]"
+    kill "$epid"
+    remove_restore_dir "$BATS_TEST_TMPDIR/events" "$ID"
+    c c rm "$ID"
+    c images rm "$ref"
+    assert_clean "$ID"
+    [ ! -e "${HUSK_ROOT:-/run/husk}/$CTR_NAMESPACE/$ID" ]
+}
+
+@test "a restore from a damaged checkpoint fails with a clear error and leaves nothing behind" {
+    need_criu
+    local ref="husk.test/ckpt-$ID:1"
+    crun -d "$IMAGE" "$ID" sh -c "$COUNTER"
+    wait_status "$ID" RUNNING
+    count_at_least "$(task_pid "$ID")" 2 >/dev/null
+    c c checkpoint --task "$ID" "$ref"
+    c task kill -s KILL "$ID"
+    wait_status "$ID" STOPPED
+    c task delete "$ID"
+    c c rm "$ID"
+    # damage the CRIU image inside the checkpoint's tar blob: overwrite inventory.img's data
+    local index blob off
+    index=$(c images ls | awk -v r="$ref" '$1 == r { print $3 }')
+    blob=$(c content get "$index" | jq -r '.manifests[] | select(.mediaType == "application/vnd.containerd.container.criu.checkpoint.criu.tar") | .digest')
+    blob="$CTRD_DIR/root/io.containerd.content.v1.content/blobs/sha256/${blob#sha256:}"
+    [ -f "$blob" ]
+    off=$(tar -tvRf "$blob" | awk '/ inventory\.img$/ { sub(":", "", $2); print ($2 + 1) * 512 }')
+    [ -n "$off" ]
+    printf 'not a CRIU image' | dd of="$blob" bs=1 seek="$off" conv=notrunc status=none
+
+    c events > "$BATS_TEST_TMPDIR/events" 2>&1 &
+    local epid=$!
+    sleep 0.5
+    run c c restore --live "$ID" "$ref"
+    echo "$output"
+    remove_restore_dir "$BATS_TEST_TMPDIR/events" "$ID"
+    kill "$epid"
+    [ "$status" -ne 0 ]
+    echo "$output" | grep -q 'restore'
+    echo "$output" | grep -qi 'criu'
+    # the task stays created (never restored) and is deleted like one
+    wait_status "$ID" CREATED
+    [ "$(task_pid "$ID")" = 0 ]
+    c task delete "$ID"
+    c c rm "$ID"
+    c images rm "$ref"
+    assert_clean "$ID"
+    [ ! -e "${HUSK_ROOT:-/run/husk}/$CTR_NAMESPACE/$ID" ]
 }

@@ -250,6 +250,8 @@ fn update_connect_and_exec_state() {
         },
     );
     let written = image.join("inventory.img").exists();
+    // the CRIU options it used are recorded with the image, for a restore to repeat them
+    let recorded = std::fs::read_to_string(image.join("husk-shim-criu.json")).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&image);
     res.expect("checkpoint");
     assert!(
@@ -257,9 +259,47 @@ fn update_connect_and_exec_state() {
         "no CRIU image (inventory.img) in {}",
         image.display()
     );
+    assert!(
+        recorded.contains("\"tcp_established\":false"),
+        "CRIU options not recorded: {recorded:?}"
+    );
     assert_eq!(
         memory_limit(conn.task_pid),
         limit,
         "the task is still running in its cgroup after checkpoint"
+    );
+
+    // Create from a checkpoint checks it first: an unusable one is refused with an error naming
+    // it, before anything is mounted or run (this shim's container is not touched).
+    let missing = format!("/nonexistent/husk-ckpt-{}", std::process::id());
+    let err = client
+        .create(
+            Context::default(),
+            &api::CreateTaskRequest {
+                id: format!("{id}-r"),
+                bundle: ctrd.bundle(&id).display().to_string(),
+                checkpoint: missing.clone(),
+                ..Default::default()
+            },
+        )
+        .expect_err("create from a missing checkpoint");
+    assert!(err.to_string().contains(&missing), "{err}");
+    let err = client
+        .create(
+            Context::default(),
+            &api::CreateTaskRequest {
+                id: format!("{id}-r"),
+                bundle: ctrd.bundle(&id).display().to_string(),
+                checkpoint: std::env::temp_dir().display().to_string(),
+                parent_checkpoint: missing.clone(),
+                ..Default::default()
+            },
+        )
+        .expect_err("create with a parent checkpoint");
+    assert!(err.to_string().contains("parent_checkpoint"), "{err}");
+    assert_eq!(
+        memory_limit(conn.task_pid),
+        limit,
+        "the container still runs"
     );
 }

@@ -62,8 +62,13 @@ fn expect_go(chan: &Channel) -> Result<()> {
 }
 
 fn child(mut cfg: InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible> {
+    let t = crate::logging::phase("init: cgroup join");
     join_cgroups(std::mem::take(&mut cfg.cgroup_join))?;
+    t.done();
+    let t = crate::logging::phase("init: wait for parent (maps, netdevs)");
     expect_go(chan)?;
+    t.done();
+    let _ns = crate::logging::phase("init: join namespaces, intermediate");
     let joins = std::mem::take(&mut cfg.join_fds);
     for (t, fd) in &joins {
         namespaces::join(*t, fd)?;
@@ -91,10 +96,13 @@ fn child(mut cfg: InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infall
             unsafe { libc::_exit(0) }
         }
     }
+    drop(_ns);
     init(&cfg, chan)
 }
 
 fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible> {
+    let setup = crate::logging::phase("init: set-up until ready");
+    let ns = crate::logging::phase("init: namespaces, session, keyring");
     let spec = cfg.spec;
     let process = spec
         .process()
@@ -146,7 +154,10 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
     if !cfg.no_new_keyring {
         join_session_keyring(cfg.id)?;
     }
+    ns.done();
+    let t = crate::logging::phase("init: close fds");
     close_other_fds(cfg, chan)?;
+    t.done();
 
     let ctx = rootfs::RootfsCtx {
         spec,
@@ -156,7 +167,9 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
         new_cgroupns: cfg.plan.is_new(LinuxNamespaceType::Cgroup),
         idmapped: &cfg.idmapped,
     };
+    let t = crate::logging::phase("init: mounts");
     rootfs::prepare(&ctx)?;
+    t.done();
 
     let hooks = spec.hooks().as_ref();
     let need_state = hooks.is_some_and(|h| {
@@ -171,6 +184,7 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
     });
     let mut state_json = String::new();
     if need_state {
+        let _t = crate::logging::phase("init: hooks (parent's, createContainer)");
         chan.send(&ToParent::RunHooks)?;
         match chan.recv::<ToChild>()? {
             Some(ToChild::HooksDone { state }) => state_json = state,
@@ -187,8 +201,11 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
         )?;
     }
 
+    let t = crate::logging::phase("init: pivot_root");
     rootfs::switch_root(cfg.rootfs, cfg.no_pivot)?;
     rootfs::apply_root_propagation(spec)?;
+    t.done();
+    let finish = crate::logging::phase("init: console, hostname, sysctl, masked/ro paths, rlimits");
 
     if let Some(sock) = &cfg.console {
         let pty = crate::tty::open_pty()?;
@@ -247,6 +264,7 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
         })?;
     }
 
+    finish.done();
     let env_path = cfg.env.iter().find_map(|e| e.strip_prefix("PATH="));
     let exe = find_executable(&cfg.args[0], env_path)?;
 
@@ -260,9 +278,11 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
             c.effective.contains(&caps::Capability::CAP_SYS_ADMIN)
         });
     if let Some(f) = cfg.seccomp.filter(|_| !can_late_seccomp) {
+        let _t = crate::logging::phase("init: seccomp load");
         install_seccomp(f, chan)?;
     }
 
+    let creds = crate::logging::phase("init: process attributes, user, capabilities");
     if let Some(p) = linux.personality() {
         crate::procattr::apply_personality(p)?;
     }
@@ -279,10 +299,12 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
     nix::unistd::chdir(process.cwd())
         .ctx(|| format!("chdir to process.cwd {}", process.cwd().display()))?;
     check_cwd_inside()?;
+    creds.done();
 
     // Block until `start`: read one byte from a pipe that only `start` writes to.
     // A NOTIFY filter goes in before Ready: the parent must hand its fd to the agent.
     if let Some(f) = cfg.seccomp.filter(|f| can_late_seccomp && f.uses_notify()) {
+        let _t = crate::logging::phase("init: seccomp load (notify)");
         install_seccomp(f, chan)?;
     }
     let (r, w) =
@@ -296,6 +318,7 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
         // unprivileged user, must be able to open our start pipe through /proc/PID/fd.
         sys::prctl(libc::PR_SET_DUMPABLE, 1, 0).ctx(|| "prctl PR_SET_DUMPABLE".into())?;
     }
+    setup.done();
     chan.send(&ToParent::Ready {
         start_fd: w.as_raw_fd(),
         exec_fd: exec_w.as_raw_fd(),
@@ -317,6 +340,7 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
     drop((r, w));
 
     if need_state {
+        let _t = crate::logging::phase("init: hooks (startContainer)");
         crate::hooks::run_all(
             "startContainer",
             hooks.map_or(&None, |h| h.start_container()),
@@ -332,6 +356,7 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
         })
         .collect::<Result<_>>()?;
     sys::reset_signals();
+    // Nothing is logged from here on: the filter may deny the log write.
     if let Some(f) = cfg.seccomp.filter(|f| can_late_seccomp && !f.uses_notify()) {
         f.install()?;
     }

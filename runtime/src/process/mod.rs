@@ -48,6 +48,7 @@ pub fn spawn(
     let cfg_intermediate = cfg.intermediate;
     let new_user = cfg.plan.is_new(LinuxNamespaceType::User);
     let spec = cfg.spec;
+    let clone_t = crate::logging::phase("clone");
     let first = match into_cgroup {
         // SAFETY: the runtime is single-threaded (no thread is ever started before this point).
         Some(cg) => match unsafe { crate::sys::clone3_into_cgroup(flags, cg) } {
@@ -71,10 +72,12 @@ pub fn spawn(
         drop(ours);
         init::child_main(cfg, theirs);
     }
+    clone_t.done();
     drop(theirs);
     drop(cfg);
     let linux = spec.linux().as_ref();
     let maps = |pid: i32| -> Result<()> {
+        let _t = crate::logging::phase("id maps");
         if crate::state::rootless() {
             // Without CAP_SETGID on the host the kernel only takes a gid_map once setgroups(2)
             // is denied in the new namespace.
@@ -101,6 +104,9 @@ pub fn spawn(
     if flags != 0 || !cfg_intermediate {
         parent.namespaces_ready(first)?;
     }
+    // From Go to Ready: the init's own set-up (it logs its phases itself), and the parent's
+    // work it asks for (id maps, hooks, seccomp agent).
+    let _setup = crate::logging::phase("wait for the init's set-up");
     ours.send(&ToChild::Go)?;
     loop {
         match ours.recv::<ToParent>()? {

@@ -9,7 +9,8 @@
 //!   batch          N `run`s in a row (total time)
 //!   floor          `unshare -fpmuin --mount-proc /bin/true` and fork+exec of /bin/true
 //! and, with strace, where the time of `run` and `create` goes (runtime execve, first clone, first
-//! namespace, mounts, pivot_root, seccomp, container execve, runtime exit).
+//! namespace, mounts, pivot_root, seccomp, container execve, runtime exit); and husk's own phase
+//! timings from `husk --debug --log-format json create` (its `phase done` log lines).
 //!
 //! The process makes itself a child subreaper (containers started with create/start are orphaned
 //! when the runtime exits; they are reaped here, outside the timed sections), and enters a private
@@ -28,13 +29,17 @@ use std::time::{Duration, Instant};
 const USAGE: &str =
     "usage: husk-bench --bundle DIR --seccomp FILE [--runtime NAME=PATH]... [--quick]
     [--iterations N] [--batch-size N] [--batch-rounds N] [--strace-runs N] [--no-strace]
+    [--debug-runs N]
     [--workdir DIR] [--out FILE.md] [--keep-unified] [--[no-]presealed] [--command-line TEXT]
 
   --bundle DIR       busybox bundle (DIR/rootfs, DIR/config.json), e.g. from hack/mkbundle.sh
   --seccomp FILE     linux.seccomp object in runtime-spec form (Docker's default profile)
   --runtime N=P      a runtime to compare (repeatable; order: the first is the one ratios are
                      computed for, named husk by default)
-  --quick            few iterations (CI): 5 per runtime, one batch round, 3 strace runs
+  --quick            few iterations (CI): 5 per runtime, one batch round, 3 strace runs,
+                     3 debug runs
+  --debug-runs N     `husk --debug --log-format json create` runs whose phase timings are
+                     reported (median), with and without seccomp (default 10; 0: none)
   --presealed        also measure husk started from a sealed memfd copy made once by this
                      harness (\"husk-presealed\"): husk then skips its own copy + re-exec, which
                      isolates that cost (default: on in full mode, off with --quick)
@@ -50,6 +55,7 @@ struct Opts {
     batch_size: usize,
     batch_rounds: usize,
     strace_runs: usize,
+    debug_runs: usize,
     workdir: PathBuf,
     out: PathBuf,
     keep_unified: bool,
@@ -68,6 +74,7 @@ fn parse_opts() -> Result<Opts> {
     let mut batch_size = 50;
     let mut batch_rounds = None;
     let mut strace_runs = None;
+    let mut debug_runs = None;
     let mut no_strace = false;
     let mut workdir = None;
     let mut out = PathBuf::from("hack/bench/out/results.md");
@@ -99,6 +106,7 @@ fn parse_opts() -> Result<Opts> {
             "--batch-rounds" => batch_rounds = Some(num(val(&mut args, &a)?, &a)?),
             "--strace-runs" => strace_runs = Some(num(val(&mut args, &a)?, &a)?),
             "--no-strace" => no_strace = true,
+            "--debug-runs" => debug_runs = Some(num(val(&mut args, &a)?, &a)?),
             "--workdir" => workdir = Some(PathBuf::from(val(&mut args, &a)?)),
             "--out" => out = PathBuf::from(val(&mut args, &a)?),
             "--keep-unified" => keep_unified = true,
@@ -129,6 +137,7 @@ fn parse_opts() -> Result<Opts> {
         } else {
             strace_runs.unwrap_or(if quick { 3 } else { 10 })
         },
+        debug_runs: debug_runs.unwrap_or(if quick { 3 } else { 10 }),
         workdir: workdir.unwrap_or_else(|| PathBuf::from(format!("/run/husk-bench-{pid}"))),
         out,
         keep_unified,
@@ -1012,9 +1021,11 @@ fn strace_once(b: &mut Bench, rt: usize, mode: &str) -> Result<Trace> {
     }
 }
 
-/// `husk --debug --log FILE --log-format json create`, then kill and delete; returns the log.
+/// `husk --debug --log FILE --log-format json create`, then `start` (logging to the same file),
+/// wait for the container's exit, and delete; returns the log.
 fn debug_create(b: &mut Bench, rt: usize, bundle: &str) -> Result<String> {
     let log = b.work.join("husk-debug.log");
+    let _ = fs::remove_file(&log);
     let id = b.id(rt, "dbg");
     let pidfile = b.work.join(format!("{id}.pid"));
     let pf = pidfile.to_string_lossy().into_owned();
@@ -1025,7 +1036,7 @@ fn debug_create(b: &mut Bench, rt: usize, bundle: &str) -> Result<String> {
     );
     timed(&argv, &b.errfile)?;
     let pid = read_pid(&pidfile)?;
-    timed(&b.rts[rt].argv(&["kill", &id, "KILL"]), &b.errfile)?;
+    timed(&b.rts[rt].argv_debug(&log, &["start", &id]), &b.errfile)?;
     wait_exit(pid)?;
     timed(&b.rts[rt].argv(&["delete", &id]), &b.errfile)?;
     b.forget(rt, &id);
@@ -1337,16 +1348,32 @@ fn measure_all(o: &Opts, b: &mut Bench, view: &str) -> Result<(String, String)> 
         }
     }
 
-    // husk's own debug log of a create (not fatal either)
-    let mut debug_log = String::new();
+    // husk's own debug logs of creates, plain and with seccomp (not fatal either)
+    let mut debug_logs: Vec<(String, Vec<String>)> = Vec::new();
     if let Some(rt) = b.rts.iter().position(|r| r.name == "husk") {
-        match debug_create(b, rt, &true_bundle) {
-            Ok(l) => debug_log = l,
-            Err(e) => {
-                eprintln!("husk-bench: husk --debug create: {e:#}");
-                strace_errors.push(format!("husk --debug create: {e:#}"));
-                b.cleanup();
+        if o.debug_runs > 0 {
+            eprintln!(
+                "husk-bench: husk --debug create ({} runs each)",
+                o.debug_runs
+            );
+        }
+        for (label, bundle) in [
+            ("create", &true_bundle),
+            ("create + seccomp", &seccomp_bundle),
+        ] {
+            let mut logs = Vec::new();
+            for _ in 0..o.debug_runs {
+                match debug_create(b, rt, bundle) {
+                    Ok(l) => logs.push(l),
+                    Err(e) => {
+                        eprintln!("husk-bench: husk --debug {label}: {e:#}");
+                        strace_errors.push(format!("husk --debug {label}: {e:#}"));
+                        b.cleanup();
+                    }
+                }
+                reap_strays();
             }
+            debug_logs.push((label.to_string(), logs));
         }
     }
 
@@ -1371,7 +1398,7 @@ fn measure_all(o: &Opts, b: &mut Bench, view: &str) -> Result<(String, String)> 
             &c.results,
             &traces,
             &strace_errors,
-            &debug_log,
+            &debug_logs,
             elapsed,
         ),
         csv,
@@ -1406,7 +1433,7 @@ fn render(
     results: &Results,
     traces: &[(String, String, Vec<Trace>)],
     strace_errors: &[String],
-    debug_log: &str,
+    debug_logs: &[(String, Vec<String>)],
     elapsed: Duration,
 ) -> String {
     let mut s = String::new();
@@ -1616,57 +1643,214 @@ container waits for `start` (its execve happens at start).\n"
         let _ = writeln!(s);
     }
 
-    if !debug_log.is_empty() {
-        let _ = writeln!(
-            s,
-            "## husk --debug --log-format json create: log lines (ms since the first)\n"
-        );
-        let lines: Vec<serde_json::Value> = debug_log
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        let has_span = lines
-            .iter()
-            .any(|v| v.get("span").is_some() || v.get("elapsed").is_some());
-        let _ = writeln!(
-            s,
-            "{} lines; timing spans: {}.\n",
-            lines.len(),
-            if has_span {
-                "yes"
+    let unshare_floor = results
+        .values()
+        .filter(|(bench, _)| bench == "floor")
+        .flat_map(|(_, parts)| parts.iter())
+        .find(|(p, _)| p == "unshare -fpmuin --mount-proc /bin/true")
+        .map(|(_, v)| stats(v).0);
+    phases_section(&mut s, debug_logs, unshare_floor);
+    if let Some((_, logs)) = debug_logs.first() {
+        if let Some(log) = logs.first() {
+            log_lines_section(&mut s, log);
+        }
+    }
+    s
+}
+
+/// One `phase done` line of husk's debug log.
+struct PhaseLine {
+    name: String,
+    /// "husk" or "init" (the container's init logs its phases with an "init: " prefix).
+    by: &'static str,
+    elapsed_ms: f64,
+    /// Start of the phase, ms after the start of `create`'s own phase (the first thing husk
+    /// times after its re-exec).
+    start_ms: Option<f64>,
+}
+
+/// The phase lines of one `husk --debug --log-format json` log.
+fn phase_lines(log: &str) -> Vec<PhaseLine> {
+    let mut raw: Vec<(String, f64, Option<i64>)> = Vec::new();
+    let mut seccomp_outcome: Option<String> = None;
+    for l in log.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+            continue;
+        };
+        if let Some(o) = v["outcome"].as_str() {
+            seccomp_outcome = Some(o.to_string());
+        }
+        let (Some(name), Some(us)) = (v["phase"].as_str(), v["elapsed_us"].as_f64()) else {
+            continue;
+        };
+        // The filter cache's verdict is logged just before the compile phase ends.
+        let name = match (name, seccomp_outcome.take()) {
+            ("seccomp compile", Some(o)) => format!("seccomp compile (cache: {o})"),
+            (n, _) => n.to_string(),
+        };
+        let end = v["time"].as_str().and_then(parse_rfc3339_ns);
+        raw.push((name, us, end.map(|e| e - (us * 1e3) as i64)));
+    }
+    let t0 = raw
+        .iter()
+        .find(|(n, _, _)| n == "create")
+        .and_then(|(_, _, st)| *st)
+        .or_else(|| raw.iter().filter_map(|(_, _, st)| *st).min());
+    raw.into_iter()
+        .map(|(name, us, st)| PhaseLine {
+            by: if name.starts_with("init") {
+                "init"
             } else {
-                "none (events only, no span/duration fields)"
-            }
+                "husk"
+            },
+            name,
+            elapsed_ms: us / 1e3,
+            start_ms: match (st, t0) {
+                (Some(a), Some(b)) => Some((a - b) as f64 / 1e6),
+                _ => None,
+            },
+        })
+        .collect()
+}
+
+/// husk's own time per phase: medians over the debug runs, in the order of their start.
+fn phases_section(
+    s: &mut String,
+    debug_logs: &[(String, Vec<String>)],
+    unshare_floor: Option<f64>,
+) {
+    let any = debug_logs.iter().any(|(_, logs)| !logs.is_empty());
+    if !any {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "## husk's own time: phases of `husk --debug --log-format json create` (ms)\n"
+    );
+    let _ = writeln!(
+        s,
+        "From husk's `phase done` log lines (`phase`, `elapsed_us`): phases of the runtime process \
+(husk) and of the container's init (init), which logs to the same file; nested phases overlap \
+(`create` spans the whole command after the re-exec, `wait for the init's set-up` the init's own \
+phases; `exec wait` and `hooks: poststart` are from `start`, run with --debug too). Median (min–max) over the runs; `starts at` is the median start after `create`'s. \
+Not included: the process start and the re-exec from the read-only image before `create` (see \
+the strace breakdown above)."
+    );
+    if let Some(f) = unshare_floor {
+        let _ = writeln!(
+            s,
+            "\nFloor for comparison: `unshare -fpmuin --mount-proc /bin/true`, whole command: **{}** ms (median, above).",
+            fmt_ms(f)
         );
-        let t0 = lines
-            .first()
-            .and_then(|v| v["time"].as_str())
-            .and_then(parse_rfc3339_ns);
-        let _ = writeln!(s, "| +ms | level | msg |\n|---:|---|---|");
-        for v in lines.iter().take(40) {
-            let t = v["time"].as_str().and_then(parse_rfc3339_ns);
-            let rel = match (t, t0) {
-                (Some(a), Some(b)) => fmt_ms((a - b) as f64 / 1e6),
-                _ => "?".into(),
-            };
-            let mut msg = v["msg"].as_str().unwrap_or("").to_string();
-            if let Some(obj) = v.as_object() {
-                for (k, val) in obj {
-                    if !["msg", "time", "level"].contains(&k.as_str()) {
-                        let _ = write!(msg, " {k}={}", val.as_str().unwrap_or(""));
+    }
+    for (label, logs) in debug_logs {
+        if logs.is_empty() {
+            continue;
+        }
+        let runs: Vec<Vec<PhaseLine>> = logs.iter().map(|l| phase_lines(l)).collect();
+        // Phase names in the order of their (median) start; a name that occurs several times in
+        // one run (e.g. hooks) is summed per run.
+        let mut names: Vec<(String, &'static str)> = Vec::new();
+        for r in &runs {
+            for p in r {
+                if !names.iter().any(|(n, _)| n == &p.name) {
+                    names.push((p.name.clone(), p.by));
+                }
+            }
+        }
+        let mut rows: Vec<(f64, String)> = Vec::new();
+        for (name, by) in &names {
+            let mut el: Vec<f64> = Vec::new();
+            let mut st: Vec<f64> = Vec::new();
+            for r in &runs {
+                let mine: Vec<&PhaseLine> = r.iter().filter(|p| &p.name == name).collect();
+                if mine.is_empty() {
+                    continue;
+                }
+                el.push(mine.iter().map(|p| p.elapsed_ms).sum());
+                if let Some(x) = mine.iter().filter_map(|p| p.start_ms).reduce(f64::min) {
+                    st.push(x);
+                }
+            }
+            let min = el.iter().cloned().fold(f64::INFINITY, f64::min);
+            let max = el.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let n = el.len();
+            let med = median(&mut el);
+            let start = median(&mut st);
+            rows.push((
+                if start.is_nan() { f64::MAX } else { start },
+                format!(
+                    "| {} | {by} | {n} | **{}** | {}–{} | {} |",
+                    name.replace('|', "\\|"),
+                    fmt_ms(med),
+                    fmt_ms(min),
+                    fmt_ms(max),
+                    fmt_ms(start)
+                ),
+            ));
+        }
+        rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let _ = writeln!(
+            s,
+            "\n### `{label}` ({} runs)\n\n| phase | by | n | median | min–max | starts at |\n|---|---|---:|---:|---:|---:|",
+            runs.len()
+        );
+        for (_, r) in rows {
+            let _ = writeln!(s, "{r}");
+        }
+    }
+    let _ = writeln!(s);
+}
+
+/// The log lines of one debug create, as they came.
+fn log_lines_section(s: &mut String, debug_log: &str) {
+    let _ = writeln!(
+        s,
+        "## husk --debug --log-format json create: log lines of one run (ms since the first)\n"
+    );
+    let lines: Vec<serde_json::Value> = debug_log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let timed = lines
+        .iter()
+        .filter(|v| v.get("elapsed_us").is_some())
+        .count();
+    let _ = writeln!(s, "{} lines, {timed} of them phase timings.\n", lines.len());
+    let t0 = lines
+        .first()
+        .and_then(|v| v["time"].as_str())
+        .and_then(parse_rfc3339_ns);
+    let _ = writeln!(s, "| +ms | level | msg |\n|---:|---|---|");
+    for v in lines.iter().take(60) {
+        let t = v["time"].as_str().and_then(parse_rfc3339_ns);
+        let rel = match (t, t0) {
+            (Some(a), Some(b)) => fmt_ms((a - b) as f64 / 1e6),
+            _ => "?".into(),
+        };
+        let mut msg = v["msg"].as_str().unwrap_or("").to_string();
+        if let Some(obj) = v.as_object() {
+            for (k, val) in obj {
+                if !["msg", "time", "level"].contains(&k.as_str()) {
+                    match val.as_str() {
+                        Some(x) => {
+                            let _ = write!(msg, " {k}={x}");
+                        }
+                        None => {
+                            let _ = write!(msg, " {k}={val}");
+                        }
                     }
                 }
             }
-            let _ = writeln!(
-                s,
-                "| {rel} | {} | {} |",
-                v["level"].as_str().unwrap_or(""),
-                msg.replace('|', "\\|")
-            );
         }
-        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "| {rel} | {} | {} |",
+            v["level"].as_str().unwrap_or(""),
+            msg.replace('|', "\\|")
+        );
     }
-    s
+    let _ = writeln!(s);
 }
 
 /// Nanoseconds since midnight of an RFC 3339 UTC timestamp ("2026-11-29T08:51:22.123456789Z"):

@@ -1,323 +1,350 @@
 //! `husk`: the command line (runc's), a thin layer over the `husk` library.
+//!
+//! The parser is our own, small and table-driven (`cli` below), rather than clap: every husk
+//! command runs it, and clap's code and the command tree it builds on the heap were a good part
+//! of husk's resident set. It follows clap's conventions: global options anywhere,
+//! `--opt value`, `--opt=value`, `-o value`, `-ovalue`, bundled short flags, `--`, `-h/--help`
+//! on every command, `help [COMMAND]`, `-V/--version`, and usage errors on stderr with exit
+//! status 2.
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
 use husk::container::{self, CreateOpts};
 use husk::state::Root;
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-#[derive(Parser)]
-#[command(
-    name = "husk",
-    version,
-    about = "Husk: an OCI runtime (runtime-spec 1.2) with runc's command line"
-)]
 struct Cli {
-    /// Root directory for container state (default /run/husk; for a non-root user
-    /// $XDG_RUNTIME_DIR/husk).
-    #[arg(long, global = true)]
     root: Option<PathBuf>,
-    /// Log file (default: stderr).
-    #[arg(long, global = true)]
     log: Option<PathBuf>,
-    /// Log format.
-    #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
-    /// Debug logging.
-    #[arg(long, global = true)]
     debug: bool,
-    /// Use the systemd cgroup driver.
-    #[arg(long, global = true)]
     systemd_cgroup: bool,
-    /// Accepted for runc compatibility: path to criu.
-    #[arg(long, global = true, hide = true)]
     criu: Option<PathBuf>,
-    #[command(subcommand)]
     cmd: Cmd,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy)]
 enum LogFormat {
     Text,
     Json,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(Debug)]
 struct CreateArgs {
-    /// Container ID.
     id: String,
-    /// Path to the bundle directory.
-    #[arg(short, long, default_value = ".")]
     bundle: PathBuf,
-    /// Unix socket that receives the pty master when process.terminal is true.
-    #[arg(long)]
     console_socket: Option<PathBuf>,
-    /// File to write the init's pid to.
-    #[arg(long)]
     pid_file: Option<PathBuf>,
-    /// Use MS_MOVE + chroot instead of pivot_root.
-    #[arg(long)]
     no_pivot: bool,
-    /// Do not create a new session keyring.
-    #[arg(long)]
     no_new_keyring: bool,
-    /// Pass this many extra fds (from 3 up) to the container.
-    #[arg(long, default_value_t = 0)]
     preserve_fds: i32,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(Debug)]
 struct ExecArgs {
-    /// Path to a runtime-spec Process JSON file.
-    #[arg(short, long)]
     process: Option<PathBuf>,
-    /// Allocate a pseudo-TTY.
-    #[arg(short, long)]
     tty: bool,
-    #[arg(long)]
     console_socket: Option<PathBuf>,
-    /// Do not wait for the process.
-    #[arg(short, long)]
     detach: bool,
-    #[arg(long)]
     pid_file: Option<PathBuf>,
-    /// Working directory in the container.
-    #[arg(long)]
     cwd: Option<PathBuf>,
-    /// Set an environment variable (KEY=VALUE).
-    #[arg(short, long)]
     env: Vec<String>,
-    /// UID[:GID] to run as.
-    #[arg(short, long)]
     user: Option<String>,
-    /// Additional gids.
-    #[arg(short = 'g', long)]
     additional_gids: Vec<u32>,
-    /// Add a capability (CAP_...).
-    #[arg(short, long)]
     cap: Vec<String>,
-    #[arg(long)]
     no_new_privs: bool,
-    #[arg(long, default_value_t = 0)]
     preserve_fds: i32,
-    #[arg(long)]
     process_label: Option<String>,
-    #[arg(long)]
     apparmor: Option<String>,
-    /// Allow exec in a paused container.
-    #[arg(long)]
     ignore_paused: bool,
-    /// Container ID.
     id: String,
-    /// Command and arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(Debug)]
 struct UpdateArgs {
     id: String,
-    /// runtime-spec LinuxResources JSON file, or - for stdin.
-    #[arg(short, long)]
     resources: Option<String>,
-    #[arg(long)]
     memory: Option<String>,
-    #[arg(long)]
     memory_reservation: Option<String>,
-    #[arg(long)]
     memory_swap: Option<String>,
-    #[arg(long)]
     kernel_memory: Option<String>,
-    #[arg(long)]
     kernel_memory_tcp: Option<String>,
-    #[arg(long)]
     cpu_shares: Option<u64>,
-    #[arg(long)]
     cpu_quota: Option<i64>,
-    #[arg(long)]
     cpu_period: Option<u64>,
-    #[arg(long)]
     cpu_rt_period: Option<u64>,
-    #[arg(long)]
     cpu_rt_runtime: Option<i64>,
-    #[arg(long)]
     cpuset_cpus: Option<String>,
-    #[arg(long)]
     cpuset_mems: Option<String>,
-    #[arg(long)]
     pids_limit: Option<i64>,
-    #[arg(long)]
     blkio_weight: Option<u16>,
-    #[arg(long)]
     l3_cache_schema: Option<String>,
-    #[arg(long)]
     mem_bw_schema: Option<String>,
 }
 
 /// `checkpoint` flags (runc's).
-#[derive(clap::Args, Debug)]
+#[derive(Debug)]
 struct CheckpointArgs {
-    /// Container ID.
     id: String,
-    /// Directory for the checkpoint images.
-    #[arg(long, default_value = "checkpoint")]
     image_path: PathBuf,
-    /// Directory for CRIU's log and work files (default: the image directory).
-    #[arg(long)]
     work_path: Option<PathBuf>,
-    /// Leave the container running after the checkpoint.
-    #[arg(long)]
     leave_running: bool,
-    /// Allow open TCP connections.
-    #[arg(long)]
     tcp_established: bool,
-    /// Allow external unix sockets.
-    #[arg(long)]
     ext_unix_sk: bool,
-    /// Allow shell jobs.
-    #[arg(long)]
     shell_job: bool,
-    /// Handle file locks.
-    #[arg(long)]
     file_locks: bool,
-    /// Dump memory only and leave the container running (needs dirty-memory tracking).
-    #[arg(long)]
     pre_dump: bool,
-    /// Path of the previous (pre-dump) images, relative to the image path.
-    #[arg(long)]
     parent_path: Option<PathBuf>,
-    /// How CRIU handles cgroups: soft, full, strict or ignore.
-    #[arg(long)]
     manage_cgroups_mode: Option<String>,
-    /// Namespace to leave empty in the image (network).
-    #[arg(long)]
     empty_ns: Vec<String>,
-    /// Deduplicate memory images against the parent on the fly.
-    #[arg(long)]
     auto_dedup: bool,
 }
 
 /// `restore` flags (runc's).
-#[derive(clap::Args, Debug)]
+#[derive(Debug)]
 struct RestoreArgs {
-    /// ID of the restored container.
     id: String,
-    /// Directory of the checkpoint images.
-    #[arg(long, default_value = "checkpoint")]
     image_path: PathBuf,
-    /// Bundle whose config.json and rootfs to use (default: the ones saved with the image).
-    #[arg(short, long)]
     bundle: Option<PathBuf>,
-    #[arg(long)]
     work_path: Option<PathBuf>,
-    /// Return once restored instead of waiting for the container to exit.
-    #[arg(short, long)]
     detach: bool,
-    #[arg(long)]
     pid_file: Option<PathBuf>,
-    #[arg(long)]
     tcp_established: bool,
-    #[arg(long)]
     ext_unix_sk: bool,
-    #[arg(long)]
     shell_job: bool,
-    #[arg(long)]
     file_locks: bool,
-    #[arg(long)]
     manage_cgroups_mode: Option<String>,
-    #[arg(long)]
     no_pivot: bool,
-    #[arg(long)]
     empty_ns: Vec<String>,
-    /// Unix socket the restored terminal's new pty master is sent to.
-    #[arg(long)]
     console_socket: Option<PathBuf>,
 }
 
-#[derive(Subcommand)]
 enum Cmd {
-    /// Checkpoint a running container with CRIU.
     Checkpoint(CheckpointArgs),
-    /// Restore a container from a CRIU checkpoint.
     Restore(RestoreArgs),
-    /// Freeze every process of a container.
-    Pause { id: String },
-    /// Thaw a paused container.
-    Resume { id: String },
-    /// List a container's processes.
+    Pause {
+        id: String,
+    },
+    Resume {
+        id: String,
+    },
     Ps {
-        #[arg(short, long, value_enum, default_value = "table")]
         format: ListFormat,
         id: String,
-        /// Arguments for ps(1) (default -ef).
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         ps_args: Vec<String>,
     },
-    /// Change a running container's resource limits.
     Update(UpdateArgs),
-    /// Stats and OOM events of a container.
     Events {
         id: String,
-        /// Print one stats object and exit.
-        #[arg(long)]
         stats: bool,
-        /// Interval between stats in the stream (e.g. 5s, 500ms).
-        #[arg(long, default_value = "5s")]
         interval: String,
     },
-    /// Run a new process in a running container.
     Exec(ExecArgs),
-    /// Create a container (set up, waiting for start).
     Create(CreateArgs),
-    /// Start a created container.
-    Start { id: String },
-    /// Print a container's state JSON.
-    State { id: String },
-    /// Send a signal to a container's init (or all its processes).
+    Start {
+        id: String,
+    },
+    State {
+        id: String,
+    },
     Kill {
         id: String,
-        #[arg(default_value = "SIGTERM")]
         signal: String,
-        #[arg(short, long)]
         all: bool,
     },
-    /// Delete a container.
     Delete {
         id: String,
-        #[arg(short, long)]
         force: bool,
     },
-    /// Create and start a container; in the foreground unless --detach.
     Run {
-        #[command(flatten)]
         create: CreateArgs,
-        #[arg(short, long)]
         detach: bool,
-        /// Do not delete the container after it exits.
-        #[arg(long)]
         keep: bool,
     },
-    /// List containers.
     List {
-        #[arg(short, long, value_enum, default_value = "table")]
         format: ListFormat,
-        #[arg(short, long)]
         quiet: bool,
     },
-    /// Print the runtime-spec features document.
     Features,
-    /// Write a default config.json.
     Spec {
-        #[arg(short, long, default_value = ".")]
         bundle: PathBuf,
-        #[arg(long)]
         rootless: bool,
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy)]
 enum ListFormat {
     Table,
     Json,
+}
+
+mod cli;
+
+/// Parse the process's arguments into a `Cli`, or exit as clap would (help, version, usage error).
+fn parse_cli() -> Cli {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    match build_cli(args) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    }
+}
+
+fn build_cli(args: Vec<OsString>) -> Result<Cli, cli::Exit> {
+    let (globals, m) = cli::parse(args)?;
+    let g = cli::Get {
+        cmd: None,
+        vals: &globals,
+        pos: &[],
+    };
+    let a = cli::Get {
+        cmd: Some(m.cmd),
+        vals: &m.vals,
+        pos: &m.pos,
+    };
+    let create = |a: &cli::Get<'_>| -> Result<CreateArgs, cli::Exit> {
+        Ok(CreateArgs {
+            id: a.pos(0)?,
+            bundle: a.path("bundle").unwrap_or_else(|| PathBuf::from(".")),
+            console_socket: a.path("console-socket"),
+            pid_file: a.path("pid-file"),
+            no_pivot: a.flag("no-pivot"),
+            no_new_keyring: a.flag("no-new-keyring"),
+            preserve_fds: a.num("preserve-fds")?.unwrap_or(0),
+        })
+    };
+    let list_format = |a: &cli::Get<'_>| -> Result<ListFormat, cli::Exit> {
+        Ok(match a.string("format")?.as_deref() {
+            Some("json") => ListFormat::Json,
+            _ => ListFormat::Table,
+        })
+    };
+    let cmd = match m.cmd.name {
+        "checkpoint" => Cmd::Checkpoint(CheckpointArgs {
+            id: a.pos(0)?,
+            image_path: a.path("image-path").unwrap_or_else(|| "checkpoint".into()),
+            work_path: a.path("work-path"),
+            leave_running: a.flag("leave-running"),
+            tcp_established: a.flag("tcp-established"),
+            ext_unix_sk: a.flag("ext-unix-sk"),
+            shell_job: a.flag("shell-job"),
+            file_locks: a.flag("file-locks"),
+            pre_dump: a.flag("pre-dump"),
+            parent_path: a.path("parent-path"),
+            manage_cgroups_mode: a.string("manage-cgroups-mode")?,
+            empty_ns: a.strings("empty-ns")?,
+            auto_dedup: a.flag("auto-dedup"),
+        }),
+        "restore" => Cmd::Restore(RestoreArgs {
+            id: a.pos(0)?,
+            image_path: a.path("image-path").unwrap_or_else(|| "checkpoint".into()),
+            bundle: a.path("bundle"),
+            work_path: a.path("work-path"),
+            detach: a.flag("detach"),
+            pid_file: a.path("pid-file"),
+            tcp_established: a.flag("tcp-established"),
+            ext_unix_sk: a.flag("ext-unix-sk"),
+            shell_job: a.flag("shell-job"),
+            file_locks: a.flag("file-locks"),
+            manage_cgroups_mode: a.string("manage-cgroups-mode")?,
+            no_pivot: a.flag("no-pivot"),
+            empty_ns: a.strings("empty-ns")?,
+            console_socket: a.path("console-socket"),
+        }),
+        "pause" => Cmd::Pause { id: a.pos(0)? },
+        "resume" => Cmd::Resume { id: a.pos(0)? },
+        "ps" => Cmd::Ps {
+            format: list_format(&a)?,
+            id: a.pos(0)?,
+            ps_args: a.rest(1)?,
+        },
+        "update" => Cmd::Update(UpdateArgs {
+            id: a.pos(0)?,
+            resources: a.string("resources")?,
+            memory: a.string("memory")?,
+            memory_reservation: a.string("memory-reservation")?,
+            memory_swap: a.string("memory-swap")?,
+            kernel_memory: a.string("kernel-memory")?,
+            kernel_memory_tcp: a.string("kernel-memory-tcp")?,
+            cpu_shares: a.num("cpu-shares")?,
+            cpu_quota: a.num("cpu-quota")?,
+            cpu_period: a.num("cpu-period")?,
+            cpu_rt_period: a.num("cpu-rt-period")?,
+            cpu_rt_runtime: a.num("cpu-rt-runtime")?,
+            cpuset_cpus: a.string("cpuset-cpus")?,
+            cpuset_mems: a.string("cpuset-mems")?,
+            pids_limit: a.num("pids-limit")?,
+            blkio_weight: a.num("blkio-weight")?,
+            l3_cache_schema: a.string("l3-cache-schema")?,
+            mem_bw_schema: a.string("mem-bw-schema")?,
+        }),
+        "events" => Cmd::Events {
+            id: a.pos(0)?,
+            stats: a.flag("stats"),
+            interval: a.string("interval")?.unwrap_or_else(|| "5s".into()),
+        },
+        "exec" => Cmd::Exec(ExecArgs {
+            process: a.path("process"),
+            tty: a.flag("tty"),
+            console_socket: a.path("console-socket"),
+            detach: a.flag("detach"),
+            pid_file: a.path("pid-file"),
+            cwd: a.path("cwd"),
+            env: a.strings("env")?,
+            user: a.string("user")?,
+            additional_gids: a.nums("additional-gids")?,
+            cap: a.strings("cap")?,
+            no_new_privs: a.flag("no-new-privs"),
+            preserve_fds: a.num("preserve-fds")?.unwrap_or(0),
+            process_label: a.string("process-label")?,
+            apparmor: a.string("apparmor")?,
+            ignore_paused: a.flag("ignore-paused"),
+            id: a.pos(0)?,
+            command: a.rest(1)?,
+        }),
+        "create" => Cmd::Create(create(&a)?),
+        "start" => Cmd::Start { id: a.pos(0)? },
+        "state" => Cmd::State { id: a.pos(0)? },
+        "kill" => Cmd::Kill {
+            id: a.pos(0)?,
+            signal: a.pos(1)?,
+            all: a.flag("all"),
+        },
+        "delete" => Cmd::Delete {
+            id: a.pos(0)?,
+            force: a.flag("force"),
+        },
+        "run" => Cmd::Run {
+            create: create(&a)?,
+            detach: a.flag("detach"),
+            keep: a.flag("keep"),
+        },
+        "list" => Cmd::List {
+            format: list_format(&a)?,
+            quiet: a.flag("quiet"),
+        },
+        "features" => Cmd::Features,
+        "spec" => Cmd::Spec {
+            bundle: a.path("bundle").unwrap_or_else(|| PathBuf::from(".")),
+            rootless: a.flag("rootless"),
+        },
+        other => {
+            return Err(cli::Exit::Error(format!(
+                "error: command {other} is not implemented\n"
+            )))
+        }
+    };
+    Ok(Cli {
+        root: g.path("root"),
+        log: g.path("log"),
+        log_format: match g.string("log-format")?.as_deref() {
+            Some("json") => LogFormat::Json,
+            _ => LogFormat::Text,
+        },
+        debug: g.flag("debug"),
+        systemd_cgroup: g.flag("systemd-cgroup"),
+        criu: g.path("criu"),
+        cmd,
+    })
 }
 
 fn create_opts(a: CreateArgs, cli: &Cli, log_fd: Option<i32>) -> CreateOpts {
@@ -336,7 +363,7 @@ fn create_opts(a: CreateArgs, cli: &Cli, log_fd: Option<i32>) -> CreateOpts {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     // Building a container: run from a sealed copy of the binary (CVE-2019-5736).
     if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run { .. } | Cmd::Exec(_))
         && !husk::exe::is_sealed_copy()
@@ -619,4 +646,178 @@ fn list(root: &Root, format: ListFormat, quiet: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, cli::Exit> {
+        build_cli(args.iter().map(OsString::from).collect())
+    }
+
+    fn err(args: &[&str]) -> String {
+        match parse(args) {
+            Err(cli::Exit::Error(e)) => e,
+            Err(cli::Exit::Print(p)) => panic!("{args:?}: printed {p}"),
+            Ok(_) => panic!("{args:?}: parsed"),
+        }
+    }
+
+    #[test]
+    fn create_flags_in_every_form() {
+        let c = parse(&[
+            "--root",
+            "/r",
+            "create",
+            "-b/b",
+            "--pid-file=/p",
+            "--console-socket",
+            "/s",
+            "--no-pivot",
+            "--preserve-fds",
+            "2",
+            "id1",
+            "--log-format=json",
+            "--debug",
+        ])
+        .unwrap_or_else(|_| panic!("parse failed"));
+        assert_eq!(c.root, Some(PathBuf::from("/r")));
+        assert!(c.debug);
+        assert!(matches!(c.log_format, LogFormat::Json));
+        let Cmd::Create(a) = c.cmd else {
+            panic!("not create")
+        };
+        assert_eq!(a.id, "id1");
+        assert_eq!(a.bundle, PathBuf::from("/b"));
+        assert_eq!(a.pid_file, Some(PathBuf::from("/p")));
+        assert_eq!(a.console_socket, Some(PathBuf::from("/s")));
+        assert!(a.no_pivot && !a.no_new_keyring);
+        assert_eq!(a.preserve_fds, 2);
+    }
+
+    #[test]
+    fn defaults() {
+        let Ok(c) = parse(&["run", "x"]) else {
+            panic!("parse failed")
+        };
+        assert!(matches!(c.log_format, LogFormat::Text));
+        let Cmd::Run {
+            create,
+            detach,
+            keep,
+        } = c.cmd
+        else {
+            panic!("not run")
+        };
+        assert_eq!(create.bundle, PathBuf::from("."));
+        assert_eq!(create.preserve_fds, 0);
+        assert!(!detach && !keep);
+        let Ok(c) = parse(&["kill", "x"]) else {
+            panic!("parse failed")
+        };
+        assert!(matches!(c.cmd, Cmd::Kill { ref signal, all: false, .. } if signal == "SIGTERM"));
+    }
+
+    #[test]
+    fn exec_trailing_command_keeps_its_dashes() {
+        let Ok(c) = parse(&[
+            "exec", "-t", "-e", "A=1", "--env", "B=2", "-g", "5", "x", "sh", "-c", "--env", "ls",
+        ]) else {
+            panic!("parse failed")
+        };
+        let Cmd::Exec(a) = c.cmd else {
+            panic!("not exec")
+        };
+        assert!(a.tty);
+        assert_eq!(a.env, ["A=1", "B=2"]);
+        assert_eq!(a.additional_gids, [5]);
+        assert_eq!(a.id, "x");
+        assert_eq!(a.command, ["sh", "-c", "--env", "ls"]);
+        let Ok(c) = parse(&["exec", "x", "--", "-weird", "--tty"]) else {
+            panic!("parse failed")
+        };
+        let Cmd::Exec(a) = c.cmd else {
+            panic!("not exec")
+        };
+        assert!(!a.tty);
+        assert_eq!(a.command, ["-weird", "--tty"]);
+    }
+
+    #[test]
+    fn ps_arguments_and_bundled_shorts() {
+        let Ok(c) = parse(&["ps", "x", "-ef"]) else {
+            panic!("parse failed")
+        };
+        assert!(
+            matches!(c.cmd, Cmd::Ps { ref ps_args, format: ListFormat::Table, .. } if ps_args == &["-ef"])
+        );
+        let Ok(c) = parse(&["list", "-qfjson"]) else {
+            panic!("parse failed")
+        };
+        assert!(matches!(
+            c.cmd,
+            Cmd::List {
+                quiet: true,
+                format: ListFormat::Json
+            }
+        ));
+    }
+
+    #[test]
+    fn global_options_repeat_only_across_levels() {
+        let Ok(c) = parse(&["--root", "/a", "state", "--root", "/b", "x"]) else {
+            panic!("parse failed")
+        };
+        assert_eq!(c.root, Some(PathBuf::from("/b")));
+        assert!(err(&["--root", "/a", "--root", "/b", "list"])
+            .contains("cannot be used multiple times"));
+        assert!(err(&["create", "-b", "/a", "--bundle", "/b", "x"])
+            .contains("'--bundle <BUNDLE>' cannot be used multiple times"));
+    }
+
+    #[test]
+    fn usage_errors() {
+        assert!(err(&[]).contains("Usage: husk [OPTIONS] <COMMAND>"));
+        assert!(err(&["create"])
+            .contains("the following required arguments were not provided:\n  <ID>"));
+        assert!(err(&["create", "a", "b"]).contains("unexpected argument 'b' found"));
+        assert!(err(&["create", "--foo", "x"]).contains("unexpected argument '--foo' found"));
+        assert!(err(&["create", "-x", "y"]).contains("unexpected argument '-x' found"));
+        assert!(
+            err(&["create", "--bundle"]).contains("a value is required for '--bundle <BUNDLE>'")
+        );
+        assert!(err(&["create", "--preserve-fds", "z", "x"])
+            .contains("invalid value 'z' for '--preserve-fds <PRESERVE_FDS>'"));
+        assert!(err(&["--log-format", "yaml", "list"]).contains("[possible values: text, json]"));
+        assert!(err(&["list", "--debug=1"]).contains("unexpected value '1' for '--debug'"));
+        assert!(err(&["nope"]).contains("unrecognized subcommand 'nope'"));
+        assert!(err(&["start", "-V", "x"]).contains("unexpected argument '-V' found"));
+    }
+
+    #[test]
+    fn help_and_version() {
+        let print = |args: &[&str]| match parse(args) {
+            Err(cli::Exit::Print(p)) => p,
+            _ => panic!("{args:?}: no help"),
+        };
+        assert_eq!(
+            print(&["--version"]),
+            format!("husk {}\n", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(print(&["-V"]), print(&["--version"]));
+        let top = print(&["--help"]);
+        for c in cli::COMMANDS {
+            assert!(top.contains(&format!("  {}", c.name)), "{top}");
+        }
+        assert!(!top.contains("--criu"), "hidden option shown: {top}");
+        let create = print(&["create", "--help"]);
+        assert!(create.starts_with("Create a container"), "{create}");
+        assert!(create.contains("-b, --bundle <BUNDLE>"), "{create}");
+        assert!(create.contains("[default: .]"), "{create}");
+        assert!(create.contains("--root <ROOT>"), "{create}");
+        assert_eq!(print(&["help", "create"]), create);
+        assert_eq!(print(&["create", "-h"]), create);
+        assert_eq!(print(&["help"]), top);
+    }
 }
