@@ -97,6 +97,14 @@ pub struct CheckpointOpts {
     pub manage_cgroups_mode: Option<String>,
     pub empty_ns: Vec<String>,
     pub auto_dedup: bool,
+    /// Dump everything but memory, then serve the memory pages from `page_server` to the
+    /// destination's `criu lazy-pages` daemon (userfaultfd) until it has fetched them all.
+    pub lazy_pages: bool,
+    /// `ADDRESS:PORT`: with --lazy-pages where this side serves pages; otherwise the remote
+    /// `criu page-server` the memory is sent to instead of the image directory.
+    pub page_server: Option<String>,
+    /// CRIU writes a byte to this (inherited) fd once the lazy page server is ready.
+    pub status_fd: Option<i32>,
     pub criu: Option<PathBuf>,
 }
 
@@ -121,6 +129,64 @@ pub struct RestoreOpts {
     pub systemd_cgroup: bool,
     /// Where the new pty master of a terminal container is sent (SCM_RIGHTS), as with create.
     pub console_socket: Option<PathBuf>,
+    /// Memory comes on demand (userfaultfd) from a `criu lazy-pages` daemon listening in the
+    /// work directory, which fetches it from the source's page server.
+    pub lazy_pages: bool,
+    /// Punch the restored pages out of the image files as they are read.
+    pub auto_dedup: bool,
+    /// Foreground restore: do not become a child subreaper.
+    pub no_subreaper: bool,
+}
+
+/// `ADDRESS:PORT` (IPv6 as `[ADDR]:PORT`) of a page server.
+fn parse_page_server(s: &str) -> Result<(String, u16)> {
+    let bad = || {
+        Error::container(format!(
+            "--page-server {s:?}: expected ADDRESS:PORT (e.g. 192.0.2.1:27000)"
+        ))
+    };
+    let (addr, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let addr = addr.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if addr.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    Ok((addr.to_string(), port))
+}
+
+/// Size of the pipe CRIU's lazy page server tees pages through (criu/include/page-pipe.h
+/// PIPE_MAX_SIZE pages: 8 pages of `struct pipe_buffer` slots, 819 pages on x86-64).
+const CRIU_LAZY_PIPE_BYTES: i32 = 819 * 4096;
+
+/// CRIU's lazy page server sets its pipe to `CRIU_LAZY_PIPE_BYTES` and, when the kernel refuses
+/// (above fs.pipe-max-size without CAP_SYS_RESOURCE), fails only once the destination asks
+/// for pages ("splice: Bad file descriptor"). Check it first, the same way.
+fn require_lazy_pipe_size() -> Result<()> {
+    let (r, _w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .ctx(|| "pipe2 to probe F_SETPIPE_SZ".into())?;
+    match nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_SETPIPE_SZ(CRIU_LAZY_PIPE_BYTES)) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let max = std::fs::read_to_string("/proc/sys/fs/pipe-max-size").unwrap_or_default();
+            Err(Error::Unsupported(format!(
+                "--lazy-pages: CRIU's lazy page server needs a pipe of {CRIU_LAZY_PIPE_BYTES} bytes, and \
+                 F_SETPIPE_SZ refuses it here ({e}; fs.pipe-max-size is {}): raise \
+                 /proc/sys/fs/pipe-max-size to at least 4194304 or run with CAP_SYS_RESOURCE",
+                max.trim()
+            )))
+        }
+    }
+}
+
+/// Lazy pages need CRIU's userfaultfd support on this kernel.
+fn require_lazy_pages(criu: &Path) -> Result<()> {
+    if !rpc::features(criu)?.lazy_pages {
+        return Err(Error::Unsupported(format!(
+            "--lazy-pages needs userfaultfd as CRIU uses it, and {} reports it is not available here",
+            criu.display()
+        )));
+    }
+    Ok(())
 }
 
 /// An external mount: CRIU's key (the mount point in the container) and the host path bound there.
@@ -428,6 +494,32 @@ pub fn checkpoint(root: &Root, o: &CheckpointOpts) -> Result<()> {
     if o.pre_dump {
         require_mem_track(&criu)?;
     }
+    if let Some(ps) = &o.page_server {
+        parse_page_server(ps)?;
+    }
+    if o.lazy_pages {
+        if o.page_server.is_none() {
+            return Err(Error::container(
+                "--lazy-pages needs --page-server ADDRESS:PORT: the address the destination's `criu lazy-pages` daemon fetches the memory from",
+            ));
+        }
+        if o.pre_dump {
+            return Err(Error::container(
+                "--lazy-pages and --pre-dump cannot be combined",
+            ));
+        }
+        require_lazy_pages(&criu)?;
+        require_lazy_pipe_size()?;
+    }
+    if let Some(fd) = o.status_fd {
+        if !o.lazy_pages {
+            return Err(Error::container(
+                "--status-fd is only used with --lazy-pages (CRIU signals there when its page server is ready)",
+            ));
+        }
+        crate::sys::set_cloexec(fd)
+            .ctx(|| format!("--status-fd {fd}: not an open file descriptor (F_SETFD)"))?;
+    }
     let locked = root.lock(&o.id)?;
     let st = locked.load()?;
     let status = st.status();
@@ -459,11 +551,13 @@ pub fn checkpoint(root: &Root, o: &CheckpointOpts) -> Result<()> {
         root, locked, st, o, &criu, empty_ns, &image_dir, &work_dir, &log,
     );
     match &res {
-        Ok(()) => {
-            if let Err(e) = std::fs::remove_file(&marker) {
+        Ok(()) => match std::fs::remove_file(&marker) {
+            // a lazy dump removed it when its page server became ready
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 tracing::warn!("remove {}: {e}", marker.display());
             }
-        }
+            _ => {}
+        },
         Err(e) => {
             let _ = std::fs::write(
                 &marker,
@@ -537,6 +631,22 @@ fn dump(
     if o.pre_dump {
         opts.flag(opt::TRACK_MEM, true);
     }
+    if let Some(ps) = &o.page_server {
+        let (addr, port) = parse_page_server(ps)?;
+        opts.page_server(&addr, port);
+    }
+    // With lazy pages the dump answers only once the destination has fetched all memory; CRIU
+    // says on its status fd (a pipe of ours) when the images are written and the page server
+    // listens: from then on the image directory is restorable (memory comes from the server).
+    let mut ready_pipe = None;
+    if o.lazy_pages {
+        // CRIU opens the write end through /proc/<husk>/fd/N (husk is its RPC peer)
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .ctx(|| "pipe2 for CRIU's status fd".into())?;
+        opts.flag(opt::LAZY_PAGES, true)
+            .int32(opt::STATUS_FD, w.as_raw_fd());
+        ready_pipe = Some((r, w));
+    }
     manage_cgroups(&mut opts, o.manage_cgroups_mode.as_deref())?;
     if let Some(cg) = crate::container::cgroup_manager(&st) {
         if let Some(f) = cg.v1_paths().get("freezer") {
@@ -565,8 +675,17 @@ fn dump(
     };
     let started = std::time::Instant::now();
     let swrk = Swrk::spawn(criu)?;
+    let waiter = ready_pipe.map(|(r, w)| {
+        let t = lazy_ready_waiter(r, image_dir.join(INCOMPLETE_MARKER), o.status_fd);
+        (t, w)
+    });
     let resp = swrk.call(typ, Some(&opts), false);
     let exit = swrk.finish();
+    if let Some((t, w)) = waiter {
+        // criu is gone; with our write end closed the waiter sees EOF if no byte came
+        drop(w);
+        let _ = t.join();
+    }
     let resp = resp?;
     tracing::debug!(
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -588,6 +707,35 @@ fn dump(
     crate::container::delete(root, &st.id, true)
 }
 
+/// Waits (in a thread) for CRIU's byte on the status pipe of a lazy dump: then the image
+/// directory is complete but for the memory the page server serves, so the incomplete marker
+/// goes and the caller's `--status-fd` gets a byte too (as CRIU would have written it there).
+fn lazy_ready_waiter(
+    r: OwnedFd,
+    marker: PathBuf,
+    status_fd: Option<i32>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut b = [0u8; 1];
+        match nix::unistd::read(&r, &mut b) {
+            Ok(1) => {
+                tracing::debug!("criu: lazy page server ready");
+                if let Err(e) = std::fs::remove_file(&marker) {
+                    tracing::warn!("remove {}: {e}", marker.display());
+                }
+                if let Some(fd) = status_fd {
+                    // SAFETY: the caller's fd stays open for husk's lifetime; we only borrow it.
+                    let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                    if let Err(e) = nix::unistd::write(bfd, &[0u8]) {
+                        tracing::warn!("write to --status-fd {fd}: {e}");
+                    }
+                }
+            }
+            _ => tracing::debug!("criu exited without signalling lazy-pages readiness"),
+        }
+    })
+}
+
 /// Undo a restore that did not complete: kill what CRIU restored, remove the cgroups, the
 /// temporary root mount and the state directory.
 struct RestoreGuard<'a> {
@@ -596,6 +744,18 @@ struct RestoreGuard<'a> {
     criu_root: Option<PathBuf>,
     pid: Option<i32>,
     done: bool,
+}
+
+/// The temporary mount point of the restored root inside a container's state directory.
+pub(crate) const CRIU_ROOT_DIR: &str = "criu-root";
+
+/// Remove a `criu-root` mount a restore killed half-way left in a container's state directory
+/// (for `delete --force`).
+pub(crate) fn remove_stale_criu_root(state_dir: &Path) {
+    let p = state_dir.join(CRIU_ROOT_DIR);
+    if p.exists() {
+        unmount_criu_root(&p);
+    }
 }
 
 fn unmount_criu_root(p: &Path) {
@@ -719,6 +879,9 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
     }
     let criu = rpc::find_criu(o.criu.as_deref())?;
     let empty_ns = empty_ns_flags(&o.empty_ns)?;
+    if o.lazy_pages {
+        require_lazy_pages(&criu)?;
+    }
     o.manage_cgroups_mode
         .as_deref()
         .map(str::parse::<CgMode>)
@@ -787,7 +950,7 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
     let fg = if o.detach {
         None
     } else {
-        Some(crate::run::Foreground::prepare()?)
+        Some(crate::run::Foreground::prepare_with(!o.no_subreaper)?)
     };
 
     let locked = root.create(&o.id)?;
@@ -839,7 +1002,7 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
     locked.save(&st)?;
 
     // CRIU needs the root to be a mount point of its own.
-    let criu_root = locked.dir.join("criu-root");
+    let criu_root = locked.dir.join(CRIU_ROOT_DIR);
     std::fs::create_dir(&criu_root).ctx(|| format!("mkdir {}", criu_root.display()))?;
     nix::mount::mount(
         Some(&src.rootfs),
@@ -871,6 +1034,8 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
         .flag(opt::EXT_UNIX_SK, o.ext_unix_sk)
         .flag(opt::SHELL_JOB, o.shell_job)
         .flag(opt::FILE_LOCKS, o.file_locks)
+        .flag(opt::LAZY_PAGES, o.lazy_pages)
+        .flag(opt::AUTO_DEDUP, o.auto_dedup)
         // CRIU makes a new pty master for the container's terminal and hands it over in an
         // "orphan-pts-master" notify message
         .flag(opt::ORPHAN_PTS_MASTER, terminal)

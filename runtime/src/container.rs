@@ -394,8 +394,7 @@ pub fn start(root: &Root, id: &str) -> Result<()> {
 
 /// `state`: the runtime-spec state JSON.
 pub fn state(root: &Root, id: &str) -> Result<ContainerState> {
-    let locked = root.lock(id)?;
-    locked.load()
+    root.peek(id)
 }
 
 /// Parse a signal given as a name (KILL, SIGKILL, kill) or a number.
@@ -447,7 +446,8 @@ fn signal_all(st: &ContainerState, sig: Signal) -> Result<()> {
 fn wait_gone(st: &ContainerState, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     loop {
-        let init_gone = st.status() == Status::Stopped;
+        // pid 0: state saved before any init existed (a restore killed before CRIU forked)
+        let init_gone = st.pid <= 0 || st.status() == Status::Stopped;
         let cg_empty = cgroup_manager(st).map_or(true, |cg| {
             cg.procs().map_or(true, |p| {
                 p.iter()
@@ -475,6 +475,7 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
         Err(e) if force => {
             // A create that died before writing its state: nothing but the directory to remove.
             tracing::warn!("removing container {id} without state: {e}");
+            crate::checkpoint::remove_stale_criu_root(&locked.dir);
             return locked.remove();
         }
         Err(e) => return Err(e),
@@ -520,5 +521,6 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
     if let Some(h) = st.config.hooks() {
         crate::hooks::run_all_warn("poststop", h.poststop(), &st.hook_json(Status::Stopped));
     }
+    crate::checkpoint::remove_stale_criu_root(&locked.dir);
     locked.remove()
 }

@@ -77,8 +77,16 @@ pub struct Foreground {
 
 impl Foreground {
     pub fn prepare() -> Result<Foreground> {
-        crate::sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0)
-            .ctx(|| "prctl PR_SET_CHILD_SUBREAPER".into())?;
+        Foreground::prepare_with(true)
+    }
+
+    /// As `prepare`, becoming a child subreaper (reaping what the container orphans) only when
+    /// `subreaper` is true (`restore --no-subreaper`).
+    pub fn prepare_with(subreaper: bool) -> Result<Foreground> {
+        if subreaper {
+            crate::sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0)
+                .ctx(|| "prctl PR_SET_CHILD_SUBREAPER".into())?;
+        }
         let mut mask = SigSet::empty();
         for s in FORWARDED {
             mask.add(s);

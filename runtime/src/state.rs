@@ -241,6 +241,18 @@ impl Root {
         Ok(Locked { dir, _lock: f })
     }
 
+    /// A container's state without taking its lock: state.json is only ever replaced by a
+    /// rename, so a reader sees a whole old or new version. For `state` and `list`, which must
+    /// not wait behind a long operation (a checkpoint serving lazy pages holds the lock).
+    pub fn peek(&self, id: &str) -> Result<ContainerState> {
+        validate_id(id)?;
+        let dir = self.dir(id);
+        if !dir.is_dir() {
+            return Err(Error::container(format!("container {id:?} does not exist")));
+        }
+        Locked::read_state(&dir)
+    }
+
     /// IDs of every container under the root.
     pub fn list(&self) -> Result<Vec<String>> {
         let mut ids = Vec::new();
@@ -262,11 +274,15 @@ impl Root {
 
 impl Locked {
     pub fn load(&self) -> Result<ContainerState> {
-        let path = self.dir.join(STATE_FILE);
+        Locked::read_state(&self.dir)
+    }
+
+    fn read_state(dir: &Path) -> Result<ContainerState> {
+        let path = dir.join(STATE_FILE);
         let data = std::fs::read(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::container(format!(
                 "container {:?} does not exist (no state: it may still be being created)",
-                self.dir.file_name().unwrap_or_default()
+                dir.file_name().unwrap_or_default()
             )),
             _ => Error::sys(format!("read {}", path.display()), e),
         })?;
@@ -289,8 +305,31 @@ impl Locked {
     }
 
     /// Remove the container's directory (the lock is released when `self` drops).
+    /// Remove the state directory. Never recursive: its files are unlinked and its
+    /// subdirectories (a restore's `criu-root` mount point) only rmdir'ed, after a detaching
+    /// unmount if one is still mounted there, so nothing under a mount that was left in the
+    /// directory (the container's rootfs) can ever be deleted. An unexpected non-empty
+    /// subdirectory is an error naming it.
     pub fn remove(&self) -> Result<()> {
-        std::fs::remove_dir_all(&self.dir).ctx(|| format!("remove {}", self.dir.display()))
+        let rd = std::fs::read_dir(&self.dir).ctx(|| format!("read {}", self.dir.display()))?;
+        for e in rd {
+            let e = e.ctx(|| format!("read {}", self.dir.display()))?;
+            let p = e.path();
+            let is_dir = e
+                .file_type()
+                .ctx(|| format!("stat {}", p.display()))?
+                .is_dir();
+            if !is_dir {
+                std::fs::remove_file(&p).ctx(|| format!("remove {}", p.display()))?;
+                continue;
+            }
+            if std::fs::remove_dir(&p).is_err() {
+                // a mount point (EBUSY): detach it, then the empty directory goes
+                let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
+                std::fs::remove_dir(&p).ctx(|| format!("rmdir {}", p.display()))?;
+            }
+        }
+        std::fs::remove_dir(&self.dir).ctx(|| format!("rmdir {}", self.dir.display()))
     }
 }
 

@@ -748,3 +748,245 @@ fn a_failing_prestart_hook_fails_the_restore_and_leaves_nothing() {
         "a process of the failed restore still counts"
     );
 }
+
+#[test]
+fn delete_force_cleans_a_restore_killed_before_criu_forked() {
+    if !common::is_root() {
+        eprintln!("SKIPPED: needs root");
+        return;
+    }
+    // no CRIU runs here: the state a restore leaves when killed right after saving it (pid 0,
+    // cgroups made, the restored root bind-mounted at <state dir>/criu-root)
+    let env = Env::new(PathBuf::from("/nonexistent/criu"));
+    let b = bundle(env.dir.path(), "sleep 1000");
+    let id = env.id("halfrestored");
+    let out = Counter::new();
+    env.ok(&["create", "-b", b.to_str().unwrap(), &id], Some(&out.w));
+    let st = env.state(&id).expect("state");
+    let pid = st["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let dir = env.root().join(&id);
+    let state_path = dir.join("state.json");
+    let mut raw: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    raw["pid"] = 0.into();
+    raw["pid_start"] = 0.into();
+    std::fs::write(&state_path, serde_json::to_vec(&raw).unwrap()).unwrap();
+    let criu_root = dir.join("criu-root");
+    std::fs::create_dir(&criu_root).unwrap();
+    nix::mount::mount(
+        Some(&b.join("rootfs")),
+        &criu_root,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+
+    env.ok(&["delete", "--force", &id], None);
+    assert!(!dir.exists(), "state directory left behind");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(criu_root.to_str().unwrap()),
+        "criu-root mount left behind"
+    );
+    assert!(!v1_pids_dir_exists(&id), "cgroup left behind");
+    // and what was mounted there (the container's rootfs) is untouched
+    assert!(
+        b.join("rootfs/bin/busybox").is_file(),
+        "rootfs damaged by delete"
+    );
+}
+
+/// CRIU's lazy page server pipe (criu/include/page-pipe.h PIPE_MAX_SIZE pages).
+const CRIU_LAZY_PIPE_BYTES: i32 = 819 * 4096;
+
+fn can_set_pipe_size(bytes: i32) -> bool {
+    let (r, _w) = nix::unistd::pipe().unwrap();
+    nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_SETPIPE_SZ(bytes)).is_ok()
+}
+
+/// fs.pipe-max-size raised to at least `min` for the test's duration (put back on drop).
+struct PipeMaxSize(Option<String>);
+
+impl PipeMaxSize {
+    const PATH: &'static str = "/proc/sys/fs/pipe-max-size";
+    fn raise(min: u64) -> PipeMaxSize {
+        let old = std::fs::read_to_string(Self::PATH).unwrap();
+        if old.trim().parse::<u64>().unwrap() >= min {
+            return PipeMaxSize(None);
+        }
+        std::fs::write(Self::PATH, min.to_string()).unwrap();
+        PipeMaxSize(Some(old))
+    }
+}
+
+impl Drop for PipeMaxSize {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            let _ = std::fs::write(Self::PATH, old.trim());
+        }
+    }
+}
+
+fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Lazy migration on one machine: the source is checkpointed with --lazy-pages and serves its
+/// memory from a page server on loopback; `criu lazy-pages` fetches it on demand (userfaultfd)
+/// for the restored copy, which keeps counting from where the source stopped.
+#[test]
+fn lazy_pages_restore_fetches_memory_from_the_source_page_server() {
+    let Some(criu) = common::criu_or_skip() else {
+        return;
+    };
+    let env = Env::new(criu.clone());
+    let b = bundle(env.dir.path(), COUNTER);
+    let src = env.id("lazysrc");
+    let dst = env.id("lazydst");
+    let counter = Counter::new();
+    env.start_counter(&b, &src, &counter.w);
+    counter.wait_len(5);
+    let img = env.dir.path().join("img");
+    let work_src = env.dir.path().join("work-src");
+    let work_dst = env.dir.path().join("work-dst");
+    std::fs::create_dir_all(&work_dst).unwrap();
+    let port = free_loopback_port();
+    let ps = format!("127.0.0.1:{port}");
+    let ckpt_args = |status_fd: Option<i32>| {
+        let mut a = vec![
+            "checkpoint".to_string(),
+            "--lazy-pages".into(),
+            "--page-server".into(),
+            ps.clone(),
+            "--image-path".into(),
+            img.display().to_string(),
+            "--work-path".into(),
+            work_src.display().to_string(),
+        ];
+        if let Some(fd) = status_fd {
+            a.push("--status-fd".into());
+            a.push(fd.to_string());
+        }
+        a.push(src.clone());
+        a
+    };
+
+    if !can_set_pipe_size(CRIU_LAZY_PIPE_BYTES) {
+        // as on this machine (no CAP_SYS_RESOURCE, 1 MiB fs.pipe-max-size): a clear refusal up
+        // front, and the container keeps running
+        let a = ckpt_args(None);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let o = env.run(&a, None);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(err.contains("pipe-max-size"), "{err}");
+        let n = counter.last();
+        counter.wait_above(n + 2);
+    }
+    let _raised = PipeMaxSize::raise(4 << 20);
+
+    let (ready_r, ready_w) = nix::unistd::pipe().unwrap();
+    let a = ckpt_args(Some(std::os::fd::AsRawFd::as_raw_fd(&ready_w)));
+    let ck_err = env.dir.path().join("checkpoint.err");
+    // the write end goes to husk without FD_CLOEXEC (pipe() sets none)
+    let mut ck = env
+        .cmd()
+        .args(&a)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&ck_err).unwrap()))
+        .spawn()
+        .unwrap();
+    drop(ready_w);
+    let mut b1 = [0u8; 1];
+    let n = nix::unistd::read(&ready_r, &mut b1).unwrap();
+    assert_eq!(
+        n,
+        1,
+        "checkpoint never signalled the page server ready: {}",
+        std::fs::read_to_string(&ck_err).unwrap_or_default()
+    );
+    assert!(
+        !img.join("husk-incomplete").exists(),
+        "image still marked incomplete once the page server is ready"
+    );
+    let stopped_at = counter.last();
+
+    let mut daemon = Command::new(&criu)
+        .args(["lazy-pages", "--page-server", "--address", "127.0.0.1"])
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("-D")
+        .arg(&img)
+        .arg("-W")
+        .arg(&work_dst)
+        .args(["-o", "lazy-pages.log", "-v4"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // the daemon listens on work-dst/lazy-pages.socket before restore may connect
+    let until = Instant::now() + PATIENCE;
+    while !work_dst.join("lazy-pages.socket").exists() {
+        assert!(Instant::now() < until, "criu lazy-pages never listened");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let restored = env.run(
+        &[
+            "restore",
+            "--detach",
+            "--lazy-pages",
+            "--image-path",
+            img.to_str().unwrap(),
+            "--work-path",
+            work_dst.to_str().unwrap(),
+            &dst,
+        ],
+        Some(&counter.w),
+    );
+    if !restored.status.success() {
+        let _ = daemon.kill();
+        let _ = ck.kill();
+        let _ = daemon.wait();
+        let _ = ck.wait();
+        panic!(
+            "lazy restore failed: {}",
+            String::from_utf8_lossy(&restored.stderr)
+        );
+    }
+    // once the daemon has fetched every page, the source's dump completes and it is gone
+    let status = ck.wait().unwrap();
+    assert!(
+        status.success(),
+        "lazy checkpoint failed: {}",
+        std::fs::read_to_string(&ck_err).unwrap_or_default()
+    );
+    let until = Instant::now() + PATIENCE;
+    while daemon.try_wait().unwrap().is_none() {
+        if Instant::now() > until {
+            let _ = daemon.kill();
+            panic!("criu lazy-pages did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(env.state(&src).is_none(), "the source still exists");
+    let st = env
+        .state(&dst)
+        .expect("state of the lazily restored container");
+    assert_eq!(st["status"], "running", "{st}");
+    counter.wait_above(stopped_at + 5);
+    assert_contiguous_from(&counter.snapshot(), 1);
+    env.ok(&["delete", "--force", &dst], None);
+    assert!(!v1_pids_dir_exists(&dst) && !v1_pids_dir_exists(&src));
+}

@@ -43,6 +43,10 @@ pub mod opt {
     pub const EMPTY_NS: u32 = 38;
     pub const FREEZE_CGROUP: u32 = 44;
     pub const ORPHAN_PTS_MASTER: u32 = 50;
+    /// criu_page_server_info: where dump sends (or a lazy dump serves) memory pages
+    pub const PS: u32 = 11;
+    pub const LAZY_PAGES: u32 = 48;
+    pub const STATUS_FD: u32 = 49;
 }
 
 /// `criu_cg_mode` values.
@@ -104,6 +108,13 @@ impl Opts {
     pub fn external(&mut self, v: &str) -> &mut Opts {
         self.string(opt::EXTERNAL, v)
     }
+    /// The page server (`criu_page_server_info` address + port).
+    pub fn page_server(&mut self, address: &str, port: u16) -> &mut Opts {
+        let mut m = Msg::new();
+        m.string(1, address).int32(2, i32::from(port));
+        self.msg.msg(opt::PS, &m);
+        self
+    }
     /// An `inherit_fd` entry: CRIU uses its own fd `fd` for the file whose dump-time name is `key`.
     pub fn inherit_fd(&mut self, key: &str, fd: i32) -> &mut Opts {
         let mut m = Msg::new();
@@ -138,6 +149,8 @@ pub struct Resp {
     pub cr_errmsg: Option<String>,
     /// criu_features.mem_track (answer to FEATURE_CHECK)
     pub mem_track: Option<bool>,
+    /// criu_features.lazy_pages (answer to FEATURE_CHECK: userfaultfd as CRIU needs it)
+    pub lazy_pages: Option<bool>,
     /// major, minor, sublevel
     pub version: Option<(i32, i32, i32)>,
 }
@@ -164,7 +177,9 @@ fn parse_resp(data: &[u8]) -> std::result::Result<Resp, proto::DecodeError> {
         r.notify_pid = proto::varint(&n, 2).map(|v| v as i32);
     }
     if let Some(d) = proto::bytes(&f, 8) {
-        r.mem_track = proto::varint(&proto::fields(d)?, 1).map(|v| v == 1);
+        let feat = proto::fields(d)?;
+        r.mem_track = proto::varint(&feat, 1).map(|v| v == 1);
+        r.lazy_pages = proto::varint(&feat, 2).map(|v| v == 1);
     }
     if let Some(d) = proto::bytes(&f, 10) {
         let v = proto::fields(d)?;
@@ -371,8 +386,9 @@ impl Swrk {
             m.msg(2, &o.msg);
         }
         if features_mem_track {
+            // criu_features: ask about mem_track and lazy_pages
             let mut f = Msg::new();
-            f.bool(1, true);
+            f.bool(1, true).bool(2, true);
             m.msg(5, &f);
         }
         self.send(&m.into_bytes())?;
@@ -417,6 +433,8 @@ pub struct Features {
     pub version: Option<(i32, i32, i32)>,
     /// Dirty-memory tracking, needed for pre-dump and incremental images.
     pub mem_track: bool,
+    /// userfaultfd as lazy restore needs it.
+    pub lazy_pages: bool,
 }
 
 /// Ask CRIU (two swrk sessions: VERSION, then FEATURE_CHECK) for its version and features.
@@ -430,6 +448,7 @@ pub fn features(criu: &Path) -> Result<Features> {
     Ok(Features {
         version: v.version,
         mem_track: f.mem_track.unwrap_or(false),
+        lazy_pages: f.lazy_pages.unwrap_or(false),
     })
 }
 

@@ -318,6 +318,23 @@ const CHECKPOINT_OPTS: &[Opt] = &[
         None,
         "Deduplicate memory images against the parent on the fly",
     ),
+    flag(
+        "lazy-pages",
+        None,
+        "Dump all but memory, then serve memory pages from --page-server to the destination's criu lazy-pages daemon",
+    ),
+    val(
+        "page-server",
+        None,
+        "PAGE_SERVER",
+        "ADDRESS:PORT of the page server (with --lazy-pages: where this side serves pages)",
+    ),
+    val(
+        "status-fd",
+        None,
+        "STATUS_FD",
+        "With --lazy-pages: fd CRIU writes a byte to once the page server is ready",
+    ),
 ];
 
 const RESTORE_OPTS: &[Opt] = &[
@@ -355,6 +372,21 @@ const RESTORE_OPTS: &[Opt] = &[
         None,
         "CONSOLE_SOCKET",
         "Unix socket the restored terminal's new pty master is sent to",
+    ),
+    flag(
+        "lazy-pages",
+        None,
+        "Fetch memory on demand from a criu lazy-pages daemon listening in the work directory",
+    ),
+    flag(
+        "auto-dedup",
+        None,
+        "Punch restored pages out of the image files",
+    ),
+    flag(
+        "no-subreaper",
+        None,
+        "Without --detach: do not become a subreaper of the restored container",
     ),
 ];
 

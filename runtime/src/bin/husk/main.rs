@@ -98,6 +98,9 @@ struct CheckpointArgs {
     manage_cgroups_mode: Option<String>,
     empty_ns: Vec<String>,
     auto_dedup: bool,
+    lazy_pages: bool,
+    page_server: Option<String>,
+    status_fd: Option<i32>,
 }
 
 /// `restore` flags (runc's).
@@ -117,6 +120,9 @@ struct RestoreArgs {
     no_pivot: bool,
     empty_ns: Vec<String>,
     console_socket: Option<PathBuf>,
+    lazy_pages: bool,
+    auto_dedup: bool,
+    no_subreaper: bool,
 }
 
 enum Cmd {
@@ -233,6 +239,9 @@ fn build_cli(args: Vec<OsString>) -> Result<Cli, cli::Exit> {
             manage_cgroups_mode: a.string("manage-cgroups-mode")?,
             empty_ns: a.strings("empty-ns")?,
             auto_dedup: a.flag("auto-dedup"),
+            lazy_pages: a.flag("lazy-pages"),
+            page_server: a.string("page-server")?,
+            status_fd: a.num("status-fd")?,
         }),
         "restore" => Cmd::Restore(RestoreArgs {
             id: a.pos(0)?,
@@ -249,6 +258,9 @@ fn build_cli(args: Vec<OsString>) -> Result<Cli, cli::Exit> {
             no_pivot: a.flag("no-pivot"),
             empty_ns: a.strings("empty-ns")?,
             console_socket: a.path("console-socket"),
+            lazy_pages: a.flag("lazy-pages"),
+            auto_dedup: a.flag("auto-dedup"),
+            no_subreaper: a.flag("no-subreaper"),
         }),
         "pause" => Cmd::Pause { id: a.pos(0)? },
         "resume" => Cmd::Resume { id: a.pos(0)? },
@@ -534,6 +546,9 @@ fn checkpoint_opts(a: &CheckpointArgs, cli: &Cli) -> husk::checkpoint::Checkpoin
         manage_cgroups_mode: a.manage_cgroups_mode.clone(),
         empty_ns: a.empty_ns.clone(),
         auto_dedup: a.auto_dedup,
+        lazy_pages: a.lazy_pages,
+        page_server: a.page_server.clone(),
+        status_fd: a.status_fd,
         criu: cli.criu.clone(),
     }
 }
@@ -556,6 +571,9 @@ fn restore_opts(a: &RestoreArgs, cli: &Cli) -> husk::checkpoint::RestoreOpts {
         criu: cli.criu.clone(),
         systemd_cgroup: cli.systemd_cgroup,
         console_socket: a.console_socket.clone(),
+        lazy_pages: a.lazy_pages,
+        auto_dedup: a.auto_dedup,
+        no_subreaper: a.no_subreaper,
     }
 }
 
