@@ -119,93 +119,61 @@ pub const GLOBAL: &[Opt] = &[
     )),
 ];
 
-const CREATE_OPTS: &[Opt] = &[
-    with_default(
-        val(
-            "bundle",
-            Some('b'),
-            "BUNDLE",
-            "Path to the bundle directory",
-        ),
-        ".",
-    ),
-    val(
-        "console-socket",
-        None,
-        "CONSOLE_SOCKET",
-        "Unix socket that receives the pty master when process.terminal is true",
-    ),
-    val(
-        "pid-file",
-        None,
-        "PID_FILE",
-        "File to write the init's pid to",
-    ),
-    flag(
-        "no-pivot",
-        None,
-        "Use MS_MOVE + chroot instead of pivot_root",
-    ),
-    flag(
-        "no-new-keyring",
-        None,
-        "Do not create a new session keyring",
-    ),
-    with_default(
-        val(
-            "preserve-fds",
-            None,
-            "PRESERVE_FDS",
-            "Pass this many extra fds (from 3 up) to the container",
-        ),
-        "0",
-    ),
-];
+/// The options `create` and `run` share (runc's).
+macro_rules! create_opts {
+    ($($more:expr),* $(,)?) => {
+        &[
+            with_default(
+                val(
+                    "bundle",
+                    Some('b'),
+                    "BUNDLE",
+                    "Path to the bundle directory",
+                ),
+                ".",
+            ),
+            val(
+                "console-socket",
+                None,
+                "CONSOLE_SOCKET",
+                "Unix socket that receives the pty master when process.terminal is true",
+            ),
+            val(
+                "pid-file",
+                None,
+                "PID_FILE",
+                "File to write the init's pid to",
+            ),
+            flag(
+                "no-pivot",
+                None,
+                "Use MS_MOVE + chroot instead of pivot_root",
+            ),
+            flag(
+                "no-new-keyring",
+                None,
+                "Do not create a new session keyring",
+            ),
+            with_default(
+                val(
+                    "preserve-fds",
+                    None,
+                    "PRESERVE_FDS",
+                    "Pass this many extra fds (from 3 up) to the container",
+                ),
+                "0",
+            ),
+            $($more,)*
+        ]
+    };
+}
 
-const RUN_OPTS: &[Opt] = &[
-    with_default(
-        val(
-            "bundle",
-            Some('b'),
-            "BUNDLE",
-            "Path to the bundle directory",
-        ),
-        ".",
-    ),
-    val(
-        "console-socket",
-        None,
-        "CONSOLE_SOCKET",
-        "Unix socket that receives the pty master when process.terminal is true",
-    ),
-    val(
-        "pid-file",
-        None,
-        "PID_FILE",
-        "File to write the init's pid to",
-    ),
-    flag(
-        "no-pivot",
-        None,
-        "Use MS_MOVE + chroot instead of pivot_root",
-    ),
-    flag(
-        "no-new-keyring",
-        None,
-        "Do not create a new session keyring",
-    ),
-    with_default(
-        val(
-            "preserve-fds",
-            None,
-            "PRESERVE_FDS",
-            "Pass this many extra fds (from 3 up) to the container",
-        ),
-        "0",
-    ),
+const CREATE_OPTS: &[Opt] = create_opts!();
+
+const RUN_OPTS: &[Opt] = create_opts!(
     flag("detach", Some('d'), "Run in the background"),
     flag("keep", None, "Do not delete the container after it exits"),
-];
+);
 
 const EXEC_OPTS: &[Opt] = &[
     val(
