@@ -747,16 +747,7 @@ struct RestoreGuard<'a> {
 }
 
 /// The temporary mount point of the restored root inside a container's state directory.
-pub(crate) const CRIU_ROOT_DIR: &str = "criu-root";
-
-/// Remove a `criu-root` mount a restore killed half-way left in a container's state directory
-/// (for `delete --force`).
-pub(crate) fn remove_stale_criu_root(state_dir: &Path) {
-    let p = state_dir.join(CRIU_ROOT_DIR);
-    if p.exists() {
-        unmount_criu_root(&p);
-    }
-}
+const CRIU_ROOT_DIR: &str = "criu-root";
 
 fn unmount_criu_root(p: &Path) {
     if let Err(e) = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH) {

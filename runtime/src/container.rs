@@ -475,7 +475,6 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
         Err(e) if force => {
             // A create that died before writing its state: nothing but the directory to remove.
             tracing::warn!("removing container {id} without state: {e}");
-            crate::checkpoint::remove_stale_criu_root(&locked.dir);
             return locked.remove();
         }
         Err(e) => return Err(e),
@@ -521,6 +520,5 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
     if let Some(h) = st.config.hooks() {
         crate::hooks::run_all_warn("poststop", h.poststop(), &st.hook_json(Status::Stopped));
     }
-    crate::checkpoint::remove_stale_criu_root(&locked.dir);
     locked.remove()
 }
