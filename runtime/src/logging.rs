@@ -105,24 +105,13 @@ impl Visit for Msg {
     }
 }
 
-/// A JSON string literal (quotes and escapes included).
+/// A JSON string literal (quotes and escapes included), written by serde_json.
 fn json_str(out: &mut String, s: &str) {
-    use std::fmt::Write as _;
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
+    match serde_json::to_string(s) {
+        Ok(j) => out.push_str(&j),
+        // serializing a &str cannot fail; keep the line valid JSON regardless
+        Err(_) => out.push_str("\"\""),
     }
-    out.push('"');
 }
 
 struct Sink {
