@@ -28,12 +28,7 @@ containers=${CONTAINERS:-5}
 export HUSK_RUNTIME=${HUSK_RUNTIME:-/usr/sbin/runc}
 if [ -z "${SHIM_BIN:-}" ]; then
     triple=$(rustc -vV | sed -n 's/^host: //p')
-    flags="-C target-feature=+crt-static"
-    if ld --help 2>/dev/null | grep -q pack-relative-relocs; then
-        flags="$flags -C link-arg=-Wl,-z,pack-relative-relocs"
-    else
-        echo "bench-shim.sh: the linker has no -z pack-relative-relocs: plain relocations" >&2
-    fi
+    flags=$(sh "$repo/hack/ship-rustflags.sh")
     (cd "$repo" && RUSTFLAGS="$flags" \
         cargo build --release --quiet -p containerd-shim-husk-v2 --target "$triple")
     SHIM_BIN=${CARGO_TARGET_DIR:-$repo/target}/$triple/release/containerd-shim-husk-v2

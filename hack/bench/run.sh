@@ -33,18 +33,11 @@ for a in "$@"; do
     esac
 done
 
-# husk is measured as it is meant to ship: a static binary (glibc's crt-static), which keeps the
-# shared libraries' pages out of its resident set. --target keeps the flags off build scripts and
-# proc-macros. The binary is a static PIE (ASLR kept); with packed relative relocations (DT_RELR,
-# binutils >= 2.38, glibc >= 2.36) its start-up reads a 4 KB .relr.dyn instead of a ~290 KB
-# .rela.dyn, which was ~0.3 MB of husk's peak RSS.
+# husk is measured as it is meant to ship: static, with the flags of hack/ship-rustflags.sh
+# (crt-static keeps shared libraries' pages out of its resident set; packed relocations keep its
+# start-up from dirtying ~0.3 MB), built for the host triple so the flags stay off build scripts.
 TRIPLE=$(rustc -vV | sed -n 's/^host: //p')
-HUSK_RUSTFLAGS="-C target-feature=+crt-static"
-if ld --help 2>/dev/null | grep -q pack-relative-relocs; then
-    HUSK_RUSTFLAGS="$HUSK_RUSTFLAGS -C link-arg=-Wl,-z,pack-relative-relocs"
-else
-    echo "run.sh: the linker has no -z pack-relative-relocs: husk built with plain relocations" >&2
-fi
+HUSK_RUSTFLAGS=$(sh "$ROOT/hack/ship-rustflags.sh")
 if [ "${NO_BUILD:-0}" != 1 ]; then
     (cd "$ROOT" && cargo build --release --quiet -p husk-bench) || die "cargo build failed"
     if [ -z "${HUSK:-}" ]; then
