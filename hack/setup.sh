@@ -29,11 +29,7 @@ else
     echo "setup: no CRIU source tree (a working criu was already installed): run FORCE=1 hack/criu.sh && hack/migrate/criu-patched.sh for TCP checkpoints" >&2
 fi
 
-if ! command -v cargo >/dev/null 2>&1; then
-    for c in "$HOME/.cargo/bin/cargo" /root/.cargo/bin/cargo /usr/local/cargo/bin/cargo; do
-        [ -x "$c" ] && export PATH="$(dirname "$c"):$PATH" && break
-    done
-fi
+. hack/env.sh
 command -v cargo >/dev/null 2>&1 || { echo "setup: a Rust toolchain (cargo >= 1.80) is required" >&2; exit 1; }
 
 echo "setup: building the workspace (release)"

@@ -4,12 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash hack/setup.sh
+. hack/env.sh
 export HUSK="$PWD/target/release/husk"
 status=0
 
 echo "== cargo test (unit + integration)"
 log=$(mktemp /tmp/husk-cargo-test.XXXXXX)
-if ! HUSK_RUNTIME="$HUSK" cargo test --release --workspace --locked >"$log" 2>&1; then
+if ! HUSK_RUNTIME="$HUSK" timeout -k 30 1200 cargo test --release --workspace --locked >"$log" 2>&1; then
     status=1
     grep -E -A30 '^(failures:|---- )' "$log" | head -n 200 || true
 fi
@@ -17,17 +18,19 @@ grep -E '^(test result|     Running|test .* FAILED$)' "$log" || true
 rm -f "$log"
 
 echo "== OCI conformance: husk vs runc"
-if ! ./target/release/husk-conformance --runtime "$HUSK" --runtime "$(command -v runc)" \
+if ! timeout -k 30 600 ./target/release/husk-conformance --runtime "$HUSK" --runtime "$(command -v runc)" \
         --reference runc --report target/conformance-report.md; then
     status=1
 fi
 
 echo "== containerd shim with husk, driven by a real containerd (ctr)"
+# Every test is bounded (BATS_TEST_TIMEOUT) and so is the whole suite: a hang fails, loudly.
 HUSK_RUNTIME="$HUSK" SHIM_BIN="$PWD/target/release/containerd-shim-husk-v2" \
-    bats shim/tests/ctr.bats </dev/null || status=1
+    PTY_RUN="$PWD/target/release/husk-pty-run" BATS_TEST_TIMEOUT=240 \
+    timeout -k 30 600 bats shim/tests/ctr.bats </dev/null || status=1
 
 echo "== benchmark, quick mode (keeps hack/bench working; numbers are not asserted)"
-bash hack/bench/run.sh --quick --out target/bench-quick.md > target/bench-quick.log 2>&1 || { status=1; tail -n 30 target/bench-quick.log; }
+timeout -k 30 600 bash hack/bench/run.sh --quick --out target/bench-quick.md > target/bench-quick.log 2>&1 || { status=1; tail -n 30 target/bench-quick.log; }
 grep -A12 '^## Ratios' target/bench-quick.md || true
 
 exit $status

@@ -166,7 +166,16 @@ fn run_case(rt: &Runtime, env: &RunEnv, case: &cases::Case) -> Res {
     }
 }
 
-fn run_runtime(rt: &Runtime, env: &RunEnv, selected: &[&cases::Case], jobs: usize) -> Vec<Res> {
+/// `tap`: print results as TAP lines (the runtime under test). A reference runtime's results are
+/// printed as `# name: ok|FAIL|skip` comments instead, so that a TAP consumer counts only the
+/// runtime under test; its differences are in the summary and the report table.
+fn run_runtime(
+    rt: &Runtime,
+    env: &RunEnv,
+    selected: &[&cases::Case],
+    jobs: usize,
+    tap: bool,
+) -> Vec<Res> {
     let n = selected.len();
     let results: Mutex<Vec<Option<Res>>> = Mutex::new(vec![None; n]);
     let printed = Mutex::new(0usize);
@@ -181,10 +190,22 @@ fn run_runtime(rt: &Runtime, env: &RunEnv, selected: &[&cases::Case], jobs: usiz
             let Some(res) = &r[*p] else { break };
             let name = selected[*p].name;
             let num = *p + 1;
-            let _ = match res {
-                Res::Pass => writeln!(out, "ok {num} - {name}"),
-                Res::Fail(why) => writeln!(out, "not ok {num} - {name}: {}", one_line(why)),
-                Res::Skip(why) => writeln!(out, "ok {num} - {name} # SKIP {}", one_line(why)),
+            let rn = &rt.name;
+            let _ = match (res, tap) {
+                (Res::Pass, true) => writeln!(out, "ok {num} - {name}"),
+                (Res::Fail(why), true) => {
+                    writeln!(out, "not ok {num} - {name}: {}", one_line(why))
+                }
+                (Res::Skip(why), true) => {
+                    writeln!(out, "ok {num} - {name} # SKIP {}", one_line(why))
+                }
+                (Res::Pass, false) => writeln!(out, "# {rn}: ok {num} {name}"),
+                (Res::Fail(why), false) => {
+                    writeln!(out, "# {rn}: FAIL {num} {name}: {}", one_line(why))
+                }
+                (Res::Skip(why), false) => {
+                    writeln!(out, "# {rn}: skip {num} {name}: {}", one_line(why))
+                }
             };
             let _ = out.flush();
             *p += 1;
@@ -318,8 +339,11 @@ fn real_main() -> Result<i32> {
                 ""
             }
         );
-        println!("1..{}", selected.len());
-        let res = run_runtime(rt, &env, &selected, opts.jobs);
+        let tap = opts.reference.as_deref() != Some(rt.name.as_str());
+        if tap {
+            println!("1..{}", selected.len());
+        }
+        let res = run_runtime(rt, &env, &selected, opts.jobs, tap);
         let passed = res.iter().filter(|r| matches!(r, Res::Pass)).count();
         let failed = res.iter().filter(|r| matches!(r, Res::Fail(_))).count();
         let skipped = res.iter().filter(|r| matches!(r, Res::Skip(_))).count();

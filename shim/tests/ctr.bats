@@ -5,6 +5,7 @@
 #
 # Env: HUSK_RUNTIME  OCI runtime binary the shim runs (default: /usr/sbin/runc until husk lands)
 #      SHIM_BIN      shim binary (default: `cargo build` into CARGO_TARGET_DIR or target/)
+#      PTY_RUN       husk-pty-run binary (default: `cargo build`, as SHIM_BIN)
 # Needs root; skips otherwise. Each run uses its own containerd, namespace and ids.
 
 REPO=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
@@ -20,6 +21,12 @@ setup_file() {
         SHIM_BIN=$target/debug/containerd-shim-husk-v2
     fi
     export SHIM_BIN
+    if [ -z "${PTY_RUN:-}" ]; then
+        local target=${CARGO_TARGET_DIR:-$REPO/target}
+        (cd "$REPO" && cargo build -q -p husk-conformance --bin husk-pty-run) >&2
+        PTY_RUN=$target/debug/husk-pty-run
+    fi
+    export PTY_RUN
     CTRD_DIR=$(SHIM_BIN=$SHIM_BIN "$REPO/hack/containerd.sh" start)
     export CTRD_DIR
     export CTR_NAMESPACE=husk-test-$$
@@ -52,7 +59,7 @@ setup() {
 }
 
 c() {
-    timeout 60 ctr -a "$CTRD_DIR/containerd.sock" -n "$CTR_NAMESPACE" "$@"
+    timeout -k 10 60 ctr -a "$CTRD_DIR/containerd.sock" -n "$CTR_NAMESPACE" "$@"
 }
 
 crun() {
@@ -81,9 +88,10 @@ bundle_dir() {
 }
 
 # Skips the test unless a CRIU that works on this kernel is installed (hack/criu.sh builds one).
+# The same lookup as husk's (runtime/src/checkpoint/rpc.rs find_criu): /usr/local/sbin first.
 need_criu() {
-    local criu out
-    criu=$(command -v criu || true)
+    local criu=/usr/local/sbin/criu out
+    [ -x "$criu" ] || criu=$(command -v criu || true)
     [ -n "$criu" ] || skip "CRIU is not installed (hack/criu.sh builds it)"
     out=$("$criu" check 2>&1) || skip "\`criu check\` fails on this machine: $(printf '%s' "$out" | tail -1)"
 }
@@ -161,7 +169,7 @@ assert_clean() {
 @test "stdin piped to cat comes back" {
     local data
     data=$(seq 1 20000)
-    run bash -c "seq 1 20000 | timeout 60 ctr -a '$CTRD_DIR/containerd.sock' -n '$CTR_NAMESPACE' run --runtime io.containerd.husk.v2 --rm '$IMAGE' '$ID' cat"
+    run bash -c "seq 1 20000 | timeout -k 10 60 ctr -a '$CTRD_DIR/containerd.sock' -n '$CTR_NAMESPACE' run --runtime io.containerd.husk.v2 --rm '$IMAGE' '$ID' cat"
     [ "$status" -eq 0 ]
     [ "$output" = "$data" ]
 }
@@ -214,7 +222,7 @@ SH
 @test "exec stdin reaches the process and EOF closes it" {
     crun -d "$IMAGE" "$ID" sleep 1000
     wait_status "$ID" RUNNING
-    run bash -c "seq 1 5000 | timeout 60 ctr -a '$CTRD_DIR/containerd.sock' -n '$CTR_NAMESPACE' task exec --exec-id in1 '$ID' wc -l"
+    run bash -c "seq 1 5000 | timeout -k 10 60 ctr -a '$CTRD_DIR/containerd.sock' -n '$CTR_NAMESPACE' task exec --exec-id in1 '$ID' wc -l"
     [ "$status" -eq 0 ]
     [ "$(echo "$output" | tr -d ' ')" = 5000 ]
     c task kill -s KILL "$ID"
@@ -288,13 +296,18 @@ SH
     c c rm "$ID"
 }
 
-# `script` gets /dev/null as stdin: with a closed or odd stdin (as under some CI runners) it
-# exits before relaying the pty output, whatever the shim does.
+# ctr sends its terminal's size (ResizePty) only after Start: a process sees it a moment later.
+RESIZED='tty; for i in $(seq 100); do s=$(stty size 2>/dev/null); [ -n "$s" ] && [ "$s" != "0 0" ] && break; sleep 0.1; done; echo "size $s"'
+
+# A terminal client needs a terminal: husk-pty-run (conformance/tools/pty_run.rs) runs ctr on a
+# fresh pty and bounds it. The output is echoed so that a failure shows it.
 
 @test "terminal mode gives the process a pty" {
-    run script -qec "timeout 60 ctr -a '$CTRD_DIR/containerd.sock' -n '$CTR_NAMESPACE' run --runtime io.containerd.husk.v2 -t --rm '$IMAGE' '$ID' sh -c 'tty; echo done'" /dev/null </dev/null
+    run "$PTY_RUN" --timeout 60 -- ctr -a "$CTRD_DIR/containerd.sock" -n "$CTR_NAMESPACE" run --runtime io.containerd.husk.v2 -t --rm "$IMAGE" "$ID" sh -c "$RESIZED; echo done"
+    echo "$output"
     [ "$status" -eq 0 ]
     echo "$output" | grep -q '/dev/pts/'
+    echo "$output" | grep -q '^size 24 80'
     echo "$output" | grep -q 'done'
     assert_clean "$ID"
 }
@@ -302,9 +315,11 @@ SH
 @test "exec with a terminal" {
     crun -d "$IMAGE" "$ID" sleep 1000
     wait_status "$ID" RUNNING
-    run script -qec "timeout 60 ctr -a '$CTRD_DIR/containerd.sock' -n '$CTR_NAMESPACE' task exec -t --exec-id t1 '$ID' sh -c 'tty'" /dev/null </dev/null
+    run "$PTY_RUN" --timeout 60 --rows 30 --cols 100 -- ctr -a "$CTRD_DIR/containerd.sock" -n "$CTR_NAMESPACE" task exec -t --exec-id t1 "$ID" sh -c "$RESIZED"
+    echo "$output"
     [ "$status" -eq 0 ]
     echo "$output" | grep -q '/dev/pts/'
+    echo "$output" | grep -q '^size 30 100'
     c task kill -s KILL "$ID"
     wait_status "$ID" STOPPED
     c task delete "$ID"
