@@ -3,11 +3,20 @@
 # containerd (`ctr images import` of an OCI archive).
 #
 #   hack/mkimage.sh SOCKET [NAME]     NAME default: husk.local/busybox:latest
+#   hack/mkimage.sh --oci-dir DIR     only writes the OCI image layout to DIR (tag "latest") and
+#                                     prints its reference, oci:DIR:latest (for podman, skopeo)
 # Env: CTR_NAMESPACE (default: default)
 set -euo pipefail
 
-sock=${1:?usage: mkimage.sh SOCKET [NAME]}
-name=${2:-husk.local/busybox:latest}
+if [ "${1:-}" = "--oci-dir" ]; then
+    out=${2:?usage: mkimage.sh --oci-dir DIR}
+    sock=
+    name=husk.local/busybox:latest
+else
+    out=
+    sock=${1:?usage: mkimage.sh SOCKET [NAME] | --oci-dir DIR}
+    name=${2:-husk.local/busybox:latest}
+fi
 ns=${CTR_NAMESPACE:-default}
 base=${name%:*}
 tag=${name##*:}
@@ -33,6 +42,13 @@ umoci config --image "$work/oci:$tag" \
     --config.env PATH=/bin:/sbin:/usr/bin:/usr/sbin \
     --architecture amd64 --os linux >/dev/null
 umoci gc --layout "$work/oci" >/dev/null
+if [ -n "$out" ]; then
+    rm -rf "$out"
+    mkdir -p "$(dirname "$out")"
+    cp -a "$work/oci" "$out"
+    echo "oci:$out:$tag"
+    exit 0
+fi
 tar -C "$work/oci" -cf "$work/image.tar" .
 ctr -a "$sock" -n "$ns" images import --base-name "$base" "$work/image.tar" >/dev/null
 ctr -a "$sock" -n "$ns" images ls -q | grep -qx "$base:$tag"

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(runc crun containerd busybox-static bats hyperfine skopeo umoci iproute2 jq
-      containernetworking-plugins docker-registry libseccomp-dev pkg-config util-linux procps)
+      containernetworking-plugins docker-registry libseccomp-dev pkg-config util-linux procps
+      podman conmon)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -29,6 +29,13 @@ HUSK_RUNTIME="$HUSK" SHIM_BIN="$PWD/target/release/containerd-shim-husk-v2" \
     PTY_RUN="$PWD/target/release/husk-pty-run" BATS_TEST_TIMEOUT=240 \
     timeout -k 30 600 bats shim/tests/ctr.bats </dev/null || status=1
 
+echo "== podman (a real client, with conmon) driving husk, then runc for comparison"
+PODMAN_ENV=(PTY_RUN="$PWD/target/release/husk-pty-run" BATS_TEST_TIMEOUT=240)
+env "${PODMAN_ENV[@]}" RUNTIME="$HUSK" timeout -k 30 600 bats conformance/clients/podman.bats </dev/null || status=1
+# runc's result is printed for the side-by-side record; it does not decide the exit status.
+env "${PODMAN_ENV[@]}" RUNTIME="$(command -v runc)" timeout -k 30 600 bats conformance/clients/podman.bats </dev/null \
+    | sed 's/^/# runc: /' || true
+
 echo "== benchmark, quick mode (keeps hack/bench working; numbers are not asserted)"
 timeout -k 30 600 bash hack/bench/run.sh --quick --out target/bench-quick.md > target/bench-quick.log 2>&1 || { status=1; tail -n 30 target/bench-quick.log; }
 grep -A12 '^## Ratios' target/bench-quick.md || true

@@ -246,6 +246,38 @@ fn is_bind(m: &oci_spec::runtime::Mount) -> bool {
             .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"))
 }
 
+/// CRIU mounts the container's mounts back onto their mount points, which must exist in the
+/// rootfs: a fresh rootfs (restore into a new container, e.g. podman's `restore --import`) lacks
+/// those the runtime created at create time. Like runc: every mount's destination that is not
+/// inside a tmpfs (CRIU restores a tmpfs's contents itself) is created, as a file for a bind
+/// mount of a file, else as a directory; resolved inside the root (symlinks cannot leave it).
+fn make_restore_mountpoints(spec: &Spec, root: &Path, externals: &[ExternalMount]) -> Result<()> {
+    let mounts = spec.mounts().as_deref().unwrap_or(&[]);
+    let tmpfs: Vec<&Path> = mounts
+        .iter()
+        .filter(|m| m.typ().as_deref() == Some("tmpfs"))
+        .map(|m| m.destination().as_path())
+        .collect();
+    let root_fd = open_dir(root, "restore root")?;
+    for m in mounts {
+        let dest = m.destination();
+        if tmpfs.iter().any(|t| dest != *t && dest.starts_with(t)) {
+            continue;
+        }
+        let file = is_bind(m) && {
+            let key = dest.display().to_string();
+            let source = externals
+                .iter()
+                .find(|e| e.key == key)
+                .map(|e| e.source.clone())
+                .or_else(|| m.source().clone());
+            source.is_some_and(|s| !s.is_dir())
+        };
+        crate::rootfs::mkdir_all_in_root(std::os::fd::AsFd::as_fd(&root_fd), dest, file)?;
+    }
+    Ok(())
+}
+
 /// The spec's bind mounts as CRIU external mounts (key = destination in the container).
 fn spec_binds(spec: &Spec, bundle: &Path) -> Vec<ExternalMount> {
     let mut out = Vec::new();
@@ -1012,6 +1044,7 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
         None::<&str>,
     )
     .ctx(|| format!("make {} private", criu_root.display()))?;
+    make_restore_mountpoints(&src.spec, &criu_root, &externals)?;
 
     let images_fd = open_dir(&image_dir, "image directory")?;
     let work_fd = open_dir(&work_dir, "work directory")?;

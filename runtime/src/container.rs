@@ -465,9 +465,15 @@ fn wait_gone(st: &ContainerState, limit: Duration) -> bool {
 }
 
 /// `delete`: remove a stopped (or created) container; `force` kills a running one first.
+/// `delete --force` of an ID that does not exist succeeds, as with runc and crun: podman and
+/// containerd call it after a checkpoint or a failed create already removed the container.
 pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
     let locked = match root.lock(id) {
         Ok(l) => l,
+        Err(Error::NotFound(_)) if force => {
+            tracing::debug!("delete --force: container {id} does not exist");
+            return Ok(());
+        }
         Err(e) => return Err(e),
     };
     let st = match locked.load() {

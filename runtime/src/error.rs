@@ -13,9 +13,12 @@ pub enum Error {
     /// config.json is malformed or asks for something invalid; names the field.
     #[error("invalid config: {0}")]
     Config(String),
-    /// A container-level precondition was not met (unknown ID, wrong status, ...).
+    /// A container-level precondition was not met (wrong status, ...).
     #[error("{0}")]
     Container(String),
+    /// No container with this ID under the state root.
+    #[error("container {0:?} does not exist")]
+    NotFound(String),
     /// The container's init reported an error during set-up.
     #[error("container process set-up: {0}")]
     Init(String),

@@ -1,7 +1,7 @@
 //! `husk features`: the runtime-spec features document, true to what this build supports.
 use crate::rootfs::MountOpt;
 
-/// Mount options `rootfs` understands (tmpcopyup is refused, so not listed).
+/// Mount options `rootfs` understands.
 const MOUNT_OPTIONS: &[&str] = &[
     "async",
     "atime",
@@ -9,6 +9,7 @@ const MOUNT_OPTIONS: &[&str] = &[
     "idmap",
     "ridmap",
     "defaults",
+    "tmpcopyup",
     "dev",
     "diratime",
     "dirsync",
@@ -28,6 +29,7 @@ const MOUNT_OPTIONS: &[&str] = &[
     "nostrictatime",
     "nosuid",
     "nosymfollow",
+    "notmpcopyup",
     "private",
     "ratime",
     "rbind",

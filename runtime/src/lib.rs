@@ -6,6 +6,7 @@ pub mod cgroup_ops;
 pub mod cgroups;
 pub mod checkpoint;
 pub mod container;
+pub mod copyup;
 pub mod error;
 pub mod exe;
 pub mod exec;

@@ -20,6 +20,8 @@ pub enum MountOpt {
     Recursive(u64, u64),
     /// Passed to the filesystem as data.
     Data(String),
+    /// `tmpcopyup` (true) / `notmpcopyup`: a tmpfs starts with a copy of what it covers.
+    CopyUp(bool),
 }
 
 impl MountOpt {
@@ -92,7 +94,8 @@ impl MountOpt {
             "rsymfollow" => Ok(Recursive(0, sys::MOUNT_ATTR_NOSYMFOLLOW)),
             // Idmapped mounts are prepared by `idmap`; nothing for the flags.
             "idmap" | "ridmap" => Ok(Set(MsFlags::empty())),
-            "tmpcopyup" => Err("mount option \"tmpcopyup\" is not supported".to_string()),
+            "tmpcopyup" => Ok(CopyUp(true)),
+            "notmpcopyup" => Ok(CopyUp(false)),
             other => Ok(Data(other.to_string())),
         }
     }
@@ -106,6 +109,7 @@ pub struct MountOpts {
     pub rec_set: u64,
     pub rec_clr: u64,
     pub data: Vec<String>,
+    pub copyup: bool,
 }
 
 impl MountOpts {
@@ -116,6 +120,7 @@ impl MountOpts {
             rec_set: 0,
             rec_clr: 0,
             data: Vec::new(),
+            copyup: false,
         };
         for o in opts {
             match MountOpt::parse(o).map_err(Error::config)? {
@@ -127,6 +132,7 @@ impl MountOpts {
                     r.rec_clr |= c;
                 }
                 MountOpt::Data(d) => r.data.push(d),
+                MountOpt::CopyUp(c) => r.copyup = c,
             }
         }
         Ok(r)
@@ -406,6 +412,9 @@ fn mount_one(ctx: &RootfsCtx<'_>, root: BorrowedFd<'_>, m: &Mount, opts: &MountO
         let target = mkdir_all_in_root(root, dest, false)?;
         let src = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
         let fstype = if typ.is_empty() { None } else { Some(typ) };
+        if opts.copyup {
+            return mount_tmpfs_copyup(root, target.as_fd(), dest, typ, opts, data);
+        }
         let r = mount(
             Some(&src),
             &sys::fd_path(target.as_fd()),
@@ -434,6 +443,67 @@ fn mount_one(ctx: &RootfsCtx<'_>, root: BorrowedFd<'_>, m: &Mount, opts: &MountO
             .ctx(|| format!("reopen {}", dest.display()))?;
         finish_mount(mounted.as_fd(), opts, dest)
     }
+}
+
+/// A tmpfs with `tmpcopyup`: the directory it covers is opened first, the tmpfs mounted (writable
+/// until filled), the contents copied in (crate::copyup), then the requested read-only applied.
+fn mount_tmpfs_copyup(
+    root: BorrowedFd<'_>,
+    target: BorrowedFd<'_>,
+    dest: &Path,
+    typ: &str,
+    opts: &MountOpts,
+    data: Option<&str>,
+) -> Result<()> {
+    if typ != "tmpfs" {
+        return Err(Error::config(format!(
+            "mount {}: option tmpcopyup is only valid for tmpfs, not {typ:?}",
+            dest.display()
+        )));
+    }
+    let dir = libc::O_RDONLY | libc::O_DIRECTORY;
+    let under = sys::openat_in_root(root, dest, dir).ctx(|| format!("open {}", dest.display()))?;
+    let rw = opts.flags & !MsFlags::MS_RDONLY;
+    mount(
+        Some(Path::new("tmpfs")),
+        &sys::fd_path(target),
+        Some("tmpfs"),
+        rw,
+        data,
+        || format!("mount tmpfs on {}", dest.display()),
+    )?;
+    let top =
+        sys::openat_in_root(root, dest, dir).ctx(|| format!("open tmpfs {}", dest.display()))?;
+    // The tmpfs root takes the mode and owner of the directory it covers, unless mode= was given.
+    if !opts.data.iter().any(|d| d.starts_with("mode=")) {
+        let st = nix::sys::stat::fstat(&under).ctx(|| format!("stat {}", dest.display()))?;
+        nix::sys::stat::fchmod(
+            &top,
+            nix::sys::stat::Mode::from_bits_truncate(st.st_mode & 0o7777),
+        )
+        .ctx(|| format!("chmod tmpfs {}", dest.display()))?;
+        nix::unistd::fchown(
+            &top,
+            Some(nix::unistd::Uid::from_raw(st.st_uid)),
+            Some(nix::unistd::Gid::from_raw(st.st_gid)),
+        )
+        .ctx(|| format!("chown tmpfs {}", dest.display()))?;
+    }
+    crate::copyup::copy_tree(under.as_fd(), top.as_fd(), dest)?;
+    drop(under);
+    let mounted = sys::openat_in_root(root, dest, libc::O_PATH)
+        .ctx(|| format!("reopen {}", dest.display()))?;
+    if opts.flags.contains(MsFlags::MS_RDONLY) {
+        mount(
+            None,
+            &sys::fd_path(mounted.as_fd()),
+            None,
+            MsFlags::MS_REMOUNT | opts.flags,
+            data,
+            || format!("remount tmpfs {} read-only", dest.display()),
+        )?;
+    }
+    finish_mount(mounted.as_fd(), opts, dest)
 }
 
 /// Attach an idmapped tree prepared by the parent, then apply the mount's flags.
@@ -1022,14 +1092,15 @@ mod tests {
     }
 
     #[test]
-    fn idmap_sets_no_flags_and_tmpcopyup_is_refused() {
+    fn idmap_sets_no_flags_and_tmpcopyup_is_parsed() {
         assert_eq!(
             MountOpt::parse("idmap").unwrap(),
             MountOpt::Set(MsFlags::empty())
         );
-        assert!(MountOpt::parse("tmpcopyup")
-            .unwrap_err()
-            .contains("tmpcopyup"));
+        let o = MountOpts::from_options(&["tmpcopyup".into(), "nosuid".into()]).unwrap();
+        assert!(o.copyup && o.data.is_empty());
+        let o = MountOpts::from_options(&["tmpcopyup".into(), "notmpcopyup".into()]).unwrap();
+        assert!(!o.copyup);
     }
 
     #[test]

@@ -209,7 +209,7 @@ impl Root {
         validate_id(id)?;
         let dir = self.dir(id);
         if !dir.is_dir() {
-            return Err(Error::container(format!("container {id:?} does not exist")));
+            return Err(Error::NotFound(id.to_string()));
         }
         self.lock_dir(id, dir)
     }
@@ -222,9 +222,7 @@ impl Root {
             .write(true)
             .open(&path)
             .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => {
-                    Error::container(format!("container {id:?} does not exist"))
-                }
+                std::io::ErrorKind::NotFound => Error::NotFound(id.to_string()),
                 _ => Error::sys(format!("open {}", path.display()), e),
             })?;
         // SAFETY: flock on an fd we own for the lifetime of `f`.
@@ -236,7 +234,7 @@ impl Root {
         }
         // A concurrent delete may have removed the directory while we waited.
         if !dir.is_dir() {
-            return Err(Error::container(format!("container {id:?} does not exist")));
+            return Err(Error::NotFound(id.to_string()));
         }
         Ok(Locked { dir, _lock: f })
     }
@@ -248,7 +246,7 @@ impl Root {
         validate_id(id)?;
         let dir = self.dir(id);
         if !dir.is_dir() {
-            return Err(Error::container(format!("container {id:?} does not exist")));
+            return Err(Error::NotFound(id.to_string()));
         }
         Locked::read_state(&dir)
     }

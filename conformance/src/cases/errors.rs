@@ -14,6 +14,10 @@ pub fn cases() -> Vec<Case> {
         case("error.unknown-id-start", |c| unknown(c, "start")),
         case("error.unknown-id-kill", |c| unknown(c, "kill")),
         case("error.unknown-id-delete", |c| unknown(c, "delete")),
+        case(
+            "error.unknown-id-delete-force-succeeds",
+            unknown_delete_force,
+        ),
         case("error.malformed-json", malformed_json),
         case("error.missing-root-path", missing_root_path),
         case("error.nonexistent-root-path", nonexistent_root),
@@ -73,6 +77,19 @@ fn unknown(c: &mut Ctx<'_>, op: &str) -> CaseResult {
         _ => vec![op, &id],
     };
     c.rt_fails(&args, &format!("{op} of an unknown ID"))?;
+    Ok(Outcome::Pass)
+}
+
+/// runc and crun: `delete --force` of an unknown ID succeeds (podman and containerd call it after
+/// a checkpoint or a failed create has already removed the container).
+fn unknown_delete_force(c: &mut Ctx<'_>) -> CaseResult {
+    let id = format!("{}-does-not-exist", c.id);
+    c.rt_ok(&["delete", "--force", &id])?;
+    // A bad ID is still refused, forced or not.
+    c.rt_fails(
+        &["delete", "--force", "../hc-escape"],
+        "delete --force of ID ../hc-escape",
+    )?;
     Ok(Outcome::Pass)
 }
 

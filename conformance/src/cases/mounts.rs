@@ -20,6 +20,7 @@ pub fn cases() -> Vec<Case> {
             c.validate(&["default-devices"])
         }),
         case("mounts.tmpfs-size-mode-options", tmpfs_options),
+        case("mounts.tmpfs-tmpcopyup", tmpfs_copyup),
         case("mounts.bind-ro", bind_ro),
         case("mounts.bind-file", bind_file),
         case("mounts.bind-nosuid-nodev-noexec", bind_flags),
@@ -64,6 +65,45 @@ fn tmpfs_options(c: &mut Ctx<'_>) -> CaseResult {
                        "options": ["ro", "size=256k", "mode=755"]}),
     );
     c.validate(&["mounts"])
+}
+
+/// `tmpcopyup`, the runc/crun extension podman uses for `--read-only` (/tmp, /run, /var/tmp):
+/// the tmpfs starts with a copy of the directory it covers (modes kept, links not followed), and
+/// writes stay in the tmpfs.
+fn tmpfs_copyup(c: &mut Ctx<'_>) -> CaseResult {
+    let d = c.rootfs.join("hc-copyup");
+    crate::bundle::mkdir_mode(&d.join("sub"), 0o755)?;
+    fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
+        .context("chmod hc-copyup")?;
+    fs::write(d.join("sub/file"), "copied").context("write hc-copyup/sub/file")?;
+    fs::set_permissions(
+        d.join("sub/file"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o640),
+    )
+    .context("chmod hc-copyup/sub/file")?;
+    std::os::unix::fs::symlink("/etc/passwd", d.join("link")).context("symlink hc-copyup/link")?;
+    c.add_mount(
+        json!({"destination": "/hc-copyup", "type": "tmpfs", "source": "tmpfs",
+                       "options": ["tmpcopyup", "nosuid", "nodev"]}),
+    );
+    c.sh(
+        "cat /hc-copyup/sub/file; echo; stat -c %a /hc-copyup/sub/file; readlink /hc-copyup/link; \
+          stat -c %a /hc-copyup; echo new > /hc-copyup/sub/file && \
+          grep -c '^tmpfs /hc-copyup tmpfs' /proc/mounts",
+    );
+    let o = c.run()?;
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    ensure!(
+        o.ok() && lines == ["copied", "640", "/etc/passwd", "1777", "1"],
+        "inside the tmpcopyup tmpfs (want copied/640//etc/passwd/1777/1): {}",
+        o.describe()
+    );
+    let host = fs::read_to_string(d.join("sub/file")).unwrap_or_default();
+    ensure!(
+        host == "copied",
+        "a write to the tmpfs reached the rootfs: {host:?}"
+    );
+    Ok(Outcome::Pass)
 }
 
 fn bind_ro(c: &mut Ctx<'_>) -> CaseResult {

@@ -100,6 +100,31 @@ const X86_MULTIPLEXED: &[(&str, u32, u64)] = &[
 /// libseccomp then adds `socketcall|ipc(a0 == call)` with the rule's action (the
 /// rule's own argument checks cannot apply there and are dropped). Returns that
 /// (multiplexer nr, call number).
+/// The rules of a syscall reached through an x86 multiplexer (socketcall, ipc), as libseccomp
+/// builds them: argument 0 becomes the call number, the conditions on arguments 1 to 5 stay
+/// (they apply to the multiplexer's own arguments, as in libseccomp), a condition on argument 0
+/// is replaced.
+fn multiplexed_rules(rules: &[Vec<Cond>], call: u64) -> Vec<Vec<Cond>> {
+    let on_call = Cond {
+        index: 0,
+        op: LinuxSeccompOperator::ScmpCmpEq,
+        value: call,
+        value_two: 0,
+    };
+    if rules.is_empty() {
+        return vec![vec![on_call]];
+    }
+    let mut out: Vec<Vec<Cond>> = Vec::with_capacity(rules.len());
+    for conds in rules {
+        let mut v = vec![on_call];
+        v.extend(conds.iter().filter(|c| c.index != 0).copied());
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
+}
+
 fn x86_multiplexed(name: &str) -> Option<(u32, u64)> {
     X86_MULTIPLEXED
         .iter()
@@ -386,12 +411,7 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<CompiledFilter, SeccompError> {
                     add_rules(table.entry(nr).or_default(), name, action, &rules, &what)?;
                 }
                 if let Some((mux_nr, call)) = mux {
-                    let via = vec![vec![Cond {
-                        index: 0,
-                        op: LinuxSeccompOperator::ScmpCmpEq,
-                        value: call,
-                        value_two: 0,
-                    }]];
+                    let via = multiplexed_rules(&rules, call);
                     add_rules(table.entry(mux_nr).or_default(), name, action, &via, &what)?;
                 }
             }
@@ -747,6 +767,34 @@ mod tests {
         // x32 not listed: bad arch
         assert_eq!(i(X32_SYSCALL_BIT | 39, AUDIT_ARCH_X86_64), RET_KILL_THREAD);
         assert_eq!(i(1, AUDIT_ARCH_AARCH64), RET_KILL_THREAD);
+    }
+
+    /// containers-common's profile (podman, CRI-O) refuses socket(AF_NETLINK, *, NETLINK_AUDIT)
+    /// and allows every other socket; with the x86 ABI listed the rules also go through
+    /// socketcall, where they must not collide (runc and crun load this profile).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn containers_common_socket_rules_load_with_x86() {
+        let p = profile(
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":38,
+            "architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86","SCMP_ARCH_X32"],
+            "syscalls":[
+            {"names":["socket"],"action":"SCMP_ACT_ERRNO","errnoRet":22,"args":[{"index":0,"value":16,"op":"SCMP_CMP_EQ"},{"index":2,"value":9,"op":"SCMP_CMP_EQ"}]},
+            {"names":["socket"],"action":"SCMP_ACT_ALLOW","args":[{"index":2,"value":9,"op":"SCMP_CMP_NE"}]},
+            {"names":["socket"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":16,"op":"SCMP_CMP_NE"}]},
+            {"names":["socket"],"action":"SCMP_ACT_ALLOW","args":[{"index":2,"value":9,"op":"SCMP_CMP_NE"}]}
+            ]}"#,
+        );
+        let f = compile(&p).unwrap();
+        assert_eq!(run(&f, "socket", [16, 3, 9, 0, 0, 0]), RET_ERRNO | 22);
+        assert_eq!(run(&f, "socket", [16, 3, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(&f, "socket", [2, 1, 9, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(&f, "socket", [2, 1, 0, 0, 0, 0]), RET_ALLOW);
+        let sc32 = Abi::X86.resolve("socketcall").unwrap();
+        let i32 = |args| interpret(&f.program, sc32, AUDIT_ARCH_I386, args).unwrap();
+        // socketcall(SYS_SOCKET = 1, args*): reached; other calls keep the default.
+        assert_eq!(i32([1, 0x1000, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(i32([3, 0x1000, 0, 0, 0, 0]), RET_ERRNO | 38);
     }
 
     #[test]
