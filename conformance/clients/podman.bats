@@ -11,7 +11,7 @@
 #
 # podman runs as root here but the machine may withhold CAP_SYS_RESOURCE from us (this sandbox
 # does): podman's default rlimits (nofile/nproc 1048576) cannot be raised then, by any runtime,
-# so every container gets explicit rlimits below the host's.
+# so a private containers.conf gives every container (pod infra containers too) lower ones.
 
 REPO=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
 
@@ -25,18 +25,21 @@ setup_file() {
     PM_DIR=$(mktemp -d /tmp/husk-podman.XXXXXX)
     # The CRIU that works on this kernel (hack/criu.sh) comes first, as for husk itself.
     export PATH=/usr/local/sbin:$PATH
-    # podman names an oci: image after its (lowercase-only) path
+    export CONTAINERS_CONF=$PM_DIR/containers.conf
+    printf '[containers]\ndefault_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]\n' \
+        > "$CONTAINERS_CONF"
+    # podman names an oci: image after its (lowercase-only) path; pull -q prints its ID
     local ref dir=/tmp/husk-podman-image-$$
     ref=$("$REPO/hack/mkimage.sh" --oci-dir "$dir")
-    p pull -q "$ref" >/dev/null
-    rm -rf "$dir"
     export IMAGE
-    IMAGE=$(p images --format '{{.ID}}' | head -n 1)
+    IMAGE=$(p pull -q "$ref")
+    rm -rf "$dir"
     [ -n "$IMAGE" ]
 }
 
 teardown_file() {
     [ -n "${PM_DIR:-}" ] || return 0
+    p pod rm -a -f -t 0 >/dev/null 2>&1 || true
     p rm -a -f -t 0 >/dev/null 2>&1 || true
     p system reset -f >/dev/null 2>&1 || true
     # containers/storage keeps its overlay dir bind-mounted on itself.
@@ -63,8 +66,8 @@ p() {
         --events-backend file --storage-driver overlay "$@"
 }
 
-# run options every container gets (see the header)
-OPTS=(--network none --ulimit nofile=4096:4096 --ulimit nproc=4096:4096)
+# run options every container gets
+OPTS=(--network none)
 
 # The container's full ID.
 cid() {
@@ -198,6 +201,27 @@ assert_gone() {
     p rm -f -t 0 "$NAME"
 }
 
+@test "a pod: its containers join the infra container's namespaces by path" {
+    command -v catatonit >/dev/null || skip "catatonit (podman's pause binary) is not installed"
+    p pod create --name "$NAME-pod" --network none --hostname hc-pod
+    p run -d --pod "$NAME-pod" --name "$NAME" "$IMAGE" sleep 1000
+    local ns='for n in net ipc uts; do readlink /proc/self/ns/$n; done'
+    local a b
+    a=$(p exec "$NAME" sh -c "$ns")
+    run p run --rm --pod "$NAME-pod" "$IMAGE" sh -c "hostname; $ns"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [ "${lines[0]}" = hc-pod ]
+    b=$(printf '%s\n' "${lines[@]:1}")
+    [ "$a" = "$b" ]
+    # and not the host's
+    [ "$(echo "$a" | head -n 1)" != "$(readlink /proc/self/ns/net)" ]
+    local infra
+    infra=$(p pod inspect --format '{{.InfraContainerID}}' "$NAME-pod")
+    p pod rm -f -t 0 "$NAME-pod"
+    assert_gone "$infra"
+}
+
 need_criu() {
     local criu=/usr/local/sbin/criu out
     [ -x "$criu" ] || criu=$(command -v criu || true)
@@ -207,7 +231,7 @@ need_criu() {
 
 @test "checkpoint and restore, in place and exported into a new container" {
     need_criu
-    p run -d --name "$NAME" "${OPTS[@]}" "$IMAGE" sh -c 'i=0; while :; do i=$((i+1)); echo $i > /count; sleep 0.05; done'
+    p run -d --name "$NAME" "${OPTS[@]}" "$IMAGE" sh -c 'i=0; while :; do i=$((i+1)); echo $i > /count.new; mv /count.new /count; sleep 0.05; done'
     sleep 0.5
     p container checkpoint "$NAME"
     [ "$(p inspect --format '{{.State.Status}}' "$NAME")" = exited ]
