@@ -8,6 +8,8 @@
 # Env: SHIM_BIN      containerd-shim-husk-v2 to put first in containerd's PATH
 #                    (default: target/release, else target/debug of this repo)
 #      HUSK_RUNTIME  passed through to the shim (runtime binary it runs)
+#      CRI=1         enable containerd's CRI plugin (socket DIR/containerd.sock, CNI config dir
+#                    DIR/cni (empty), registry hosts config in DIR/certs.d/HOST/hosts.toml)
 # The socket is DIR/containerd.sock; use `ctr -a DIR/containerd.sock`.
 set -euo pipefail
 
@@ -30,11 +32,25 @@ start() {
         exit 1
     fi
     ln -sf "$(readlink -f "$shim")" "$dir/bin/containerd-shim-husk-v2"
+    local disabled='["io.containerd.grpc.v1.cri"]' cri=
+    if [ "${CRI:-0}" = 1 ]; then
+        disabled='[]'
+        mkdir -p "$dir/cni" "$dir/certs.d"
+        cri="
+[plugins.\"io.containerd.grpc.v1.cri\"]
+  enable_selinux = false
+  [plugins.\"io.containerd.grpc.v1.cri\".cni]
+    bin_dir = \"/usr/lib/cni\"
+    conf_dir = \"$dir/cni\"
+  [plugins.\"io.containerd.grpc.v1.cri\".registry]
+    config_path = \"$dir/certs.d\""
+    fi
     cat > "$dir/config.toml" <<CONF
 version = 2
 root = "$dir/root"
 state = "$dir/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+disabled_plugins = $disabled
+$cri
 
 [grpc]
   address = "$dir/containerd.sock"

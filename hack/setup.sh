@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(runc crun containerd busybox-static bats hyperfine skopeo umoci iproute2 jq
       containernetworking-plugins docker-registry libseccomp-dev pkg-config util-linux procps
-      podman conmon catatonit)
+      podman conmon catatonit protobuf-compiler openssl)
 
 missing=()
 for p in "${PKGS[@]}"; do

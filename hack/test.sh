@@ -36,6 +36,9 @@ env "${PODMAN_ENV[@]}" RUNTIME="$HUSK" timeout -k 30 600 bats conformance/client
 env "${PODMAN_ENV[@]}" RUNTIME="$(command -v runc)" timeout -k 30 600 bats conformance/clients/podman.bats </dev/null \
     | sed 's/^/# runc: /' || true
 
+echo "== CRI suite: husk-cri, and containerd's CRI plugin side by side (registry on loopback)"
+timeout -k 30 600 bash hack/cri-conformance.sh </dev/null || status=1
+
 echo "== benchmark, quick mode (keeps hack/bench working; numbers are not asserted)"
 timeout -k 30 600 bash hack/bench/run.sh --quick --out target/bench-quick.md > target/bench-quick.log 2>&1 || { status=1; tail -n 30 target/bench-quick.log; }
 grep -A12 '^## Ratios' target/bench-quick.md || true

@@ -1,0 +1,87 @@
+//! `husk-cri [--listen SOCKET] [--root DIR] [--state DIR] [--log-level LEVEL]`
+use anyhow::{bail, Context, Result};
+use husk_cri::server::{serve, Config};
+use std::path::PathBuf;
+
+const USAGE: &str = "usage: husk-cri [--listen SOCKET] [--root DIR] [--state DIR] [--log-level error|warn|info|debug|trace]
+
+  --listen SOCKET   CRI socket (default /run/husk-cri/husk-cri.sock)
+  --root DIR        images and other persistent data (default /var/lib/husk-cri)
+  --state DIR       runtime state (default /run/husk-cri)
+  --log-level L     default info";
+
+fn parse() -> Result<(Config, tracing::Level)> {
+    let mut cfg = Config::default();
+    let mut level = tracing::Level::INFO;
+    let mut args = std::env::args_os().skip(1);
+    while let Some(a) = args.next() {
+        let a = a.to_string_lossy().into_owned();
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (a.clone(), None),
+        };
+        let mut val = || -> Result<String> {
+            match &inline {
+                Some(v) => Ok(v.clone()),
+                None => args
+                    .next()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .with_context(|| format!("{flag} needs a value")),
+            }
+        };
+        match flag.as_str() {
+            "--listen" => cfg.listen = PathBuf::from(val()?),
+            "--root" => cfg.root = PathBuf::from(val()?),
+            "--state" => cfg.state_dir = PathBuf::from(val()?),
+            "--log-level" => {
+                let v = val()?;
+                level = v
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--log-level {v:?}: not a level"))?
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--version" | "-v" => {
+                println!("husk-cri {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    Ok((cfg, level))
+}
+
+fn main() -> Result<()> {
+    let (cfg, level) = parse()?;
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")?;
+    rt.block_on(async {
+        let shutdown = async {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!("SIGTERM handler: {e}");
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!("shutting down");
+        };
+        serve(cfg, shutdown).await
+    })
+    .context("husk-cri")?;
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! The gRPC server: CRI v1 RuntimeService and ImageService on a unix socket.
+
+use crate::image::ImageStore;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Where husk-cri keeps things.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The CRI socket kubelet connects to.
+    pub listen: PathBuf,
+    /// Persistent data: images (content store, unpacked layers).
+    pub root: PathBuf,
+    /// Runtime state (pods, containers, shim sockets); gone at reboot.
+    pub state_dir: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: PathBuf::from("/run/husk-cri/husk-cri.sock"),
+            root: PathBuf::from("/var/lib/husk-cri"),
+            state_dir: PathBuf::from("/run/husk-cri"),
+        }
+    }
+}
+
+/// State shared by the services.
+pub struct State {
+    pub root: PathBuf,
+    pub state_dir: PathBuf,
+    pod_cidr: Mutex<String>,
+}
+
+impl State {
+    pub fn pod_cidr(&self) -> String {
+        self.pod_cidr
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+    pub fn set_pod_cidr(&self, cidr: String) {
+        let mut c = self.pod_cidr.lock().unwrap_or_else(|e| e.into_inner());
+        if *c != cidr {
+            tracing::info!("pod CIDR set to {cidr:?}");
+            *c = cidr;
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("image store {path}: {source}")]
+    Images {
+        path: PathBuf,
+        source: crate::image::ImageError,
+    },
+    #[error("gRPC server on {path}: {source}")]
+    Serve {
+        path: PathBuf,
+        source: tonic::transport::Error,
+    },
+}
+
+fn mkdir(p: &Path, mode: u32) -> Result<(), ServerError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(p)
+        .map_err(|source| ServerError::Io {
+            what: "mkdir",
+            path: p.to_path_buf(),
+            source,
+        })
+}
+
+/// Binds the socket (a stale socket file from a dead server is replaced; a live server's is
+/// refused), then serves until `shutdown` resolves. The socket file is removed on return.
+pub async fn serve(
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    mkdir(&cfg.root, 0o711)?;
+    mkdir(&cfg.state_dir, 0o711)?;
+    if let Some(dir) = cfg.listen.parent() {
+        mkdir(dir, 0o711)?;
+    }
+    let images_root = cfg.root.join("images");
+    let store = ImageStore::open(&images_root).map_err(|source| ServerError::Images {
+        path: images_root.clone(),
+        source,
+    })?;
+    let state = Arc::new(State {
+        root: cfg.root.clone(),
+        state_dir: cfg.state_dir.clone(),
+        pod_cidr: Mutex::new(String::new()),
+    });
+
+    if cfg.listen.exists() {
+        if std::os::unix::net::UnixStream::connect(&cfg.listen).is_ok() {
+            return Err(ServerError::Io {
+                what: "listen on",
+                path: cfg.listen.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another server is listening there",
+                ),
+            });
+        }
+        std::fs::remove_file(&cfg.listen).map_err(|source| ServerError::Io {
+            what: "remove stale socket",
+            path: cfg.listen.clone(),
+            source,
+        })?;
+    }
+    let listener =
+        tokio::net::UnixListener::bind(&cfg.listen).map_err(|source| ServerError::Io {
+            what: "bind",
+            path: cfg.listen.clone(),
+            source,
+        })?;
+    // Only root may talk to the runtime.
+    std::fs::set_permissions(
+        &cfg.listen,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .map_err(|source| ServerError::Io {
+        what: "chmod",
+        path: cfg.listen.clone(),
+        source,
+    })?;
+    tracing::info!("husk-cri listening on {}", cfg.listen.display());
+
+    let runtime = crate::runtime_service::Runtime::new(state);
+    let images = crate::image_service::Images::new(Arc::new(store));
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let r = tonic::transport::Server::builder()
+        .add_service(
+            k8s_cri::v1::runtime_service_server::RuntimeServiceServer::new(runtime)
+                .max_decoding_message_size(16 << 20),
+        )
+        .add_service(
+            k8s_cri::v1::image_service_server::ImageServiceServer::new(images)
+                .max_decoding_message_size(16 << 20),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    let _ = std::fs::remove_file(&cfg.listen);
+    r.map_err(|source| ServerError::Serve {
+        path: cfg.listen.clone(),
+        source,
+    })
+}

@@ -1,0 +1,357 @@
+//! husk-cri's side of the shim v2 protocol: it starts one `containerd-shim-husk-v2` per
+//! container exactly as containerd does (`shim -namespace NS -id ID -address ADDR start`, in the
+//! bundle directory, with TTRPC_ADDRESS naming where events go), talks the same ttrpc Task API,
+//! and receives the shim's events (TaskExit, TaskOOM, ...) on its own ttrpc Events service.
+//!
+//! The ttrpc calls are blocking (ttrpc's sync client); the CRI handlers run them on tokio's
+//! blocking pool.
+
+use containerd_shim_protos::api;
+use containerd_shim_protos::events::task::TaskExit;
+use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::shim::events::ForwardRequest;
+use containerd_shim_protos::ttrpc::{self, context};
+use containerd_shim_protos::{create_events, Events, TaskClient};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("shim {id}: `{bin}` failed ({status}): {stderr}")]
+    Start {
+        id: String,
+        bin: PathBuf,
+        status: String,
+        stderr: String,
+    },
+    #[error("shim {id}: {method}: {source}")]
+    Rpc {
+        id: String,
+        method: &'static str,
+        source: ttrpc::Error,
+    },
+    #[error("events socket {path}: {source}")]
+    Events { path: PathBuf, source: ttrpc::Error },
+}
+
+/// How shims are started.
+#[derive(Debug, Clone)]
+pub struct ShimConfig {
+    /// containerd-shim-husk-v2
+    pub shim_bin: PathBuf,
+    /// The OCI runtime the shim runs (HUSK_RUNTIME); None: the shim's default.
+    pub runtime: Option<PathBuf>,
+    /// husk-cri's own socket: shims derive their socket name from it (as from containerd's).
+    pub address: PathBuf,
+    /// The unix socket of husk-cri's Events service (the shim's TTRPC_ADDRESS).
+    pub events: PathBuf,
+}
+
+/// What a task's process gets.
+#[derive(Debug, Clone, Default)]
+pub struct TaskIo {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
+/// One running shim and its task client.
+pub struct Shim {
+    pub namespace: String,
+    pub id: String,
+    pub bundle: PathBuf,
+    /// `unix://...` of the shim's ttrpc socket
+    pub address: String,
+    task: TaskClient,
+}
+
+/// A short deadline for calls that only talk to the shim, a long one for those that run husk.
+const QUICK: Duration = Duration::from_secs(10);
+const SLOW: Duration = Duration::from_secs(60);
+
+fn ctx(timeout: Duration) -> context::Context {
+    context::with_timeout(timeout.as_nanos() as i64)
+}
+
+fn shim_command(cfg: &ShimConfig, ns: &str, id: &str, bundle: &Path, action: &str) -> Command {
+    let mut cmd = Command::new(&cfg.shim_bin);
+    cmd.args(["-namespace", ns, "-id", id, "-address"])
+        .arg(&cfg.address)
+        .arg(action)
+        .current_dir(bundle)
+        .env("TTRPC_ADDRESS", &cfg.events)
+        .stdin(Stdio::null());
+    if let Some(rt) = &cfg.runtime {
+        cmd.env("HUSK_RUNTIME", rt);
+    }
+    cmd
+}
+
+/// Runs `shim ... ACTION` to completion; its trimmed stdout.
+fn run_action(
+    cfg: &ShimConfig,
+    ns: &str,
+    id: &str,
+    bundle: &Path,
+    action: &str,
+) -> Result<String, ShimError> {
+    let out = shim_command(cfg, ns, id, bundle, action)
+        .output()
+        .map_err(|source| ShimError::Io {
+            what: "run shim",
+            path: cfg.shim_bin.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(ShimError::Start {
+            id: id.to_string(),
+            bin: cfg.shim_bin.clone(),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+impl Shim {
+    /// Starts the shim for container `id` (its bundle must hold config.json) and connects.
+    pub fn start(cfg: &ShimConfig, ns: &str, id: &str, bundle: &Path) -> Result<Shim, ShimError> {
+        let address = run_action(cfg, ns, id, bundle, "start")?;
+        if address.is_empty() {
+            return Err(ShimError::Start {
+                id: id.to_string(),
+                bin: cfg.shim_bin.clone(),
+                status: "exit 0".into(),
+                stderr: "no address printed".into(),
+            });
+        }
+        let client = ttrpc::Client::connect(&address).map_err(|source| ShimError::Rpc {
+            id: id.to_string(),
+            method: "connect",
+            source,
+        })?;
+        Ok(Shim {
+            namespace: ns.to_string(),
+            id: id.to_string(),
+            bundle: bundle.to_path_buf(),
+            address,
+            task: TaskClient::new(client),
+        })
+    }
+
+    fn rpc<T>(&self, method: &'static str, r: ttrpc::Result<T>) -> Result<T, ShimError> {
+        r.map_err(|source| ShimError::Rpc {
+            id: self.id.clone(),
+            method,
+            source,
+        })
+    }
+
+    /// Create: the shim mounts `rootfs` (overlay layers) on bundle/rootfs and runs `husk create`.
+    pub fn create(&self, io: &TaskIo, rootfs: Vec<api::Mount>) -> Result<u32, ShimError> {
+        let req = api::CreateTaskRequest {
+            id: self.id.clone(),
+            bundle: self.bundle.display().to_string(),
+            rootfs,
+            terminal: io.terminal,
+            stdin: io.stdin.clone(),
+            stdout: io.stdout.clone(),
+            stderr: io.stderr.clone(),
+            ..Default::default()
+        };
+        let r = self.rpc("Create", self.task.create(ctx(SLOW), &req))?;
+        Ok(r.pid)
+    }
+
+    pub fn start_task(&self, exec_id: &str) -> Result<u32, ShimError> {
+        let req = api::StartRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        Ok(self.rpc("Start", self.task.start(ctx(SLOW), &req))?.pid)
+    }
+
+    /// Blocks until the process exits; its exit status.
+    pub fn wait(&self, exec_id: &str) -> Result<u32, ShimError> {
+        let req = api::WaitRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        Ok(self
+            .rpc("Wait", self.task.wait(context::with_timeout(0), &req))?
+            .exit_status)
+    }
+
+    pub fn kill(&self, exec_id: &str, signal: u32, all: bool) -> Result<(), ShimError> {
+        let req = api::KillRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            signal,
+            all,
+            ..Default::default()
+        };
+        self.rpc("Kill", self.task.kill(ctx(QUICK), &req))?;
+        Ok(())
+    }
+
+    pub fn state(&self, exec_id: &str) -> Result<api::StateResponse, ShimError> {
+        let req = api::StateRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        self.rpc("State", self.task.state(ctx(QUICK), &req))
+    }
+
+    /// Delete the (stopped) task: `husk delete`, rootfs unmounted; its exit status.
+    pub fn delete(&self, exec_id: &str) -> Result<u32, ShimError> {
+        let req = api::DeleteRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        Ok(self
+            .rpc("Delete", self.task.delete(ctx(SLOW), &req))?
+            .exit_status)
+    }
+
+    /// Ask the shim to exit (once its task is deleted) and wait for its socket to go away.
+    pub fn shutdown(self) -> Result<(), ShimError> {
+        let req = api::ShutdownRequest {
+            id: self.id.clone(),
+            now: false,
+            ..Default::default()
+        };
+        // The shim may close the connection while answering: that is an exit, not an error.
+        match self.task.shutdown(ctx(QUICK), &req) {
+            Ok(_) => {}
+            Err(ttrpc::Error::Socket(_))
+            | Err(ttrpc::Error::LocalClosed)
+            | Err(ttrpc::Error::RemoteClosed)
+            | Err(ttrpc::Error::Eof) => {}
+            Err(e) => {
+                return Err(ShimError::Rpc {
+                    id: self.id.clone(),
+                    method: "Shutdown",
+                    source: e,
+                })
+            }
+        }
+        let path = self.address.trim_start_matches("unix://").to_string();
+        for _ in 0..200 {
+            if !Path::new(&path).exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// After a shim died: `shim delete` in the bundle (kills and deletes what it left).
+    pub fn cleanup(cfg: &ShimConfig, ns: &str, id: &str, bundle: &Path) -> Result<(), ShimError> {
+        run_action(cfg, ns, id, bundle, "delete").map(|_| ())
+    }
+}
+
+/// One event a shim published.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub namespace: String,
+    pub topic: String,
+    pub type_url: String,
+    pub value: Vec<u8>,
+}
+
+impl Event {
+    /// The TaskExit payload, for topic /tasks/exit.
+    pub fn task_exit(&self) -> Option<TaskExit> {
+        (self.topic == "/tasks/exit")
+            .then(|| TaskExit::parse_from_bytes(&self.value).ok())
+            .flatten()
+    }
+}
+
+struct Forwarder {
+    tx: Mutex<mpsc::Sender<Event>>,
+}
+
+impl Events for Forwarder {
+    fn forward(
+        &self,
+        _ctx: &ttrpc::TtrpcContext,
+        req: ForwardRequest,
+    ) -> ttrpc::Result<api::Empty> {
+        if let Some(env) = req.envelope.into_option() {
+            let (type_url, value) = env
+                .event
+                .into_option()
+                .map(|a| (a.type_url, a.value))
+                .unwrap_or_default();
+            let ev = Event {
+                namespace: env.namespace,
+                topic: env.topic,
+                type_url,
+                value,
+            };
+            tracing::debug!(topic = %ev.topic, "shim event");
+            if let Ok(tx) = self.tx.lock() {
+                let _ = tx.send(ev);
+            }
+        }
+        Ok(api::Empty::new())
+    }
+}
+
+/// husk-cri's Events service: shims forward their events here.
+pub struct EventServer {
+    server: Option<ttrpc::Server>,
+    path: PathBuf,
+}
+
+impl EventServer {
+    /// Serves on `path` (a stale socket file is replaced); events arrive on the receiver.
+    pub fn start(path: &Path) -> Result<(EventServer, mpsc::Receiver<Event>), ShimError> {
+        let _ = std::fs::remove_file(path);
+        let (tx, rx) = mpsc::channel();
+        let svc = create_events(Arc::new(Forwarder { tx: Mutex::new(tx) }));
+        let addr = format!("unix://{}", path.display());
+        let mut server = ttrpc::Server::new()
+            .bind(&addr)
+            .map_err(|source| ShimError::Events {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .register_service(svc);
+        server.start().map_err(|source| ShimError::Events {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok((
+            EventServer {
+                server: Some(server),
+                path: path.to_path_buf(),
+            },
+            rx,
+        ))
+    }
+}
+
+impl Drop for EventServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
