@@ -10,6 +10,10 @@
 #      HUSK_RUNTIME  passed through to the shim (runtime binary it runs)
 #      CRI=1         enable containerd's CRI plugin (socket DIR/containerd.sock, CNI config dir
 #                    DIR/cni (empty), registry hosts config in DIR/certs.d/HOST/hosts.toml)
+#      SANDBOX_IMAGE  with CRI=1: the pause image (sandbox_image) of the CRI plugin
+#      CNI_BRIDGE=1   with CRI=1: DIR/cni gets a bridge network (bridge hcXXXXXX without an address
+#                    on the host, pods in a private 10.233.N.0/24, IPAM state in DIR/cni-ipam);
+#                    `stop` deletes the bridge
 # The socket is DIR/containerd.sock; use `ctr -a DIR/containerd.sock`.
 set -euo pipefail
 
@@ -36,9 +40,40 @@ start() {
     if [ "${CRI:-0}" = 1 ]; then
         disabled='[]'
         mkdir -p "$dir/cni" "$dir/certs.d"
+        local sandbox_line=
+        if [ -n "${SANDBOX_IMAGE:-}" ]; then
+            sandbox_line="sandbox_image = \"$SANDBOX_IMAGE\""
+        fi
+        if [ "${CNI_BRIDGE:-0}" = 1 ]; then
+            local br
+            br=hc$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
+            echo "$br" >"$dir/cni-bridge"
+            cat >"$dir/cni/10-husk-bridge.conflist" <<CNI
+{
+  "cniVersion": "0.4.0",
+  "name": "husk-$br",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$br",
+      "isGateway": false,
+      "ipMasq": false,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "10.233.$((RANDOM % 250)).0/24"}]],
+        "dataDir": "$dir/cni-ipam"
+      }
+    }
+  ]
+}
+CNI
+        fi
         cri="
 [plugins.\"io.containerd.grpc.v1.cri\"]
   enable_selinux = false
+  # root here lacks CAP_SYS_RESOURCE: the pause's oom_score_adj -998 would fail runc's init
+  restrict_oom_score_adj = true
+  $sandbox_line
   [plugins.\"io.containerd.grpc.v1.cri\".cni]
     bin_dir = \"/usr/lib/cni\"
     conf_dir = \"$dir/cni\"
@@ -97,6 +132,9 @@ stop() {
             done
             kill -9 "$pid" 2>/dev/null || true
         fi
+    fi
+    if [ -f "$dir/cni-bridge" ]; then
+        ip link del "$(cat "$dir/cni-bridge")" 2>/dev/null || true
     fi
     # Unmount whatever is left below DIR (deepest first).
     awk -v d="$dir/" 'index($2, d) == 1 { print $2 }' /proc/self/mounts | sort -r |

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The CRI suite (conformance/cri) against husk-cri and, side by side, containerd's CRI plugin,
 # with a real registry (Debian's docker-registry) on loopback holding a busybox image built from
-# busybox-static. Everything lives under one temp dir, removed at exit.
+# busybox-static, and a pause image built from Debian's catatonit (containerd's sandbox_image; husk-cri
+# builds its own pause rootfs). containerd's pods get a bridge CNI network (hack/containerd.sh
+# CNI_BRIDGE=1); husk-cri has no CNI yet. Everything lives under one temp dir, removed at exit.
 #
 #   bash hack/cri-conformance.sh [--filter S]
-# Env: BIN  directory with husk-cri and husk-cri-conformance (default target/release)
+# Env: BIN  directory with husk-cri, husk-cri-conformance, containerd-shim-husk-v2 and husk
+#           (default target/release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/env.sh
@@ -27,9 +30,12 @@ image=$(bash hack/registry.sh start "$work/registry")
 reg=1
 port=${image#127.0.0.1:}
 port=${port%%/*}
+bash hack/mkimage.sh --pause --oci-dir "$work/pause-oci" >/dev/null
+pause=$(bash hack/registry.sh push "$work/registry" "oci:$work/pause-oci:latest" husk/pause:latest)
 
 "$bin/husk-cri" --listen "$work/husk-cri.sock" --root "$work/husk-cri-root" \
-    --state "$work/husk-cri-state" --log-level warn > "$work/husk-cri.log" 2>&1 &
+    --state "$work/husk-cri-state" --shim "$bin/containerd-shim-husk-v2" --runtime "$bin/husk" \
+    --log-level warn > "$work/husk-cri.log" 2>&1 &
 cri_pid=$!
 for _ in $(seq 1 200); do
     [ -S "$work/husk-cri.sock" ] && break
@@ -38,7 +44,7 @@ for _ in $(seq 1 200); do
 done
 
 # containerd's CRI plugin for comparison (plain HTTP to the loopback registry via hosts.toml).
-ctrd=$(CRI=1 SHIM_BIN="$bin/containerd-shim-husk-v2" bash hack/containerd.sh start "$work/containerd")
+ctrd=$(CRI=1 CNI_BRIDGE=1 SANDBOX_IMAGE="$pause" SHIM_BIN="$bin/containerd-shim-husk-v2" bash hack/containerd.sh start "$work/containerd")
 mkdir -p "$ctrd/certs.d/127.0.0.1:$port"
 cat > "$ctrd/certs.d/127.0.0.1:$port/hosts.toml" <<CONF
 server = "http://127.0.0.1:$port"

@@ -5,8 +5,17 @@
 #   hack/mkimage.sh SOCKET [NAME]     NAME default: husk.local/busybox:latest
 #   hack/mkimage.sh --oci-dir DIR     only writes the OCI image layout to DIR (tag "latest") and
 #                                     prints its reference, oci:DIR:latest (for podman, skopeo)
+#   hack/mkimage.sh --pause ...       (before either form) a pause image instead: only Debian's
+#                                     static catatonit as /catatonit, entrypoint ["/catatonit","-P"]
+#                                     (a CRI sandbox image, e.g. containerd's sandbox_image)
 # Env: CTR_NAMESPACE (default: default)
 set -euo pipefail
+
+pause=0
+if [ "${1:-}" = "--pause" ]; then
+    pause=1
+    shift
+fi
 
 if [ "${1:-}" = "--oci-dir" ]; then
     out=${2:?usage: mkimage.sh --oci-dir DIR}
@@ -29,6 +38,15 @@ umoci init --layout "$work/oci" >/dev/null
 umoci new --image "$work/oci:$tag" >/dev/null
 umoci unpack --image "$work/oci:$tag" "$work/bundle" >/dev/null
 rootfs="$work/bundle/rootfs"
+if [ "$pause" = 1 ]; then
+    mkdir -p "$rootfs/proc" "$rootfs/sys" "$rootfs/dev" "$rootfs/etc"
+    cp /usr/bin/catatonit "$rootfs/catatonit"
+    umoci repack --image "$work/oci:$tag" "$work/bundle" >/dev/null
+    umoci config --image "$work/oci:$tag" \
+        --config.entrypoint /catatonit --config.entrypoint -P \
+        --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        --architecture amd64 --os linux >/dev/null
+else
 mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/tmp" "$rootfs/proc" "$rootfs/sys" "$rootfs/dev"
 cp /bin/busybox "$rootfs/bin/busybox"
 for applet in $(/bin/busybox --list); do
@@ -41,6 +59,7 @@ umoci config --image "$work/oci:$tag" \
     --config.cmd /bin/sh \
     --config.env PATH=/bin:/sbin:/usr/bin:/usr/sbin \
     --architecture amd64 --os linux >/dev/null
+fi
 umoci gc --layout "$work/oci" >/dev/null
 if [ -n "$out" ]; then
     rm -rf "$out"

@@ -5,14 +5,17 @@
 #   hack/registry.sh start DIR [PORT]   starts a registry storing under DIR (created; PORT default:
 #                                       a free one), pushes husk/busybox:latest (hack/mkimage.sh)
 #                                       and prints the image reference, 127.0.0.1:PORT/husk/busybox:latest
+#   hack/registry.sh push DIR OCI NAME  copies the image OCI (e.g. oci:/x/oci:latest) to that
+#                                       registry as NAME (e.g. husk/pause:3) and prints its reference
 #   hack/registry.sh stop DIR           stops that registry and removes DIR
 #
 # Loopback registries are pulled over plain http by husk-cri (and by skopeo with
 # --tls-verify=false).
 set -euo pipefail
 
-cmd=${1:?usage: registry.sh start DIR [PORT] | stop DIR}
-dir=${2:?usage: registry.sh start DIR [PORT] | stop DIR}
+usage="usage: registry.sh start DIR [PORT] | push DIR OCI NAME | stop DIR"
+cmd=${1:?$usage}
+dir=${2:?$usage}
 here=$(cd "$(dirname "$0")" && pwd)
 
 case "$cmd" in
@@ -57,10 +60,19 @@ EOF
         fi
         sleep 0.05
     done
+    echo "$port" >"$dir/port"
     "$here/mkimage.sh" --oci-dir "$dir/oci" >/dev/null
     ref=127.0.0.1:$port/husk/busybox:latest
     skopeo copy --quiet --dest-tls-verify=false "oci:$dir/oci:latest" "docker://$ref"
     echo "$ref" >"$dir/reference"
+    echo "$ref"
+    ;;
+push)
+    src=${3:?$usage}
+    name=${4:?$usage}
+    [ -e "$dir/port" ] || { echo "registry.sh: no registry in $dir" >&2; exit 1; }
+    ref=127.0.0.1:$(cat "$dir/port")/$name
+    skopeo copy --quiet --dest-tls-verify=false "$src" "docker://$ref"
     echo "$ref"
     ;;
 stop)
@@ -75,7 +87,7 @@ stop)
     rm -rf "$dir"
     ;;
 *)
-    echo "usage: registry.sh start DIR [PORT] | stop DIR" >&2
+    echo "$usage" >&2
     exit 2
     ;;
 esac

@@ -1,13 +1,17 @@
-//! `husk-cri [--listen SOCKET] [--root DIR] [--state DIR] [--log-level LEVEL]`
+//! `husk-cri [--listen SOCKET] [--root DIR] [--state DIR] [--shim PATH] [--runtime PATH] [--log-level LEVEL]`
 use anyhow::{bail, Context, Result};
 use husk_cri::server::{serve, Config};
 use std::path::PathBuf;
 
-const USAGE: &str = "usage: husk-cri [--listen SOCKET] [--root DIR] [--state DIR] [--log-level error|warn|info|debug|trace]
+const USAGE: &str =
+    "usage: husk-cri [--listen SOCKET] [--root DIR] [--state DIR] [--shim PATH] [--runtime PATH]
+                [--log-level error|warn|info|debug|trace]
 
   --listen SOCKET   CRI socket (default /run/husk-cri/husk-cri.sock)
   --root DIR        images and other persistent data (default /var/lib/husk-cri)
   --state DIR       runtime state (default /run/husk-cri)
+  --shim PATH       containerd-shim-husk-v2 (default: next to husk-cri, else on PATH)
+  --runtime PATH    the OCI runtime the shims run (default: husk next to husk-cri, else on PATH)
   --log-level L     default info";
 
 fn parse() -> Result<(Config, tracing::Level)> {
@@ -33,6 +37,8 @@ fn parse() -> Result<(Config, tracing::Level)> {
             "--listen" => cfg.listen = PathBuf::from(val()?),
             "--root" => cfg.root = PathBuf::from(val()?),
             "--state" => cfg.state_dir = PathBuf::from(val()?),
+            "--shim" => cfg.shim_bin = PathBuf::from(val()?),
+            "--runtime" => cfg.runtime = PathBuf::from(val()?),
             "--log-level" => {
                 let v = val()?;
                 level = v

@@ -1,8 +1,10 @@
-//! CRI RuntimeService. This milestone answers Version, Status, RuntimeConfig and
-//! UpdateRuntimeConfig; pod sandboxes and containers (driven through containerd-shim-husk-v2)
-//! come next. Until then each of those methods answers UNIMPLEMENTED naming itself, so a client
-//! (kubelet, crictl) gets a clear error, never a silent no-op.
+//! CRI RuntimeService. This milestone answers Version, Status, RuntimeConfig,
+//! UpdateRuntimeConfig and the pod sandbox methods (Run/Stop/Remove/Status/List, see `sandbox`);
+//! containers (driven through containerd-shim-husk-v2) come next. Until then each of those
+//! methods answers UNIMPLEMENTED naming itself, so a client (kubelet, crictl) gets a clear
+//! error, never a silent no-op.
 
+use crate::sandbox::blocking;
 use crate::server::State;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
@@ -27,8 +29,8 @@ impl Runtime {
 
 fn not_yet(method: &str) -> Status {
     Status::unimplemented(format!(
-        "husk-cri: {method} is not implemented yet (this build serves images, version and status; \
-         pod sandboxes and containers are the next milestone)"
+        "husk-cri: {method} is not implemented yet (this build serves images, version, status and pod sandboxes; \
+         containers are the next milestone)"
     ))
 }
 
@@ -121,34 +123,55 @@ impl RuntimeService for Runtime {
 
     async fn run_pod_sandbox(
         &self,
-        _r: Request<cri::RunPodSandboxRequest>,
+        r: Request<cri::RunPodSandboxRequest>,
     ) -> Res<cri::RunPodSandboxResponse> {
-        Err(not_yet("RunPodSandbox"))
+        let r = r.into_inner();
+        let cfg = r
+            .config
+            .ok_or_else(|| Status::invalid_argument("RunPodSandbox: config is missing"))?;
+        let sb = self.state.sandboxes.clone();
+        let handler = r.runtime_handler;
+        let id = blocking("", "RunPodSandbox", move || sb.run(cfg, handler)).await?;
+        Ok(Response::new(cri::RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
     }
     async fn stop_pod_sandbox(
         &self,
-        _r: Request<cri::StopPodSandboxRequest>,
+        r: Request<cri::StopPodSandboxRequest>,
     ) -> Res<cri::StopPodSandboxResponse> {
-        Err(not_yet("StopPodSandbox"))
+        let id = r.into_inner().pod_sandbox_id;
+        let sb = self.state.sandboxes.clone();
+        let i = id.clone();
+        blocking(&id, "StopPodSandbox", move || sb.stop(&i)).await?;
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
     async fn remove_pod_sandbox(
         &self,
-        _r: Request<cri::RemovePodSandboxRequest>,
+        r: Request<cri::RemovePodSandboxRequest>,
     ) -> Res<cri::RemovePodSandboxResponse> {
-        Err(not_yet("RemovePodSandbox"))
+        let id = r.into_inner().pod_sandbox_id;
+        let sb = self.state.sandboxes.clone();
+        let i = id.clone();
+        blocking(&id, "RemovePodSandbox", move || sb.remove(&i)).await?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
     async fn pod_sandbox_status(
         &self,
-        _r: Request<cri::PodSandboxStatusRequest>,
+        r: Request<cri::PodSandboxStatusRequest>,
     ) -> Res<cri::PodSandboxStatusResponse> {
-        Err(not_yet("PodSandboxStatus"))
+        let r = r.into_inner();
+        Ok(Response::new(
+            self.state.sandboxes.status(&r.pod_sandbox_id, r.verbose)?,
+        ))
     }
-    /// No sandbox can exist yet: the list is truly empty.
     async fn list_pod_sandbox(
         &self,
-        _r: Request<cri::ListPodSandboxRequest>,
+        r: Request<cri::ListPodSandboxRequest>,
     ) -> Res<cri::ListPodSandboxResponse> {
-        Ok(Response::new(cri::ListPodSandboxResponse { items: vec![] }))
+        Ok(Response::new(cri::ListPodSandboxResponse {
+            items: self.state.sandboxes.list(r.into_inner().filter),
+        }))
     }
     async fn create_container(
         &self,

@@ -1,6 +1,8 @@
 //! The gRPC server: CRI v1 RuntimeService and ImageService on a unix socket.
 
 use crate::image::ImageStore;
+use crate::sandbox::Sandboxes;
+use crate::shim::{EventServer, ShimConfig};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +15,29 @@ pub struct Config {
     pub root: PathBuf,
     /// Runtime state (pods, containers, shim sockets); gone at reboot.
     pub state_dir: PathBuf,
+    /// containerd-shim-husk-v2
+    pub shim_bin: PathBuf,
+    /// The OCI runtime the shims run (their HUSK_RUNTIME).
+    pub runtime: PathBuf,
+}
+
+/// `name` next to this executable, else found on PATH, else the bare name (the error when it is
+/// run names it).
+pub fn sibling_or_path(name: &str) -> PathBuf {
+    if let Some(p) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join(name)))
+        .filter(|p| p.is_file())
+    {
+        return p;
+    }
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 impl Default for Config {
@@ -21,6 +46,8 @@ impl Default for Config {
             listen: PathBuf::from("/run/husk-cri/husk-cri.sock"),
             root: PathBuf::from("/var/lib/husk-cri"),
             state_dir: PathBuf::from("/run/husk-cri"),
+            shim_bin: sibling_or_path("containerd-shim-husk-v2"),
+            runtime: sibling_or_path("husk"),
         }
     }
 }
@@ -29,6 +56,7 @@ impl Default for Config {
 pub struct State {
     pub root: PathBuf,
     pub state_dir: PathBuf,
+    pub sandboxes: Arc<Sandboxes>,
     pod_cidr: Mutex<String>,
 }
 
@@ -61,6 +89,10 @@ pub enum ServerError {
         path: PathBuf,
         source: crate::image::ImageError,
     },
+    #[error("{0}")]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    #[error("{0}")]
+    Shim(#[from] crate::shim::ShimError),
     #[error("gRPC server on {path}: {source}")]
     Serve {
         path: PathBuf,
@@ -97,11 +129,6 @@ pub async fn serve(
         path: images_root.clone(),
         source,
     })?;
-    let state = Arc::new(State {
-        root: cfg.root.clone(),
-        state_dir: cfg.state_dir.clone(),
-        pod_cidr: Mutex::new(String::new()),
-    });
 
     if cfg.listen.exists() {
         if std::os::unix::net::UnixStream::connect(&cfg.listen).is_ok() {
@@ -138,6 +165,42 @@ pub async fn serve(
     })?;
     tracing::info!("husk-cri listening on {}", cfg.listen.display());
 
+    // Shims publish their events (TaskExit, ...) to this socket (their TTRPC_ADDRESS).
+    let events_sock = cfg.state_dir.join("events.sock");
+    let (events, rx) = EventServer::start(&events_sock)?;
+    let sandboxes = Arc::new(Sandboxes::new(
+        ShimConfig {
+            shim_bin: cfg.shim_bin.clone(),
+            runtime: Some(cfg.runtime.clone()),
+            address: cfg.listen.clone(),
+            events: events_sock,
+        },
+        &cfg.root,
+        &cfg.state_dir,
+    )?);
+    {
+        let sandboxes = sandboxes.clone();
+        // Ends when the EventServer is dropped (its sender goes with it).
+        std::thread::Builder::new()
+            .name("shim-events".into())
+            .spawn(move || {
+                while let Ok(ev) = rx.recv() {
+                    sandboxes.on_event(&ev);
+                }
+            })
+            .map_err(|source| ServerError::Io {
+                what: "spawn the shim events thread for",
+                path: cfg.state_dir.clone(),
+                source,
+            })?;
+    }
+    let state = Arc::new(State {
+        root: cfg.root.clone(),
+        state_dir: cfg.state_dir.clone(),
+        sandboxes,
+        pod_cidr: Mutex::new(String::new()),
+    });
+
     let runtime = crate::runtime_service::Runtime::new(state);
     let images = crate::image_service::Images::new(Arc::new(store));
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
@@ -153,6 +216,9 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     let _ = std::fs::remove_file(&cfg.listen);
+    // Running sandboxes keep running (their shims are not husk-cri's children), as with
+    // containerd; the next husk-cri with this state dir reloads them.
+    drop(events);
     r.map_err(|source| ServerError::Serve {
         path: cfg.listen.clone(),
         source,

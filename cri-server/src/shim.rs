@@ -148,6 +148,32 @@ impl Shim {
         })
     }
 
+    /// Connects to a shim that is already running (started by an earlier husk-cri) through the
+    /// `address` file it wrote in its bundle.
+    pub fn connect(ns: &str, id: &str, bundle: &Path) -> Result<Shim, ShimError> {
+        let file = bundle.join("address");
+        let address = std::fs::read_to_string(&file)
+            .map_err(|source| ShimError::Io {
+                what: "read the shim address",
+                path: file,
+                source,
+            })?
+            .trim()
+            .to_string();
+        let client = ttrpc::Client::connect(&address).map_err(|source| ShimError::Rpc {
+            id: id.to_string(),
+            method: "connect",
+            source,
+        })?;
+        Ok(Shim {
+            namespace: ns.to_string(),
+            id: id.to_string(),
+            bundle: bundle.to_path_buf(),
+            address,
+            task: TaskClient::new(client),
+        })
+    }
+
     fn rpc<T>(&self, method: &'static str, r: ttrpc::Result<T>) -> Result<T, ShimError> {
         r.map_err(|source| ShimError::Rpc {
             id: self.id.clone(),

@@ -1,5 +1,8 @@
 //! `husk-cri-conformance --image REF [--endpoint NAME=unix:///SOCKET]... [--filter S] [--list]`
 //!
+//! The sandbox cases run pod sandboxes (the endpoint's pause container) and look at them from the
+//! host (/proc/PID/ns/*, nsenter): run them as root on the endpoint's machine. Every sandbox a case
+//! creates is removed after it, passed or not.
 //! CRI v1 cases from the API's contract (kubernetes/cri-api api.proto), run against every endpoint
 //! given (husk-cri, containerd's CRI plugin, ...) and printed side by side. The first endpoint is
 //! the one under test: its results are TAP lines and decide the exit status; the others are printed
@@ -59,6 +62,8 @@ struct Cri {
     rt: RuntimeServiceClient<Channel>,
     img: ImageServiceClient<Channel>,
     image: String,
+    /// Sandboxes the running case created: removed after it.
+    pods: Vec<String>,
 }
 
 async fn connect(endpoint: &str) -> Result<Channel> {
@@ -111,6 +116,22 @@ fn cases() -> Vec<(&'static str, CaseFn)> {
         case!("image.pull-invalid-reference-fails", pull_invalid),
         case!("image.fs-info-reports-usage", fs_info),
         case!("image.remove-then-gone-and-idempotent", remove),
+        case!("sandbox.run-status-stop-remove", sandbox_lifecycle),
+        case!(
+            "sandbox.hostname-and-labels-in-status",
+            sandbox_hostname_labels
+        ),
+        case!("sandbox.list-filters", sandbox_list_filters),
+        case!("sandbox.stop-and-remove-are-idempotent", sandbox_idempotent),
+        case!("sandbox.unknown-id-status-and-stop-fail", sandbox_unknown),
+        case!(
+            "sandbox.same-name-is-refused-until-removed",
+            sandbox_same_name
+        ),
+        case!("sandbox.host-network", sandbox_host_network),
+        case!("sandbox.own-namespaces", sandbox_own_namespaces),
+        case!("sandbox.pause-exit-makes-it-notready", sandbox_pause_exit),
+        case!("sandbox.pod-user-and-groups", sandbox_user),
     ]
 }
 
@@ -381,6 +402,436 @@ async fn remove(c: &mut Cri) -> Result<()> {
     Ok(())
 }
 
+// ---- pod sandboxes ----
+
+const READY: i32 = cri::PodSandboxState::SandboxReady as i32;
+const NOTREADY: i32 = cri::PodSandboxState::SandboxNotready as i32;
+
+/// A sandbox config with unique metadata (case tag and pid) and a label naming it.
+fn pod_config(tag: &str) -> cri::PodSandboxConfig {
+    let name = format!("hc-{tag}-{}", std::process::id());
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.clone(),
+            uid: format!("uid-{name}"),
+            namespace: "husk-cri-conformance".into(),
+            attempt: 0,
+        }),
+        hostname: name.clone(),
+        labels: [("hc-pod".to_string(), name)].into_iter().collect(),
+        linux: Some(cri::LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    }
+}
+
+fn set_network(cfg: &mut cri::PodSandboxConfig, mode: cri::NamespaceMode) {
+    let linux = cfg.linux.get_or_insert_with(Default::default);
+    let sc = linux.security_context.get_or_insert_with(Default::default);
+    sc.namespace_options
+        .get_or_insert_with(Default::default)
+        .network = mode as i32;
+}
+
+impl Cri {
+    async fn run_pod(&mut self, cfg: cri::PodSandboxConfig) -> Result<String, tonic::Status> {
+        let id = self
+            .rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(cfg),
+                runtime_handler: String::new(),
+            })
+            .await?
+            .into_inner()
+            .pod_sandbox_id;
+        self.pods.push(id.clone());
+        Ok(id)
+    }
+    async fn pod(&mut self, cfg: cri::PodSandboxConfig) -> Result<String> {
+        let name = cfg.metadata.as_ref().map(|m| m.name.clone());
+        let id = self
+            .run_pod(cfg)
+            .await
+            .with_context(|| format!("RunPodSandbox {name:?}"))?;
+        ensure!(!id.is_empty(), "RunPodSandbox: empty id");
+        Ok(id)
+    }
+    async fn pod_status(
+        &mut self,
+        id: &str,
+        verbose: bool,
+    ) -> Result<cri::PodSandboxStatusResponse, tonic::Status> {
+        Ok(self
+            .rt
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.to_string(),
+                verbose,
+            })
+            .await?
+            .into_inner())
+    }
+    async fn status_of(&mut self, id: &str) -> Result<cri::PodSandboxStatus> {
+        self.pod_status(id, false)
+            .await
+            .with_context(|| format!("PodSandboxStatus {id}"))?
+            .status
+            .ok_or_else(|| anyhow!("PodSandboxStatus {id}: no status"))
+    }
+    /// The pause process, from the verbose status's info["info"] JSON ("pid").
+    async fn pause_pid(&mut self, id: &str) -> Result<u32> {
+        let r = self
+            .pod_status(id, true)
+            .await
+            .with_context(|| format!("PodSandboxStatus {id} verbose"))?;
+        let info = r
+            .info
+            .get("info")
+            .ok_or_else(|| anyhow!("verbose status has no info[\"info\"]: {:?}", r.info))?;
+        let v: serde_json::Value =
+            serde_json::from_str(info).with_context(|| format!("info[\"info\"] {info}"))?;
+        let pid = v["pid"].as_u64().unwrap_or(0) as u32;
+        ensure!(pid > 0, "no pause pid in info[\"info\"]: {info}");
+        Ok(pid)
+    }
+    async fn stop_pod(&mut self, id: &str) -> Result<(), tonic::Status> {
+        self.rt
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.to_string(),
+            })
+            .await
+            .map(|_| ())
+    }
+    async fn remove_pod(&mut self, id: &str) -> Result<(), tonic::Status> {
+        self.rt
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: id.to_string(),
+            })
+            .await
+            .map(|_| ())
+    }
+    async fn list_pods(&mut self, filter: cri::PodSandboxFilter) -> Result<Vec<String>> {
+        let items = self
+            .rt
+            .list_pod_sandbox(cri::ListPodSandboxRequest {
+                filter: Some(filter.clone()),
+            })
+            .await
+            .with_context(|| format!("ListPodSandbox {filter:?}"))?
+            .into_inner()
+            .items;
+        let mut ids: Vec<String> = items.into_iter().map(|p| p.id).collect();
+        ids.sort();
+        Ok(ids)
+    }
+    /// Removes every sandbox the case created (RemovePodSandbox stops it first).
+    async fn cleanup_pods(&mut self) -> Result<()> {
+        let mut first_err = None;
+        for id in std::mem::take(&mut self.pods) {
+            if let Err(e) = self.remove_pod(&id).await {
+                first_err.get_or_insert(anyhow!("RemovePodSandbox {id}: {}", e.message()));
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// A pod's namespace as seen from the host (the target of /proc/PID/ns/KIND).
+fn ns_of(pid: u32, kind: &str) -> Result<String> {
+    let p = format!("/proc/{pid}/ns/{kind}");
+    Ok(std::fs::read_link(&p)
+        .with_context(|| format!("readlink {p}"))?
+        .display()
+        .to_string())
+}
+
+async fn sandbox_lifecycle(c: &mut Cri) -> Result<()> {
+    let cfg = pod_config("life");
+    let meta = cfg.metadata.clone();
+    let id = c.pod(cfg).await?;
+    let st = c.status_of(&id).await?;
+    ensure!(st.id == id, "status id {:?} != {id}", st.id);
+    ensure!(
+        st.metadata == meta,
+        "metadata {:?} != {meta:?}",
+        st.metadata
+    );
+    ensure!(st.state == READY, "state {} after RunPodSandbox", st.state);
+    ensure!(st.created_at > 0, "created_at {}", st.created_at);
+    let pid = c.pause_pid(&id).await?;
+    ensure!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "pause pid {pid} is not running"
+    );
+    c.stop_pod(&id)
+        .await
+        .with_context(|| format!("StopPodSandbox {id}"))?;
+    let st = c.status_of(&id).await?;
+    ensure!(
+        st.state == NOTREADY,
+        "state {} after StopPodSandbox",
+        st.state
+    );
+    c.remove_pod(&id)
+        .await
+        .with_context(|| format!("RemovePodSandbox {id}"))?;
+    match c.pod_status(&id, false).await {
+        Ok(s) => bail!("PodSandboxStatus after RemovePodSandbox: {:?}", s.status),
+        Err(s) => ensure!(
+            s.code() == tonic::Code::NotFound,
+            "PodSandboxStatus after remove: {s:?}"
+        ),
+    }
+    let all = c.list_pods(cri::PodSandboxFilter::default()).await?;
+    ensure!(!all.contains(&id), "ListPodSandbox still lists {id}");
+    Ok(())
+}
+
+async fn sandbox_hostname_labels(c: &mut Cri) -> Result<()> {
+    let mut cfg = pod_config("host");
+    cfg.labels.insert("app".into(), "hc".into());
+    cfg.annotations
+        .insert("hc.example/note".into(), "annotated".into());
+    let hostname = cfg.hostname.clone();
+    let id = c.pod(cfg.clone()).await?;
+    let st = c.status_of(&id).await?;
+    ensure!(st.labels == cfg.labels, "labels {:?}", st.labels);
+    ensure!(
+        st.annotations == cfg.annotations,
+        "annotations {:?}",
+        st.annotations
+    );
+    let pid = c.pause_pid(&id).await?;
+    let out = tokio::process::Command::new("nsenter")
+        .args(["--target", &pid.to_string(), "--uts", "hostname"])
+        .output()
+        .await
+        .context("run nsenter --uts hostname")?;
+    ensure!(
+        out.status.success(),
+        "nsenter: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    ensure!(
+        got == hostname,
+        "hostname in the pod {got:?} != {hostname:?}"
+    );
+    Ok(())
+}
+
+async fn sandbox_list_filters(c: &mut Cri) -> Result<()> {
+    let run = format!("hc-list-{}", std::process::id());
+    let mut ids = Vec::new();
+    for which in ["a", "b"] {
+        let mut cfg = pod_config(&format!("list-{which}"));
+        cfg.labels.insert("hc-run".into(), run.clone());
+        cfg.labels.insert("which".into(), which.into());
+        ids.push(c.pod(cfg).await?);
+    }
+    let (a, b) = (ids[0].clone(), ids[1].clone());
+    let mut both = vec![a.clone(), b.clone()];
+    both.sort();
+    let by_label = |kv: &[(&str, &str)]| cri::PodSandboxFilter {
+        label_selector: kv
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    };
+    let all = c.list_pods(cri::PodSandboxFilter::default()).await?;
+    ensure!(
+        all.contains(&a) && all.contains(&b),
+        "unfiltered list {all:?}"
+    );
+    let l = c.list_pods(by_label(&[("hc-run", &run)])).await?;
+    ensure!(l == both, "by label hc-run: {l:?}");
+    let l = c
+        .list_pods(by_label(&[("hc-run", &run), ("which", "a")]))
+        .await?;
+    ensure!(l == [a.clone()], "by labels hc-run and which=a: {l:?}");
+    let l = c
+        .list_pods(by_label(&[("hc-run", &run), ("which", "c")]))
+        .await?;
+    ensure!(l.is_empty(), "by which=c: {l:?}");
+    for id in [a.clone(), a[..12].to_string()] {
+        let f = cri::PodSandboxFilter {
+            id,
+            ..Default::default()
+        };
+        let l = c.list_pods(f.clone()).await?;
+        ensure!(l == [a.clone()], "by id {:?}: {l:?}", f.id);
+    }
+    c.stop_pod(&b)
+        .await
+        .with_context(|| format!("StopPodSandbox {b}"))?;
+    for (state, want) in [(READY, &a), (NOTREADY, &b)] {
+        let mut f = by_label(&[("hc-run", &run)]);
+        f.state = Some(cri::PodSandboxStateValue { state });
+        let l = c.list_pods(f).await?;
+        ensure!(l == [want.clone()], "by state {state}: {l:?}");
+    }
+    Ok(())
+}
+
+async fn sandbox_idempotent(c: &mut Cri) -> Result<()> {
+    let id = c.pod(pod_config("idem")).await?;
+    for n in 1..=2 {
+        c.stop_pod(&id)
+            .await
+            .with_context(|| format!("StopPodSandbox #{n}"))?;
+    }
+    for n in 1..=2 {
+        c.remove_pod(&id)
+            .await
+            .with_context(|| format!("RemovePodSandbox #{n}"))?;
+    }
+    Ok(())
+}
+
+async fn sandbox_unknown(c: &mut Cri) -> Result<()> {
+    let id = format!("{:0>64}", format!("{:x}", std::process::id()));
+    match c.pod_status(&id, false).await {
+        Ok(s) => bail!("PodSandboxStatus of an unknown id: {:?}", s.status),
+        Err(s) => ensure!(s.code() == tonic::Code::NotFound, "PodSandboxStatus: {s:?}"),
+    }
+    match c.stop_pod(&id).await {
+        Ok(()) => bail!("StopPodSandbox of an unknown id succeeded"),
+        Err(s) => ensure!(s.code() == tonic::Code::NotFound, "StopPodSandbox: {s:?}"),
+    }
+    c.remove_pod(&id)
+        .await
+        .context("RemovePodSandbox of an unknown id must succeed")?;
+    Ok(())
+}
+
+async fn sandbox_same_name(c: &mut Cri) -> Result<()> {
+    let cfg = pod_config("name");
+    let first = c.pod(cfg.clone()).await?;
+    if let Ok(second) = c.run_pod(cfg.clone()).await {
+        bail!("a second RunPodSandbox with the same metadata succeeded: {second}");
+    }
+    c.stop_pod(&first).await.context("StopPodSandbox")?;
+    if let Ok(second) = c.run_pod(cfg.clone()).await {
+        bail!("the name of a stopped (not removed) sandbox was reused: {second}");
+    }
+    c.remove_pod(&first).await.context("RemovePodSandbox")?;
+    let again = c.pod(cfg).await.context("the name after removal")?;
+    ensure!(again != first, "the same id {again} again");
+    Ok(())
+}
+
+async fn sandbox_host_network(c: &mut Cri) -> Result<()> {
+    let mut cfg = pod_config("hostnet");
+    set_network(&mut cfg, cri::NamespaceMode::Node);
+    // A host-network pod has the node's UTS namespace: kubelet sends no hostname for it, and a
+    // hostname is refused.
+    if let Ok(id) = c.run_pod(cfg.clone()).await {
+        bail!("RunPodSandbox of a host-network pod with a hostname succeeded: {id}");
+    }
+    cfg.hostname.clear();
+    let id = c.pod(cfg).await?;
+    let st = c.status_of(&id).await?;
+    let net = st
+        .linux
+        .and_then(|l| l.namespaces)
+        .and_then(|n| n.options)
+        .map(|o| o.network);
+    ensure!(
+        net == Some(cri::NamespaceMode::Node as i32),
+        "status namespace options network {net:?}, want NODE"
+    );
+    let pid = c.pause_pid(&id).await?;
+    let (pod, host) = (ns_of(pid, "net")?, ns_of(std::process::id(), "net")?);
+    ensure!(
+        pod == host,
+        "host-network pod in {pod}, the host is in {host}"
+    );
+    Ok(())
+}
+
+async fn sandbox_own_namespaces(c: &mut Cri) -> Result<()> {
+    let id = c.pod(pod_config("ns")).await?;
+    let st = c.status_of(&id).await?;
+    let opts = st
+        .linux
+        .and_then(|l| l.namespaces)
+        .and_then(|n| n.options)
+        .ok_or_else(|| anyhow!("status has no linux.namespaces.options"))?;
+    ensure!(
+        opts.network == cri::NamespaceMode::Pod as i32,
+        "network mode {}",
+        opts.network
+    );
+    let pid = c.pause_pid(&id).await?;
+    let me = std::process::id();
+    for kind in ["net", "ipc", "uts", "mnt"] {
+        let (pod, host) = (ns_of(pid, kind)?, ns_of(me, kind)?);
+        ensure!(
+            pod != host,
+            "the pod shares the host's {kind} namespace {host}"
+        );
+    }
+    Ok(())
+}
+
+/// The pod-level runAsUser/runAsGroup/supplementalGroups reach the pause process (api.proto,
+/// LinuxSandboxSecurityContext: "List of groups applied to the first process run in the
+/// sandbox, in addition to the sandbox's primary GID").
+async fn sandbox_user(c: &mut Cri) -> Result<()> {
+    let mut cfg = pod_config("user");
+    let sc = cfg
+        .linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default);
+    sc.run_as_user = Some(cri::Int64Value { value: 1000 });
+    sc.run_as_group = Some(cri::Int64Value { value: 1001 });
+    sc.supplemental_groups = vec![2000];
+    let id = c.pod(cfg).await?;
+    let pid = c.pause_pid(&id).await?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("read /proc/{pid}/status"))?;
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let (uid, gid, groups) = (field("Uid:"), field("Gid:"), field("Groups:"));
+    ensure!(uid.first() == Some(&"1000"), "pause Uid: {uid:?}");
+    ensure!(gid.first() == Some(&"1001"), "pause Gid: {gid:?}");
+    ensure!(groups.contains(&"2000"), "pause Groups: {groups:?}");
+    Ok(())
+}
+
+async fn sandbox_pause_exit(c: &mut Cri) -> Result<()> {
+    let id = c.pod(pod_config("exit")).await?;
+    let pid = c.pause_pid(&id).await?;
+    let st = tokio::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .await
+        .context("run kill")?;
+    ensure!(st.success(), "kill -KILL {pid}: {st}");
+    // The runtime learns of the exit asynchronously (TaskExit): poll for it.
+    let mut state = READY;
+    for _ in 0..600 {
+        state = c.status_of(&id).await?.state;
+        if state == NOTREADY {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    ensure!(
+        state == NOTREADY,
+        "still READY after its pause process was killed"
+    );
+    c.stop_pod(&id)
+        .await
+        .context("StopPodSandbox of a sandbox whose pause exited")?;
+    Ok(())
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -406,6 +857,7 @@ async fn run(o: Opts) -> Result<i32> {
             rt: RuntimeServiceClient::new(ch.clone()),
             img: ImageServiceClient::new(ch),
             image: o.image.clone(),
+            pods: Vec::new(),
         };
         println!("# endpoint {name} ({ep})");
         if primary {
@@ -416,6 +868,10 @@ async fn run(o: Opts) -> Result<i32> {
             let r = tokio::time::timeout(std::time::Duration::from_secs(120), f(&mut c))
                 .await
                 .unwrap_or_else(|_| Err(anyhow!("timed out after 120 s")));
+            let r = match (r, c.cleanup_pods().await) {
+                (Ok(()), Err(e)) => Err(e.context("removing the case's sandboxes")),
+                (r, _) => r,
+            };
             let n = i + 1;
             match (&r, primary) {
                 (Ok(()), true) => println!("ok {n} - {case}"),
