@@ -22,6 +22,10 @@ cleanup() {
     p system reset -f >/dev/null 2>&1 || true
     umount -R "$work/storage/overlay" 2>/dev/null || true
     rm -rf "$work" "/tmp/husk-bench-podman-image-$$"
+    # podman's cgroupfs manager leaves its parent (and conmon's) cgroup, and runc leaves the
+    # pod cgroups it created in the name=systemd and unified hierarchies: empty ones are removed
+    # (rmdir refuses a cgroup that still has processes or children).
+    find /sys/fs/cgroup/*/libpod_parent -depth -type d -exec rmdir {} + 2>/dev/null || true
 }
 trap cleanup EXIT
 image=$(p pull -q "$(bash "$repo/hack/mkimage.sh" --oci-dir "/tmp/husk-bench-podman-image-$$")")

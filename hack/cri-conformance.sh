@@ -19,6 +19,9 @@ cleanup() {
     [ -n "$cri_pid" ] && kill "$cri_pid" 2>/dev/null && wait "$cri_pid" 2>/dev/null
     [ -n "$reg" ] && bash hack/registry.sh stop "$work/registry"
     [ -n "$ctrd" ] && bash hack/containerd.sh stop "$ctrd"
+    # containerd's CRI puts pods under /k8s.io/<id> and runc leaves that parent behind: removed
+    # when empty (rmdir refuses a cgroup with processes or children).
+    find /sys/fs/cgroup/*/k8s.io -depth -type d -exec rmdir {} + 2>/dev/null || true
     # overlay layers or mounts husk-cri may have left below the work dir
     awk -v d="$work/" 'index($2, d) == 1 { print $2 }' /proc/self/mounts | sort -r |
         while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" || true; done

@@ -45,11 +45,10 @@ teardown_file() {
     # containers/storage keeps its overlay dir bind-mounted on itself.
     umount -R "$PM_DIR/storage/overlay" 2>/dev/null || true
     rm -rf "$PM_DIR"
-    # podman's cgroupfs manager leaves its parent (and conmon's) cgroup: removed when empty.
-    local d
-    for d in /sys/fs/cgroup/*/libpod_parent; do
-        rmdir "$d/conmon" "$d" 2>/dev/null || true
-    done
+    # podman's cgroupfs manager leaves its parent (and conmon's) cgroup, and runc leaves the
+    # pod cgroups it created in the name=systemd and unified hierarchies: empty ones are removed
+    # (rmdir refuses a cgroup that still has processes or children).
+    find /sys/fs/cgroup/*/libpod_parent -depth -type d -exec rmdir {} + 2>/dev/null || true
 }
 
 setup() {
