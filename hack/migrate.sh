@@ -21,7 +21,8 @@
 # The client (busybox nc in its own namespace) keeps the same connection throughout; an echo
 # server (`nc -l -e cat`) in the container answers a line sent after the move.
 #
-# Environment: HUSK (husk binary; default: target/debug/husk or husk on PATH), CRIU (default:
+# Environment: HUSK (husk binary; default: target/release/husk (what hack/setup.sh builds),
+#   else target/debug/husk, else husk on PATH), CRIU (default:
 # /usr/local/libexec/husk/criu from hack/migrate/criu-patched.sh, else what husk finds),
 # MEM_MIB (resident memory to hold, default 0), KEEP=1 (keep the work directory).
 # Needs root, iproute2, busybox-static. Exit status 0 only if the connection survived.
@@ -30,7 +31,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 HUSK=${HUSK:-}
 if [ -z "$HUSK" ]; then
-    for c in "$here/../target/debug/husk" "$(command -v husk || true)"; do
+    for c in "$here/../target/release/husk" "$here/../target/debug/husk" "$(command -v husk || true)"; do
         if [ -n "$c" ] && [ -x "$c" ]; then HUSK=$c; break; fi
     done
 fi
