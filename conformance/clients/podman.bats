@@ -14,6 +14,7 @@
 # so a private containers.conf gives every container (pod infra containers too) lower ones.
 
 REPO=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
+load ../../hack/bats/criu
 
 setup_file() {
     if [ "$(id -u)" != 0 ]; then
@@ -59,10 +60,16 @@ setup() {
     NAME=hpm-$$-$BATS_TEST_NUMBER
 }
 
+# PM: the podman command line with this run's private dirs and the runtime under test.
+podman_argv() {
+    PM=(podman --root "$PM_DIR/storage" --runroot "$PM_DIR/run" --tmpdir "$PM_DIR/tmp"
+        --runtime "$RUNTIME" --cgroup-manager cgroupfs --events-backend file
+        --storage-driver overlay)
+}
+
 p() {
-    timeout -k 10 120 podman --root "$PM_DIR/storage" --runroot "$PM_DIR/run" \
-        --tmpdir "$PM_DIR/tmp" --runtime "$RUNTIME" --cgroup-manager cgroupfs \
-        --events-backend file --storage-driver overlay "$@"
+    podman_argv
+    timeout -k 10 120 "${PM[@]}" "$@"
 }
 
 # run options every container gets
@@ -90,7 +97,8 @@ assert_gone() {
 }
 
 @test "stdin reaches the process with -i" {
-    run bash -c "seq 1 3000 | timeout 60 podman --root '$PM_DIR/storage' --runroot '$PM_DIR/run' --tmpdir '$PM_DIR/tmp' --runtime '$RUNTIME' --cgroup-manager cgroupfs --events-backend file --storage-driver overlay run -i --rm ${OPTS[*]} '$IMAGE' wc -l"
+    count_lines() { seq 1 3000 | p run -i --rm "${OPTS[@]}" "$IMAGE" wc -l; }
+    run count_lines
     echo "$output"
     [ "$status" -eq 0 ]
     [ "$(echo "$output" | tr -d ' ')" = 3000 ]
@@ -137,9 +145,8 @@ assert_gone() {
 }
 
 @test "run -t and exec -t get a terminal" {
-    run "$PTY_RUN" --timeout 60 -- podman --root "$PM_DIR/storage" --runroot "$PM_DIR/run" \
-        --tmpdir "$PM_DIR/tmp" --runtime "$RUNTIME" --cgroup-manager cgroupfs \
-        --events-backend file --storage-driver overlay run -t --rm "${OPTS[@]}" "$IMAGE" \
+    podman_argv
+    run "$PTY_RUN" --timeout 60 -- "${PM[@]}" run -t --rm "${OPTS[@]}" "$IMAGE" \
         sh -c 'tty; stty size'
     echo "$output"
     [ "$status" -eq 0 ]
@@ -147,9 +154,7 @@ assert_gone() {
     # podman sets the container's terminal to its own size before the process runs.
     echo "$output" | grep -q '^24 80'
     p run -d --name "$NAME" "${OPTS[@]}" "$IMAGE" sleep 1000
-    run "$PTY_RUN" --timeout 60 --rows 30 --cols 100 -- podman --root "$PM_DIR/storage" \
-        --runroot "$PM_DIR/run" --tmpdir "$PM_DIR/tmp" --runtime "$RUNTIME" \
-        --cgroup-manager cgroupfs --events-backend file --storage-driver overlay \
+    run "$PTY_RUN" --timeout 60 --rows 30 --cols 100 -- "${PM[@]}" \
         exec -t "$NAME" sh -c 'tty; stty size'
     echo "$output"
     [ "$status" -eq 0 ]
@@ -219,13 +224,6 @@ assert_gone() {
     infra=$(p pod inspect --format '{{.InfraContainerID}}' "$NAME-pod")
     p pod rm -f -t 0 "$NAME-pod"
     assert_gone "$infra"
-}
-
-need_criu() {
-    local criu=/usr/local/sbin/criu out
-    [ -x "$criu" ] || criu=$(command -v criu || true)
-    [ -n "$criu" ] || skip "CRIU is not installed (hack/criu.sh builds it)"
-    out=$("$criu" check 2>&1) || skip "\`criu check\` fails on this machine: $(printf '%s' "$out" | tail -1)"
 }
 
 @test "checkpoint and restore, in place and exported into a new container" {

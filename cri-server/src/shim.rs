@@ -134,6 +134,11 @@ impl Shim {
                 stderr: "no address printed".into(),
             });
         }
+        Shim::attach(ns, id, bundle, address)
+    }
+
+    /// A client for the shim serving on `address`.
+    fn attach(ns: &str, id: &str, bundle: &Path, address: String) -> Result<Shim, ShimError> {
         let client = ttrpc::Client::connect(&address).map_err(|source| ShimError::Rpc {
             id: id.to_string(),
             method: "connect",
@@ -160,18 +165,7 @@ impl Shim {
             })?
             .trim()
             .to_string();
-        let client = ttrpc::Client::connect(&address).map_err(|source| ShimError::Rpc {
-            id: id.to_string(),
-            method: "connect",
-            source,
-        })?;
-        Ok(Shim {
-            namespace: ns.to_string(),
-            id: id.to_string(),
-            bundle: bundle.to_path_buf(),
-            address,
-            task: TaskClient::new(client),
-        })
+        Shim::attach(ns, id, bundle, address)
     }
 
     fn rpc<T>(&self, method: &'static str, r: ttrpc::Result<T>) -> Result<T, ShimError> {

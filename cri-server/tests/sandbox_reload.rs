@@ -13,24 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
-fn binary(env: &str, name: &str) -> PathBuf {
-    match std::env::var_os(env) {
-        Some(p) => PathBuf::from(p),
-        None => {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| repo().join("target"));
-            target.join("release").join(name)
-        }
-    }
-}
+mod common;
+use common::binary;
 
 /// If the test fails half-way: kill and delete the sandbox's task through `shim delete`.
 struct Cleanup {

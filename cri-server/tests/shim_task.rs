@@ -6,28 +6,12 @@
 //! (containerd-shim-husk-v2), by default target/release/ of this repository.
 
 use husk_cri::shim::{EventServer, Shim, ShimConfig, TaskIo};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
-fn binary(env: &str, name: &str) -> PathBuf {
-    match std::env::var_os(env) {
-        Some(p) => PathBuf::from(p),
-        None => {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| repo().join("target"));
-            target.join("release").join(name)
-        }
-    }
-}
+mod common;
+use common::{binary, repo};
 
 /// Removes the test's husk state root and the cgroup parents named after its namespace.
 struct Cleanup {
@@ -132,7 +116,7 @@ fn a_task_runs_through_the_shim_and_its_exit_is_reported() {
         "the shim's socket is still there after Shutdown"
     );
     // husk has no state for the container any more.
-    let list = Command::new(&scfg.runtime.clone().unwrap_or_default())
+    let list = Command::new(scfg.runtime.clone().unwrap_or_default())
         .args(["--root"])
         .arg(Path::new("/run/husk").join(&ns))
         .args(["list", "-q"])

@@ -9,6 +9,7 @@
 # Needs root; skips otherwise. Each run uses its own containerd, namespace and ids.
 
 REPO=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
+load ../../hack/bats/criu
 
 setup_file() {
     if [ "$(id -u)" != 0 ]; then
@@ -85,15 +86,6 @@ task_pid() {
 
 bundle_dir() {
     echo "$CTRD_DIR/state/io.containerd.runtime.v2.task/$CTR_NAMESPACE/$1"
-}
-
-# Skips the test unless a CRIU that works on this kernel is installed (hack/criu.sh builds one).
-# The same lookup as husk's (runtime/src/checkpoint/rpc.rs find_criu): /usr/local/sbin first.
-need_criu() {
-    local criu=/usr/local/sbin/criu out
-    [ -x "$criu" ] || criu=$(command -v criu || true)
-    [ -n "$criu" ] || skip "CRIU is not installed (hack/criu.sh builds it)"
-    out=$("$criu" check 2>&1) || skip "\`criu check\` fails on this machine: $(printf '%s' "$out" | tail -1)"
 }
 
 # The counter the test container appends to /tmp/count, once it is at least $2 (bounded wait).
