@@ -207,21 +207,11 @@ pub fn run(spec: Spec<'_>) -> Result<Out> {
         .map(|(t, f)| (*t, std::os::fd::AsRawFd::as_raw_fd(*f)))
         .collect();
     if !fds.is_empty() {
-        // SAFETY: the closure only calls dup2/fcntl, which are async-signal-safe.
+        let mut fds = fds;
+        // SAFETY: the closure only calls fcntl/dup2/close (async-signal-safe) and writes into
+        // a vector allocated before fork; it allocates nothing.
         unsafe {
-            cmd.pre_exec(move || {
-                for (target, src) in &fds {
-                    if src == target {
-                        let fl = libc::fcntl(*src, libc::F_GETFD);
-                        if fl < 0 || libc::fcntl(*src, libc::F_SETFD, fl & !libc::FD_CLOEXEC) < 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                    } else if libc::dup2(*src, *target) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
+            cmd.pre_exec(move || install_fds(&mut fds));
         }
     }
     let cmdline = std::iter::once(&spec.program)
@@ -261,6 +251,35 @@ pub fn run(spec: Spec<'_>) -> Result<Out> {
     })
 }
 
+/// Install `fds` ((target, source) pairs) in the calling process so that each target fd refers
+/// to its source's file without close-on-exec, whatever the numbers: a source may equal another
+/// pair's target (the runner's files get whatever fd numbers are free, and cases run in parallel).
+/// Every source is first duplicated above the highest target (close-on-exec), then each copy is
+/// dup2'd into place, so no dup2 can overwrite a source still to be read. The sources in `fds`
+/// are replaced by the copies. Runs between fork and exec: only async-signal-safe calls.
+fn install_fds(fds: &mut [(i32, i32)]) -> std::io::Result<()> {
+    let above = fds.iter().map(|(t, _)| *t).max().unwrap_or(0) + 1;
+    for (_, src) in fds.iter_mut() {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on an fd number; the result is a new fd we own.
+        let copy = unsafe { libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, above) };
+        if copy < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        *src = copy;
+    }
+    for (target, copy) in fds.iter() {
+        // SAFETY: dup2 between fd numbers; the new target fd has close-on-exec clear.
+        if unsafe { libc::dup2(*copy, *target) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    for (_, copy) in fds.iter() {
+        // SAFETY: closing the copies made above (close-on-exec anyway).
+        unsafe { libc::close(*copy) };
+    }
+    Ok(())
+}
+
 /// Spawn a long-running helper (e.g. `unshare ... sleep`) and return its pid; the reaper
 /// collects it after the caller kills it.
 pub fn spawn_helper(program: &str, args: &[&str]) -> Result<i32> {
@@ -281,4 +300,81 @@ pub fn kill_wait(pid: i32) {
         libc::kill(pid, libc::SIGKILL);
     }
     let _ = wait_pid(pid, Duration::from_secs(10));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    /// A file holding `text`, kept open (its fd number is whatever is free).
+    fn file_with(dir: &Path, name: &str, text: &str) -> File {
+        let p = dir.join(name);
+        let mut f = File::create(&p).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        File::open(&p).unwrap()
+    }
+
+    /// What fds `targets` hold in a child after `install_fds(pairs)`, as "fd=content" lines.
+    fn child_sees(pairs: Vec<(i32, i32)>, targets: &[i32]) -> String {
+        let script: String = targets
+            .iter()
+            .map(|t| format!("printf '{t}=%s\\n' \"$(cat /proc/self/fd/{t})\"; "))
+            .collect();
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", &script]);
+        let mut pairs = pairs;
+        // SAFETY: install_fds only makes async-signal-safe calls (see its comment).
+        unsafe {
+            cmd.pre_exec(move || install_fds(&mut pairs));
+        }
+        // The reaper thread is not running in unit tests: std's wait is fine here.
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn preserved_fds_land_right_when_sources_collide_with_targets() {
+        let dir = tempfile_dir("collide");
+        let a = file_with(&dir, "a", "A");
+        let b = file_with(&dir, "b", "B");
+        let c = file_with(&dir, "c", "C");
+        let (fa, fb, fc) = (a.as_raw_fd(), b.as_raw_fd(), c.as_raw_fd());
+        // A rotation: every source is another pair's target. The old in-order dup2 turned all
+        // three into A.
+        let got = child_sees(vec![(fb, fa), (fc, fb), (fa, fc)], &[fa, fb, fc]);
+        assert_eq!(got, format!("{fa}=C\n{fb}=A\n{fc}=B\n"));
+        // A swap plus a source already in place (it must lose close-on-exec).
+        let got = child_sees(vec![(fa, fb), (fb, fa), (fc, fc)], &[fa, fb, fc]);
+        assert_eq!(got, format!("{fa}=B\n{fb}=A\n{fc}=C\n"));
+        drop((a, b, c));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn preserved_fds_at_low_targets_from_high_sources() {
+        let dir = tempfile_dir("low");
+        let three = file_with(&dir, "3", "three");
+        let four = file_with(&dir, "4", "four");
+        // The preserve-fds case: targets 3 and 4, wherever the runner's files happen to be
+        // (one of them may be 3 or 4 already, in either order).
+        let pairs = vec![(3, three.as_raw_fd()), (4, four.as_raw_fd())];
+        let got = child_sees(pairs, &[3, 4]);
+        assert_eq!(got, "3=three\n4=four\n");
+        drop((three, four));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A fresh directory under the system temp dir, unique to this process and test.
+    fn tempfile_dir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "husk-conformance-proc-{tag}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
 }

@@ -554,6 +554,12 @@ pub fn checkpoint(root: &Root, o: &CheckpointOpts) -> Result<()> {
     }
     let locked = root.lock(&o.id)?;
     let st = locked.load()?;
+    if st.host_mounts.is_some() {
+        return Err(Error::Unsupported(format!(
+            "cannot checkpoint container {}: it has no mount namespace of its own (it shares the runtime's, so CRIU would dump the host's mounts)",
+            o.id
+        )));
+    }
     let status = st.status();
     if !matches!(status, Status::Running | Status::Paused) {
         return Err(Error::container(format!(
@@ -964,6 +970,11 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
         .as_ref()
         .ok_or_else(|| Error::config("linux: missing"))?;
     let plan = crate::namespaces::NsPlan::from_spec(&src.spec)?;
+    if !plan.has(LinuxNamespaceType::Mount) {
+        return Err(Error::Unsupported(
+            "restore: linux.namespaces has no mount namespace; husk restores only containers with one".into(),
+        ));
+    }
     let mut ns_fds = Vec::new();
     for (name, key, p) in joined_external_ns(&src.spec) {
         let fd = crate::sys::open(&p, libc::O_RDONLY)
@@ -1020,6 +1031,7 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
             .meta
             .as_ref()
             .map_or(plan.is_new(LinuxNamespaceType::Pid), |m| m.own_pidns),
+        host_mounts: None,
     };
     // a restore killed half-way leaves a state `delete --force` can clean
     locked.save(&st)?;

@@ -47,6 +47,8 @@ pub fn is_paused(st: &ContainerState) -> bool {
 struct CreateGuard<'a> {
     locked: &'a Locked,
     cgroup: Option<CgroupManager>,
+    /// Mounts made in the runtime's mount namespace (a container without its own).
+    host_mounts: Option<crate::hostmounts::HostMounts>,
     pids: Vec<i32>,
     done: bool,
 }
@@ -61,6 +63,11 @@ impl Drop for CreateGuard<'_> {
         }
         for pid in &self.pids {
             let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(*pid), None);
+        }
+        if let Some(hm) = &self.host_mounts {
+            if let Err(e) = hm.unmount_all() {
+                tracing::warn!("cleanup after failed create: {e}");
+            }
         }
         if let Some(cg) = &mut self.cgroup {
             if let Ok(procs) = cg.procs() {
@@ -200,6 +207,13 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
         (None, None) => None,
     };
 
+    // Without a mount namespace the mounts go to the runtime's: note what is there already.
+    let host_mounts = if plan.has(LinuxNamespaceType::Mount) {
+        None
+    } else {
+        Some(crate::hostmounts::HostMounts::begin(&bundle.rootfs)?)
+    };
+
     prep.done();
 
     let locked = root.create(&opts.id)?;
@@ -218,10 +232,12 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
         cgroup: None,
         config: bundle.spec.clone(),
         own_pidns: plan.is_new(LinuxNamespaceType::Pid),
+        host_mounts: host_mounts.clone(),
     };
     let mut guard = CreateGuard {
         locked: &locked,
         cgroup: None,
+        host_mounts,
         pids: Vec::new(),
         done: false,
     };
@@ -312,6 +328,9 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
         crate::sys::proc_start_time(pid).ctx(|| format!("read start time of init pid {pid}"))?;
     st.start_fd = start_fd;
     st.exec_fd = exec_fd;
+    if let Some(hm) = &mut st.host_mounts {
+        hm.made = hm.current()?;
+    }
     locked.save(&st)?;
     if let Some(p) = &opts.pid_file {
         crate::state::write_atomic(p, pid.to_string().as_bytes())?;
@@ -519,6 +538,11 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
         return Err(Error::container(format!(
             "container {id}: processes did not exit after SIGKILL"
         )));
+    }
+    // A container without a mount namespace: its mounts are in ours (and the state is kept
+    // when one cannot be removed, so delete can be tried again).
+    if let Some(hm) = &st.host_mounts {
+        hm.unmount_all()?;
     }
     if let Some(mut cg) = cgroup_manager(&st) {
         cg.destroy()?;

@@ -10,7 +10,7 @@ use crate::process::init;
 use crate::state::{Root, Status};
 use oci_spec::runtime::{LinuxNamespaceType, Process};
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
@@ -178,6 +178,18 @@ pub fn exec(root: &Root, opts: ExecOpts) -> Result<i32> {
         })
         .collect::<Result<_>>()?;
     let joins = open_namespaces(st.pid)?;
+    // A container without a mount namespace shares ours: its processes are chrooted into the
+    // rootfs instead (see hostmounts); so is this one, into the init's root.
+    let chroot = match &st.host_mounts {
+        Some(_) => {
+            let p = format!("/proc/{}/root", st.pid);
+            Some(
+                crate::sys::open(std::path::Path::new(&p), libc::O_PATH | libc::O_DIRECTORY)
+                    .ctx(|| format!("open {p}"))?,
+            )
+        }
+        None => None,
+    };
     if crate::sys::proc_start_time(st.pid).ok() != Some(st.pid_start) {
         return Err(Error::container(format!(
             "container {} is not running",
@@ -219,6 +231,7 @@ pub fn exec(root: &Root, opts: ExecOpts) -> Result<i32> {
         let child = ExecChild {
             cgroup_join,
             joins,
+            chroot,
             console,
             process: &process,
             caps: caps.as_ref(),
@@ -326,6 +339,8 @@ fn open_namespaces(pid: i32) -> Result<Vec<(LinuxNamespaceType, OwnedFd)>> {
 struct ExecChild<'a> {
     cgroup_join: Vec<OwnedFd>,
     joins: Vec<(LinuxNamespaceType, OwnedFd)>,
+    /// The init's root, to chroot into when the container shares our mount namespace.
+    chroot: Option<OwnedFd>,
     console: Option<OwnedFd>,
     process: &'a Process,
     caps: Option<&'a CapPlan>,
@@ -366,9 +381,15 @@ impl ExecChild<'_> {
             keep.push(c.as_raw_fd());
         }
         keep.extend(self.joins.iter().map(|(_, fd)| fd.as_raw_fd()));
+        keep.extend(self.chroot.iter().map(|fd| fd.as_raw_fd()));
         init::close_fds_except(3 + self.preserve_fds, &keep)?;
         for (t, fd) in &self.joins {
             namespaces::join(*t, fd)?;
+        }
+        if let Some(root) = self.chroot.take() {
+            nix::unistd::fchdir(root.as_fd()).ctx(|| "fchdir to the container's root".into())?;
+            nix::unistd::chroot(".").ctx(|| "chroot to the container's root".into())?;
+            nix::unistd::chdir("/").ctx(|| "chdir /".into())?;
         }
         // The pid namespace applies to children: fork the process that execs.
         // SAFETY: single-threaded.

@@ -12,6 +12,7 @@ pub mod exe;
 pub mod exec;
 pub mod features;
 pub mod hooks;
+pub mod hostmounts;
 pub mod idmap;
 pub mod logging;
 pub mod namespaces;

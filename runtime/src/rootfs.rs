@@ -279,6 +279,9 @@ pub struct RootfsCtx<'a> {
     pub bundle: &'a Path,
     pub in_userns: bool,
     pub new_cgroupns: bool,
+    /// No mount namespace of its own: every mount is made in the runtime's mount namespace,
+    /// at or below the rootfs (see crate::hostmounts), and no other mount is changed.
+    pub shared_mountns: bool,
     /// Idmapped mount trees prepared by the parent, by index in spec.mounts.
     pub idmapped: &'a [crate::idmap::Prep],
 }
@@ -291,10 +294,14 @@ pub fn prepare(ctx: &RootfsCtx<'_>) -> Result<()> {
             .and_then(|l| l.rootfs_propagation().as_deref())
             .unwrap_or(""),
     )?;
-    mount(None, Path::new("/"), None, prop, None, || {
-        "set propagation of / ".to_string()
-    })?;
-    make_parent_private(ctx.rootfs)?;
+    // In the runtime's mount namespace these would change the host's mounts: skipped there
+    // (no pivot_root follows, and rootfsPropagation goes to the rootfs bind after chroot).
+    if !ctx.shared_mountns {
+        mount(None, Path::new("/"), None, prop, None, || {
+            "set propagation of / ".to_string()
+        })?;
+        make_parent_private(ctx.rootfs)?;
+    }
     mount(
         Some(ctx.rootfs),
         ctx.rootfs,
@@ -602,10 +609,16 @@ fn mount_cgroup(
     opts: &MountOpts,
 ) -> Result<()> {
     let dest = m.destination();
-    // Only the host's hierarchies: not copies that a bind of /sys into the rootfs brought along.
+    // Only the host's hierarchies, one mount each, as cgroups::Host chooses them: not copies
+    // that a bind of /sys into the rootfs brought along, nor binds of cgroup subdirectories
+    // that another container without a mount namespace has in its rootfs.
+    let chosen = crate::cgroups::Host::detect()?;
+    let mut seen = std::collections::HashSet::new();
     let hier: Vec<CgroupMount> = host_cgroup_mounts()?
         .into_iter()
         .filter(|h| !h.mountpoint.starts_with(ctx.rootfs))
+        .filter(|h| is_chosen(&chosen, h))
+        .filter(|h| seen.insert(h.mountpoint.clone()))
         .collect();
     let own = own_cgroups()?;
     let ro = opts.flags.contains(MsFlags::MS_RDONLY);
@@ -713,6 +726,19 @@ struct CgroupMount {
     /// The controllers as they appear in /proc/self/cgroup ("memory", "cpu,cpuacct", "name=systemd").
     key: String,
     v2: bool,
+}
+
+/// Whether `h` is the mount `host` chose for its hierarchy.
+fn is_chosen(host: &crate::cgroups::Host, h: &CgroupMount) -> bool {
+    let same = |m: &crate::cgroups::Mount| m.mountpoint == h.mountpoint && m.root == h.root;
+    if h.v2 {
+        return host.unified.as_ref().is_some_and(same);
+    }
+    h.key
+        .split(',')
+        .next()
+        .and_then(|c| host.v1.get(c))
+        .is_some_and(same)
 }
 
 fn host_cgroup_mounts() -> Result<Vec<CgroupMount>> {
@@ -904,7 +930,15 @@ fn make_node(
 }
 
 /// Switch to the rootfs: pivot_root (old root detached), or with `no_pivot` MS_MOVE + chroot.
-pub fn switch_root(rootfs: &Path, no_pivot: bool) -> Result<()> {
+/// In the runtime's mount namespace (`shared_mountns`) only chroot: pivot_root would change the
+/// root of every process in the namespace and MS_MOVE would move the rootfs over the host's /.
+pub fn switch_root(rootfs: &Path, no_pivot: bool, shared_mountns: bool) -> Result<()> {
+    if shared_mountns {
+        nix::unistd::chdir(rootfs).ctx(|| format!("chdir {}", rootfs.display()))?;
+        nix::unistd::chroot(".").ctx(|| format!("chroot {}", rootfs.display()))?;
+        nix::unistd::chdir("/").ctx(|| "chdir /".into())?;
+        return Ok(());
+    }
     if no_pivot {
         nix::unistd::chdir(rootfs).ctx(|| format!("chdir {}", rootfs.display()))?;
         mount(

@@ -71,6 +71,9 @@ pub fn validate_process(process: &oci_spec::runtime::Process) -> Result<()> {
             process.cwd()
         )));
     }
+    if let Some(s) = process.scheduler() {
+        validate_scheduler(s)?;
+    }
     if let Some(env) = process.env() {
         for e in env {
             if !e.contains('=') {
@@ -79,6 +82,46 @@ pub fn validate_process(process: &oci_spec::runtime::Process) -> Result<()> {
                 )));
             }
         }
+    }
+    Ok(())
+}
+
+/// process.scheduler: the kernel's SCHED_DEADLINE rules (sched_setattr(2)), checked before
+/// anything exists so the error names the fields rather than being sched_setattr's bare EINVAL
+/// from inside a half-made container (as crun does).
+fn validate_scheduler(s: &oci_spec::runtime::Scheduler) -> Result<()> {
+    use oci_spec::runtime::LinuxSchedulerPolicy;
+    if *s.policy() != LinuxSchedulerPolicy::SchedDeadline {
+        return Ok(());
+    }
+    let runtime = s.runtime().unwrap_or(0);
+    let deadline = s.deadline().unwrap_or(0);
+    // The kernel takes a period of 0 as "equal to the deadline".
+    let period = s.period().unwrap_or(0);
+    let bad = |why: String| {
+        Err(Error::config(format!(
+            "process.scheduler: SCHED_DEADLINE {why} (runtime {runtime}, deadline {deadline}, period {period}; the kernel requires 1024 <= runtime <= deadline <= period, in nanoseconds)"
+        )))
+    };
+    if deadline == 0 {
+        return bad("needs a deadline".into());
+    }
+    if runtime < 1024 {
+        return bad(format!("runtime {runtime} is below 1024 ns"));
+    }
+    if runtime > deadline {
+        return bad(format!(
+            "runtime {runtime} is greater than deadline {deadline}"
+        ));
+    }
+    if period != 0 && deadline > period {
+        return bad(format!(
+            "deadline {deadline} is greater than period {period}"
+        ));
+    }
+    // The kernel also refuses values with bit 63 set (they overflow its arithmetic).
+    if (deadline | period) & (1 << 63) != 0 {
+        return bad("deadline or period is too large (bit 63 set)".into());
     }
     Ok(())
 }
@@ -120,9 +163,11 @@ fn validate_linux(spec: &Spec, linux: &oci_spec::runtime::Linux) -> Result<()> {
             "domainname: cannot set a domainname without a private UTS namespace",
         ));
     }
-    if !plan.has(LinuxNamespaceType::Mount) {
+    // Without a mount namespace the container shares the runtime's (see hostmounts): allowed,
+    // except with a new user namespace, whose root cannot mount in the runtime's namespace.
+    if !plan.has(LinuxNamespaceType::Mount) && plan.is_new(LinuxNamespaceType::User) {
         return Err(Error::config(
-            "linux.namespaces: a mount namespace is required to set up the rootfs",
+            "linux.namespaces: a new user namespace needs a mount namespace too (without one the container's mounts would be made in the runtime's mount namespace, which the new user namespace's root may not change)",
         ));
     }
     if let Some(sysctl) = linux.sysctl() {
@@ -320,6 +365,56 @@ mod tests {
         let mut v = base();
         v["hostname"] = serde_json::json!("x");
         assert!(check(v).unwrap_err().to_string().contains("hostname"));
+    }
+
+    #[test]
+    fn sched_deadline_fields_are_checked_before_anything_exists() {
+        let sched = |runtime: u64, deadline: u64, period: u64| {
+            let mut v = base();
+            v["process"]["scheduler"] = serde_json::json!({
+                "policy": "SCHED_DEADLINE", "runtime": runtime, "deadline": deadline, "period": period
+            });
+            check(v).map_err(|e| e.to_string())
+        };
+        let e = sched(2_000_000, 1_000_000, 10_000_000).unwrap_err();
+        assert!(
+            e.contains("runtime 2000000 is greater than deadline 1000000"),
+            "{e}"
+        );
+        let e = sched(1_000_000, 20_000_000, 10_000_000).unwrap_err();
+        assert!(
+            e.contains("deadline 20000000 is greater than period 10000000"),
+            "{e}"
+        );
+        assert!(sched(100, 1_000_000, 0).unwrap_err().contains("below 1024"));
+        assert!(sched(42_000, 0, 0)
+            .unwrap_err()
+            .contains("needs a deadline"));
+        sched(42_000, 100_000, 1_000_000).unwrap();
+        // period 0 means "the deadline" to the kernel
+        sched(42_000, 100_000, 0).unwrap();
+        // the other policies do not use these fields
+        let mut v = base();
+        v["process"]["scheduler"] =
+            serde_json::json!({"policy": "SCHED_BATCH", "runtime": 5, "deadline": 1});
+        check(v).unwrap();
+    }
+
+    #[test]
+    fn no_mount_namespace_is_valid_unless_a_user_namespace_is_new() {
+        let mut v = base();
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}]);
+        check(v.clone()).unwrap();
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "user"}]);
+        v["linux"]["uidMappings"] =
+            serde_json::json!([{"containerID": 0, "hostID": 1000, "size": 1}]);
+        v["linux"]["gidMappings"] =
+            serde_json::json!([{"containerID": 0, "hostID": 1000, "size": 1}]);
+        let e = check(v).unwrap_err().to_string();
+        assert!(
+            e.contains("a new user namespace needs a mount namespace"),
+            "{e}"
+        );
     }
 
     #[test]

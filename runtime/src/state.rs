@@ -96,6 +96,10 @@ pub struct ContainerState {
     pub config: oci_spec::runtime::Spec,
     /// Whether the init is in a pid namespace of its own (if not, delete kills the whole cgroup).
     pub own_pidns: bool,
+    /// Without a mount namespace of its own: the mounts made for the container in the runtime's
+    /// mount namespace, which delete removes (recorded before the init is cloned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_mounts: Option<crate::hostmounts::HostMounts>,
 }
 
 impl ContainerState {
@@ -309,9 +313,22 @@ impl Locked {
     /// directory (the container's rootfs) can ever be deleted. An unexpected non-empty
     /// subdirectory is an error naming it.
     pub fn remove(&self) -> Result<()> {
-        let rd = std::fs::read_dir(&self.dir).ctx(|| format!("read {}", self.dir.display()))?;
+        // First move the directory out of the way (atomic in its parent): a concurrent command
+        // opening `<id>/lock` from then on finds no container, instead of re-creating a lock file
+        // in the directory being emptied (which left `<id>/` with only `lock` behind for good).
+        let name = self
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let grave = self
+            .dir
+            .with_file_name(format!(".{name}.removing-{}", std::process::id()));
+        std::fs::rename(&self.dir, &grave)
+            .ctx(|| format!("rename {} to {}", self.dir.display(), grave.display()))?;
+        let rd = std::fs::read_dir(&grave).ctx(|| format!("read {}", grave.display()))?;
         for e in rd {
-            let e = e.ctx(|| format!("read {}", self.dir.display()))?;
+            let e = e.ctx(|| format!("read {}", grave.display()))?;
             let p = e.path();
             let is_dir = e
                 .file_type()
@@ -327,7 +344,7 @@ impl Locked {
                 std::fs::remove_dir(&p).ctx(|| format!("rmdir {}", p.display()))?;
             }
         }
-        std::fs::remove_dir(&self.dir).ctx(|| format!("rmdir {}", self.dir.display()))
+        std::fs::remove_dir(&grave).ctx(|| format!("rmdir {}", grave.display()))
     }
 }
 
@@ -375,5 +392,32 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("does not exist"));
+    }
+
+    /// A command that opened the lock file before a delete and locks after it must not leave
+    /// `<id>/lock` behind (found as ~50 stray state dirs after a day of CRI runs): delete moves
+    /// the directory away first, so the waiter sees the container gone and nothing is re-created.
+    #[test]
+    fn a_lock_waiting_behind_a_delete_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path()).unwrap();
+        let l = root.create("c2").unwrap();
+        let waiter = {
+            let root = Root::new(d.path()).unwrap();
+            std::thread::spawn(move || root.lock("c2").map(|_| ()))
+        };
+        // the waiter blocks in flock on the same lock file
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        l.remove().unwrap();
+        drop(l);
+        let r = waiter.join().unwrap();
+        assert!(r.unwrap_err().to_string().contains("does not exist"));
+        // a later command finds nothing and creates nothing
+        assert!(root.lock("c2").is_err());
+        let left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "left in the state root: {left:?}");
     }
 }

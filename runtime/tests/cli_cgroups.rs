@@ -221,3 +221,29 @@ fn no_cgroup_left_for_absolute_relative_and_default_paths() {
         }
     }
 }
+
+/// Issue 16 item 3: a config with linux.resources.memory.kernel and kernelTCP runs (with a
+/// warning naming them), as with runc and crun; husk used to refuse it.
+#[test]
+fn kernel_memory_in_config_runs_with_a_warning() {
+    if skip() {
+        return;
+    }
+    let mut e = Env::new("kmem");
+    let id = e.id("kmem");
+    let mut c = e.config();
+    c["linux"]["resources"]["memory"] = serde_json::json!({
+        "limit": 64 * 1024 * 1024, "kernel": 16 * 1024 * 1024, "kernelTCP": 8 * 1024 * 1024
+    });
+    c["process"]["args"] = serde_json::json!(["echo", "kmem-ok"]);
+    e.write_config(&c);
+    let b = e.bundle().display().to_string();
+    let o = e.husk(&["run", "--bundle", &b, &id]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "husk run: {err}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "kmem-ok");
+    assert!(
+        err.contains("kernel/kernelTCP") && err.contains("ignored"),
+        "warning: {err}"
+    );
+}

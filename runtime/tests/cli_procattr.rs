@@ -49,3 +49,56 @@ fn bad_memory_policy_nodes_are_refused_before_anything_exists() {
     );
     assert!(!e.root.join(&id).exists());
 }
+
+/// Issue 16 item 5: SCHED_DEADLINE with runtime > deadline (or deadline > period) is refused
+/// before anything exists, naming the fields, instead of sched_setattr's bare EINVAL from a
+/// half-made container.
+#[test]
+fn sched_deadline_runtime_above_deadline_is_refused_naming_the_fields() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let mut e = Env::new("deadline");
+    let b = e.bundle().display().to_string();
+    for (i, (runtime, deadline, period, want)) in [
+        (
+            2_000_000u64,
+            1_000_000u64,
+            10_000_000u64,
+            "runtime 2000000 is greater than deadline 1000000",
+        ),
+        (
+            1_000_000,
+            20_000_000,
+            10_000_000,
+            "deadline 20000000 is greater than period 10000000",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = e.id(&format!("deadline{i}"));
+        let mut c = e.config();
+        c["process"]["scheduler"] = serde_json::json!({
+            "policy": "SCHED_DEADLINE", "runtime": runtime, "deadline": deadline, "period": period
+        });
+        e.write_config(&c);
+        let o = e.husk(&["create", "--bundle", &b, &id]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "create succeeded");
+        assert!(
+            err.contains("process.scheduler") && err.contains(want),
+            "{err}"
+        );
+        assert!(!err.contains("sched_setattr"), "{err}");
+        // refused before anything was created: no state, no cgroup
+        assert!(!e.root.join(&id).exists());
+        assert!(
+            !std::path::Path::new("/sys/fs/cgroup/pids")
+                .join(&id)
+                .exists(),
+            "cgroup left"
+        );
+    }
+}

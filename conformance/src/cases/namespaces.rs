@@ -20,6 +20,7 @@ pub fn cases() -> Vec<Case> {
         case("ns.time-offsets", time_offsets),
         case("ns.user-with-mappings", user_ns),
         case("ns.host-except-mount", host_except_mount),
+        case("ns.no-mount-namespace", no_mount_ns),
         case("ns.join-network-by-path", join_netns),
         case("ns.join-uts-ipc-of-process", join_uts_ipc),
         case("ns.hostname", hostname),
@@ -102,6 +103,18 @@ fn host_except_mount(c: &mut Ctx<'_>) -> CaseResult {
             *m = json!({"destination": "/sys", "type": "bind", "source": "/sys",
                         "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]});
         }
+    }
+    c.validate(&[])
+}
+
+/// config-linux.md: without a mount namespace in the config, the container shares the
+/// runtime's. Checked from inside like the base config (its root is the rootfs, its mounts and
+/// masked/read-only paths are in place, its mount namespace is the host's); the after-case check
+/// then requires that nothing is left mounted under the bundle once the container is deleted
+/// (runc 1.1 leaves every mount it made there).
+fn no_mount_ns(c: &mut Ctx<'_>) -> CaseResult {
+    if let Some(a) = c.cfg["linux"]["namespaces"].as_array_mut() {
+        a.retain(|n| n["type"] != "mount");
     }
     c.validate(&[])
 }

@@ -28,7 +28,7 @@
 //! |---|---|---|
 //! | memory limit / swap | memory.limit_in_bytes / memory.memsw.limit_in_bytes (order: raise memsw first) | memory.max / memory.swap.max (= swap − limit) |
 //! | memory reservation, swappiness, disableOOMKiller, useHierarchy | soft_limit_in_bytes, swappiness, oom_control, use_hierarchy | memory.low; the others are errors |
-//! | memory kernel / kernelTCP | kmem.limit_in_bytes (checked: kernels ≥ 6 ignore it → error) / kmem.tcp.limit_in_bytes | error |
+//! | memory kernel / kernelTCP | ignored with a warning, as runc and crun (kernels ≥ 6 do not enforce kmem limits) | ignored with a warning |
 //! | checkBeforeUpdate | compared with memory.usage_in_bytes | compared with memory.current |
 //! | cpu shares / quota+period / burst / idle | cpu.shares (read back) / cfs_quota_us+cfs_period_us / cfs_burst_us / cpu.idle | cpu.weight (runc/crun quadratic mapping) / cpu.max / cpu.max.burst / cpu.idle |
 //! | cpu realtime runtime/period | cpu.rt_runtime_us / cpu.rt_period_us | error |
@@ -57,6 +57,7 @@ mod validate;
 
 pub use convert::{blkio_weight_to_io_weight, cpu_shares_to_weight, memory_swap_to_v2};
 pub use devices::default_allowed_devices;
+pub(crate) use host::unescape as unescape_mountinfo;
 pub use host::{Host, Mode, Mount};
 pub use oom::{OomEvent, OomWatcher};
 pub use placement::{expand_slice, parse_systemd_path, placement, Placement, SystemdPath};
@@ -445,7 +446,17 @@ impl CgroupManager {
     /// Pids of all processes in the container's cgroup and its sub-cgroups (for `kill --all`, `ps`).
     pub fn procs(&self) -> Result<Vec<i32>> {
         let d = self.procs_dir()?;
-        let mut pids = fsutil::read_pids(&d)?;
+        let mut pids = match fsutil::read_pids(&d) {
+            Ok(p) => p,
+            // The cgroup is gone already (removed by someone else once it was empty): it holds
+            // no process, and `delete --force` must still clean the container up.
+            Err(CgroupError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok(Vec::new())
+            }
+            Err(e) => return Err(e),
+        };
         for sub in fsutil::subdirs_deepest_first(&d)? {
             match fsutil::read_pids(&sub) {
                 Ok(p) => pids.extend(p),

@@ -278,18 +278,6 @@ fn v2_unsupported_and_missing_are_errors() {
         ),
         (
             LinuxResourcesBuilder::default()
-                .memory(
-                    LinuxMemoryBuilder::default()
-                        .kernel(1 << 20)
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-                .unwrap(),
-            "kernel",
-        ),
-        (
-            LinuxResourcesBuilder::default()
                 .cpu(
                     LinuxCpuBuilder::default()
                         .realtime_runtime(1000i64)
@@ -398,6 +386,36 @@ fn v2_unsupported_and_missing_are_errors() {
         .unwrap();
     let e = m.apply(&r).unwrap_err().to_string();
     assert!(e.contains("pids.max") && e.contains("\"5\""), "{e}");
+}
+
+/// linux.resources.memory.kernel / kernelTCP are accepted and ignored (runc and crun warn);
+/// they used to be refused ("linux.resources.memory.kernel/kernelTCP ... no separate limit").
+#[test]
+fn kernel_memory_is_accepted_and_ignored() {
+    let f = Fake::new();
+    let m = f.manager(Some("/c"), "c");
+    let d = m.unified_path().unwrap().to_path_buf();
+    let r = LinuxResourcesBuilder::default()
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(1i64 << 30)
+                .kernel(1 << 20)
+                .kernel_tcp(1 << 20)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    m.validate(&r).unwrap();
+    m.apply(&r).unwrap();
+    // the memory limit still applies; nothing was written for the kernel limits
+    assert_eq!(rd(&d.join("memory.max")), (1u64 << 30).to_string());
+    let kmem: Vec<_> = fs::read_dir(&d)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("kmem"))
+        .collect();
+    assert!(kmem.is_empty(), "{kmem:?}");
 }
 
 #[test]

@@ -6,9 +6,6 @@ use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxNetwork, Linux
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Anything at or above this in a v1 memory limit file means "unlimited".
-const UNLIMITED: u64 = 0x7FFF_FFFF_FFFF_F000;
-
 /// The directory of v1 controller `ctrl`, or an error saying `resource` needs it.
 pub(crate) fn dir<'a>(st: &'a CgroupState, ctrl: &str, resource: &str) -> Result<&'a Path> {
     st.v1
@@ -274,31 +271,8 @@ fn apply_memory(st: &CgroupState, m: &LinuxMemory) -> Result<()> {
             "memory",
         )?;
     }
-    if let Some(v) = m.kernel().filter(|v| *v != 0) {
-        let res = "linux.resources.memory.kernel";
-        let f = "memory.kmem.limit_in_bytes";
-        set(d, f, &v.to_string(), res, "memory")?;
-        // Kernels >= 6.x accept writes to this deprecated file and ignore them: check it held.
-        if v > 0 && read_u64(d, f)? >= UNLIMITED {
-            return Err(CgroupError::Unsupported {
-                resource: res.into(),
-                hierarchy: "cgroup v1 on this kernel".into(),
-                detail: format!(
-                    "{} accepted {v} but still reads unlimited (kernel memory limits were removed)",
-                    d.join(f).display()
-                ),
-            });
-        }
-    }
-    if let Some(v) = m.kernel_tcp().filter(|v| *v != 0) {
-        set(
-            d,
-            "memory.kmem.tcp.limit_in_bytes",
-            &v.to_string(),
-            "linux.resources.memory.kernelTCP",
-            "memory",
-        )?;
-    }
+    // kernel / kernelTCP: ignored (validate::warn_kernel_memory said so), as runc and crun do:
+    // Linux 6.x takes writes to memory.kmem.limit_in_bytes and ignores them.
     if let Some(v) = m.swappiness() {
         if v > 100 {
             return Err(CgroupError::InvalidValue {

@@ -204,12 +204,8 @@ fn apply_cpu(dir: &Path, c: &LinuxCpu) -> Result<()> {
 fn apply_memory(dir: &Path, m: &LinuxMemory) -> Result<()> {
     let limit = m.limit().unwrap_or(0);
     let swap = m.swap().unwrap_or(0);
-    if m.kernel().is_some_and(|v| v != 0) || m.kernel_tcp().is_some_and(|v| v != 0) {
-        return Err(unsupported(
-            "linux.resources.memory.kernel/kernelTCP",
-            "cgroup v2 accounts kernel memory with user memory and has no separate limit",
-        ));
-    }
+    // kernel / kernelTCP: ignored (validate::warn_kernel_memory said so); cgroup v2 accounts
+    // kernel memory with user memory and has no separate limit.
     if m.swappiness().is_some() {
         return Err(unsupported(
             "linux.resources.memory.swappiness",

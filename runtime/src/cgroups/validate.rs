@@ -18,6 +18,19 @@ fn need_v1(st: &CgroupState, ctrl: &str, resource: &str) -> Result<()> {
     v1::dir(st, ctrl, resource).map(|_| ())
 }
 
+/// linux.resources.memory.kernel / kernelTCP: accepted and ignored with a warning, as runc and
+/// crun do. Kernel memory is accounted with user memory on cgroup v2, and Linux 6.x no longer
+/// enforces the v1 kmem limits (memory.kmem.limit_in_bytes takes a write and ignores it).
+pub(crate) fn warn_kernel_memory(m: &oci_spec::runtime::LinuxMemory) {
+    if m.kernel().is_some() || m.kernel_tcp().is_some() {
+        tracing::warn!(
+            kernel = ?m.kernel(),
+            kernel_tcp = ?m.kernel_tcp(),
+            "linux.resources.memory.kernel/kernelTCP: kernel memory limits are ignored (not enforced by current kernels)"
+        );
+    }
+}
+
 pub(crate) fn validate(st: &CgroupState, r: &LinuxResources) -> Result<()> {
     devices::rules(r.devices().as_ref())?;
     let is_v2 = st.mode == Mode::V2;
@@ -25,6 +38,7 @@ pub(crate) fn validate(st: &CgroupState, r: &LinuxResources) -> Result<()> {
         need_v1(st, "devices", "linux.resources.devices")?;
     }
     if let Some(m) = r.memory() {
+        warn_kernel_memory(m);
         let limit = m.limit().unwrap_or(0);
         let swap = m.swap().unwrap_or(0);
         if let Some(v) = m.swappiness() {
@@ -37,12 +51,6 @@ pub(crate) fn validate(st: &CgroupState, r: &LinuxResources) -> Result<()> {
         }
         if is_v2 {
             memory_swap_to_v2(swap, limit)?;
-            if m.kernel().is_some_and(|v| v != 0) || m.kernel_tcp().is_some_and(|v| v != 0) {
-                return Err(unsupported(
-                    "linux.resources.memory.kernel/kernelTCP",
-                    "cgroup v2 has no separate kernel memory limit",
-                ));
-            }
             if m.swappiness().is_some() {
                 return Err(unsupported(
                     "linux.resources.memory.swappiness",

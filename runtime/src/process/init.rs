@@ -165,6 +165,7 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
         bundle: cfg.bundle,
         in_userns,
         new_cgroupns: cfg.plan.is_new(LinuxNamespaceType::Cgroup),
+        shared_mountns: !cfg.plan.has(LinuxNamespaceType::Mount),
         idmapped: &cfg.idmapped,
     };
     let t = crate::logging::phase("init: mounts");
@@ -202,7 +203,11 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
     }
 
     let t = crate::logging::phase("init: pivot_root");
-    rootfs::switch_root(cfg.rootfs, cfg.no_pivot)?;
+    rootfs::switch_root(
+        cfg.rootfs,
+        cfg.no_pivot,
+        !cfg.plan.has(LinuxNamespaceType::Mount),
+    )?;
     rootfs::apply_root_propagation(spec)?;
     t.done();
     let finish = crate::logging::phase("init: console, hostname, sysctl, masked/ro paths, rlimits");

@@ -868,8 +868,18 @@ pub fn parse(args: Vec<OsString>) -> Result<(Values, Matches), Exit> {
     Ok((globals, Matches { cmd, vals, pos }))
 }
 
+/// `--version` in `runc --version`'s shape, which podman and containerd show to users (and from
+/// which docker takes the line with "version" in it and the `commit:` line): the version, the
+/// commit built from (build.rs), the runtime-spec version implemented, the compiler (runc: `go:`)
+/// and the seccomp implementation (runc: `libseccomp:`).
 fn version() -> String {
-    format!("{NAME} {}\n", env!("CARGO_PKG_VERSION"))
+    format!(
+        "{NAME} version {}\ncommit: {}\nspec: {}\nrust: {}\nseccomp: built-in BPF compiler (no libseccomp)\n",
+        env!("CARGO_PKG_VERSION"),
+        env!("HUSK_GIT_COMMIT"),
+        husk::spec::OCI_VERSION,
+        env!("HUSK_RUSTC_VERSION"),
+    )
 }
 
 fn no_value(cmd: Option<&Command>, o: &Opt) -> Exit {
