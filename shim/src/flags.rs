@@ -42,6 +42,17 @@ fn parse_bool(name: &str, value: &str) -> Result<bool, FlagError> {
     }
 }
 
+/// What `-v` / `-version` prints: containerd-shim-runc-v2's text, with the commit the shim was
+/// built from (build.rs) as its Revision and the Rust compiler in place of Go's.
+pub fn version_text() -> String {
+    format!(
+        "containerd-shim-husk-v2:\n  Version:  {}\n  Revision: {}\n  Rust version: {}\n\n",
+        env!("CARGO_PKG_VERSION"),
+        env!("HUSK_GIT_COMMIT"),
+        env!("HUSK_RUSTC_VERSION"),
+    )
+}
+
 /// Parses the arguments after the program name.
 pub fn parse(args: &[OsString]) -> Result<Flags, FlagError> {
     let mut flags = Flags::default();
@@ -129,6 +140,27 @@ mod tests {
     fn p(args: &[&str]) -> Result<Flags, FlagError> {
         let v: Vec<OsString> = args.iter().map(OsString::from).collect();
         parse(&v)
+    }
+
+    #[test]
+    fn version_text_is_runc_shims() {
+        assert!(p(&["-v"]).unwrap().version);
+        assert!(p(&["--version"]).unwrap().version);
+        let v = version_text();
+        let lines: Vec<&str> = v.lines().collect();
+        assert_eq!(lines.len(), 5, "{v:?}");
+        assert_eq!(lines[0], "containerd-shim-husk-v2:");
+        assert_eq!(
+            lines[1],
+            format!("  Version:  {}", env!("CARGO_PKG_VERSION"))
+        );
+        let rev = lines[2].strip_prefix("  Revision: ").expect("Revision");
+        assert!(
+            rev == "unknown" || (rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit())),
+            "{rev:?}"
+        );
+        assert!(lines[3].starts_with("  Rust version: 1."), "{v:?}");
+        assert_eq!(lines[4], "");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! The binary has its own C `main` (see [`main`]): std's runtime start-up is skipped.
 #![cfg_attr(not(test), no_main)]
 
+mod crilog;
 mod flags;
 mod json;
 mod log;
@@ -123,7 +124,7 @@ fn shim_main() {
         }
     };
     if flags.version {
-        println!("containerd-shim-husk-v2 {}", env!("CARGO_PKG_VERSION"));
+        print!("{}", flags::version_text());
         return;
     }
     let res = match flags.action.as_str() {

@@ -7,11 +7,13 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use crate::crilog::CriSink;
 use crate::oom::OomWatch;
 use crate::reaper::Reaper;
 use crate::server::Server;
@@ -29,9 +31,17 @@ pub struct Wake {
 /// Copy `from` to `to` until EOF (stdio of a container process), done by the main loop.
 pub struct CopyJob {
     pub from: File,
-    pub to: File,
+    pub to: Sink,
     /// Output copies count here until drained.
     pub pending: Option<Arc<Pending>>,
+}
+
+/// Where a copy writes.
+pub enum Sink {
+    /// A FIFO, pipe, pty or file: bytes as they come.
+    File(File),
+    /// A CRI log file: lines as records (see `crilog`); never waits for POLLOUT.
+    Cri(CriSink),
 }
 
 fn set_nonblocking(f: &File) -> std::io::Result<()> {
@@ -56,9 +66,13 @@ impl Active {
     /// Moves data until `from` would block, `to` is full, or EOF was written out.
     /// Returns true when the copy is finished.
     fn step(&mut self, buf: &mut [u8]) -> bool {
+        let to = match &mut self.job.to {
+            Sink::File(f) => f,
+            Sink::Cri(sink) => return step_cri(&self.job.from, sink, buf),
+        };
         loop {
             while !self.left.is_empty() {
-                match (&self.job.to).write(&self.left) {
+                match (&*to).write(&self.left) {
                     Ok(n) => {
                         self.left.drain(..n);
                     }
@@ -78,7 +92,7 @@ impl Active {
                 Ok(n) => {
                     let mut off = 0;
                     while off < n {
-                        match (&self.job.to).write(&buf[off..n]) {
+                        match (&*to).write(&buf[off..n]) {
                             Ok(w) => off += w,
                             Err(e) if e.kind() == ErrorKind::Interrupted => {}
                             Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -96,6 +110,43 @@ impl Active {
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 // EIO: the pty's slave side is closed.
                 Err(_) => self.eof = true,
+            }
+        }
+    }
+
+    /// When a CRI log copy holds a partial line that is due to be written out.
+    fn deadline(&self) -> Option<Instant> {
+        match &self.job.to {
+            Sink::Cri(sink) => sink.lines.deadline(),
+            Sink::File(_) => None,
+        }
+    }
+
+    fn flush_stalled(&mut self, now: Instant) {
+        if let Sink::Cri(sink) = &mut self.job.to {
+            if sink.lines.deadline().is_some_and(|d| d <= now) {
+                sink.flush();
+            }
+        }
+    }
+}
+
+/// Reads `from` until it would block, logging its lines; at EOF the partial line left is
+/// logged too. Returns true at EOF.
+fn step_cri(from: &File, sink: &mut CriSink, buf: &mut [u8]) -> bool {
+    loop {
+        match (&*from).read(buf) {
+            Ok(0) => {
+                sink.flush();
+                return true;
+            }
+            Ok(n) => sink.feed(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            // EIO: the pty's slave side is closed.
+            Err(_) => {
+                sink.flush();
+                return true;
             }
         }
     }
@@ -129,7 +180,9 @@ impl Wake {
 
     pub fn add_copy(&self, job: CopyJob) -> std::io::Result<()> {
         set_nonblocking(&job.from)?;
-        set_nonblocking(&job.to)?;
+        if let Sink::File(to) = &job.to {
+            set_nonblocking(to)?;
+        }
         self.jobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -236,10 +289,26 @@ pub fn run(
                 if a.left.is_empty() {
                     fds.push(PollFd::new(a.job.from.as_fd(), PollFlags::POLLIN));
                 } else {
-                    fds.push(PollFd::new(a.job.to.as_fd(), PollFlags::POLLOUT));
+                    match &a.job.to {
+                        Sink::File(to) => fds.push(PollFd::new(to.as_fd(), PollFlags::POLLOUT)),
+                        // `left` stays empty for a CRI log
+                        Sink::Cri(_) => {
+                            fds.push(PollFd::new(a.job.from.as_fd(), PollFlags::POLLIN))
+                        }
+                    }
                 }
             }
-            match poll(&mut fds, PollTimeout::NONE) {
+            // A partial line held in a CRI log copy is written out when output stalls.
+            let timeout = copies
+                .iter()
+                .filter_map(Active::deadline)
+                .min()
+                .map(|d| {
+                    let ms = d.saturating_duration_since(Instant::now()).as_millis() + 1;
+                    PollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(PollTimeout::NONE)
+                })
+                .unwrap_or(PollTimeout::NONE);
+            match poll(&mut fds, timeout) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
@@ -285,6 +354,10 @@ pub fn run(
                 i += 1;
                 !(run && a.step(&mut buf))
             });
+        }
+        let now = Instant::now();
+        for a in copies.iter_mut() {
+            a.flush_stalled(now);
         }
         if sig_ready {
             while let Ok(Some(info)) = sigfd.read_signal() {

@@ -113,17 +113,31 @@ impl Reaper {
         self.lock().watched.remove(&pid);
     }
 
+    /// Signals a watched container process. Returns false if it was already reaped (it is no
+    /// longer watched): the pid may belong to another process by now. The reaper's lock is held
+    /// across `waitpid` in [`Reaper::reap_all`], so a pid still watched here is at least a
+    /// zombie of ours and cannot have been reused.
+    pub fn signal(&self, pid: i32, sig: nix::sys::signal::Signal) -> nix::Result<bool> {
+        let st = self.lock();
+        if !st.watched.contains_key(&pid) {
+            return Ok(false);
+        }
+        nix::sys::signal::kill(Pid::from_raw(pid), sig)?;
+        Ok(true)
+    }
+
     /// Reaps every exited child. Returns the container processes that exited.
     pub fn reap_all(&self) -> Vec<(Owner, i32, i32)> {
         let mut exited = Vec::new();
         loop {
+            // Held from waitpid until the pid is taken out of `watched` (see `signal`).
+            let mut st = self.lock();
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
                 Ok(status) => {
                     let Some((pid, code)) = exit_code(status) else {
                         continue;
                     };
-                    let mut st = self.lock();
                     if let Some(slot) = st.commands.get_mut(&pid) {
                         *slot = Some(code);
                         self.cond.notify_all();

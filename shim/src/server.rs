@@ -2,14 +2,18 @@
 //!
 //! ttrpc's sync `Server` keeps a listener thread, a reaper thread and per connection a handler,
 //! a reader and a pool of workers alive: about ten threads in every shim. Here the shim's main
-//! loop accepts connections and reads request frames; each request runs on a short-lived thread
+//! loop accepts connections and reads request frames incrementally, without blocking (each
+//! read takes what the socket has, `MSG_DONTWAIT`; a frame is dispatched once complete), so a
+//! client that stalls in the middle of a frame holds up nobody: reaping, stdio and the other
+//! connections go on. That costs a 10-byte header buffer and the partial body per connection,
+//! no thread. Each request runs on a short-lived thread
 //! (runtime calls take tens of milliseconds and must not stall the reaper), which decodes it,
 //! calls the service and writes the response frame itself. An idle shim keeps only the main
 //! thread and one thread per pending `Wait`. The requests are dispatched here by method name
 //! rather than through the crate's generated handlers, whose per-request context, channels
 //! and per-method glue the shim does not need.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{Arc, Mutex};
 
@@ -31,6 +35,37 @@ const REQUEST_STACK: usize = 256 * 1024;
 pub struct Conn {
     pub reader: UnixStream,
     writer: Arc<Mutex<UnixStream>>,
+    /// The frame being read: its header (`hdr_len` bytes so far), then its body (`body_len`
+    /// of `body.len()` bytes so far).
+    hdr: [u8; MESSAGE_HEADER_LENGTH],
+    hdr_len: usize,
+    body: Vec<u8>,
+    body_len: usize,
+}
+
+/// What a non-blocking read got.
+enum Got {
+    Bytes(usize),
+    WouldBlock,
+    Closed,
+}
+
+/// Reads what the socket has, without blocking (the socket itself stays blocking for the
+/// request threads' writes).
+fn recv_some(s: &UnixStream, buf: &mut [u8]) -> Got {
+    use std::os::fd::AsRawFd;
+    loop {
+        match nix::sys::socket::recv(s.as_raw_fd(), buf, nix::sys::socket::MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return Got::Closed,
+            Ok(n) => return Got::Bytes(n),
+            Err(nix::errno::Errno::EAGAIN) => return Got::WouldBlock,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                tracing::debug!("ttrpc read: {e}");
+                return Got::Closed;
+            }
+        }
+    }
 }
 
 pub struct Server {
@@ -96,6 +131,10 @@ impl Server {
                         .map(|w| Conn {
                             reader: s,
                             writer: Arc::new(Mutex::new(w)),
+                            hdr: [0; MESSAGE_HEADER_LENGTH],
+                            hdr_len: 0,
+                            body: Vec::new(),
+                            body_len: 0,
                         });
                     match conn {
                         Ok(c) => self.conns.push(c),
@@ -112,61 +151,95 @@ impl Server {
         }
     }
 
-    /// Reads one frame from connection `i` and dispatches it. Returns false when the
-    /// connection is closed (the caller drops it).
-    pub fn serve(&self, i: usize) -> bool {
-        let Some(conn) = self.conns.get(i) else {
+    /// Reads what connection `i` has and dispatches every frame completed. Returns false when
+    /// the connection is closed (the caller drops it).
+    pub fn serve(&mut self, i: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(i) else {
             return false;
         };
-        let mut hdr = [0u8; MESSAGE_HEADER_LENGTH];
-        if let Err(e) = (&conn.reader).read_exact(&mut hdr) {
-            if e.kind() != ErrorKind::UnexpectedEof {
-                tracing::debug!("ttrpc read: {e}");
-            }
-            return false;
-        }
-        let mh = MessageHeader {
-            length: u32::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]),
-            stream_id: u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]),
-            type_: hdr[8],
-            flags: hdr[9],
-        };
-        if mh.length as usize > MESSAGE_LENGTH_MAX {
-            tracing::warn!("ttrpc frame of {} bytes refused", mh.length);
-            return false;
-        }
-        let mut body = vec![0u8; mh.length as usize];
-        if let Err(e) = (&conn.reader).read_exact(&mut body) {
-            tracing::debug!("ttrpc read: {e}");
-            return false;
-        }
-        if mh.type_ != MESSAGE_TYPE_REQUEST {
-            return true;
-        }
-        let writer = conn.writer.clone();
-        let task = self.task.clone();
-        let svc = self.svc.clone();
-        let spawned = std::thread::Builder::new()
-            .name("ttrpc".into())
-            .stack_size(REQUEST_STACK)
-            .spawn(move || {
-                let shutdown = handle(&task, &writer, mh, &body);
-                drop(body);
-                release_heap();
-                if shutdown {
-                    svc.shutdown_if_idle();
+        // A bound per call, so that a client sending without pause cannot hold the main loop.
+        let mut frames = 0;
+        while frames < 16 {
+            if conn.hdr_len < MESSAGE_HEADER_LENGTH {
+                match recv_some(&conn.reader, &mut conn.hdr[conn.hdr_len..]) {
+                    Got::Bytes(n) => conn.hdr_len += n,
+                    Got::WouldBlock => return true,
+                    Got::Closed => return false,
                 }
-            });
-        if let Err(e) = spawned {
-            tracing::error!("spawn request thread: {e}");
-            error_response(
-                &conn.writer,
-                mh.stream_id,
-                Code::RESOURCE_EXHAUSTED,
-                format!("spawn request thread: {e}"),
-            );
+                if conn.hdr_len < MESSAGE_HEADER_LENGTH {
+                    continue;
+                }
+                let length =
+                    u32::from_be_bytes([conn.hdr[0], conn.hdr[1], conn.hdr[2], conn.hdr[3]]);
+                if length as usize > MESSAGE_LENGTH_MAX {
+                    tracing::warn!("ttrpc frame of {length} bytes refused");
+                    return false;
+                }
+                // A large zeroed buffer comes from calloc (mmap): its pages are touched only
+                // as the body arrives.
+                conn.body = vec![0u8; length as usize];
+                conn.body_len = 0;
+            }
+            if conn.body_len < conn.body.len() {
+                match recv_some(&conn.reader, &mut conn.body[conn.body_len..]) {
+                    Got::Bytes(n) => conn.body_len += n,
+                    Got::WouldBlock => return true,
+                    Got::Closed => return false,
+                }
+                if conn.body_len < conn.body.len() {
+                    continue;
+                }
+            }
+            let h = conn.hdr;
+            let mh = MessageHeader {
+                length: u32::from_be_bytes([h[0], h[1], h[2], h[3]]),
+                stream_id: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+                type_: h[8],
+                flags: h[9],
+            };
+            conn.hdr_len = 0;
+            conn.body_len = 0;
+            let body = std::mem::take(&mut conn.body);
+            if mh.type_ == MESSAGE_TYPE_REQUEST {
+                dispatch_request(&self.task, &self.svc, &conn.writer, mh, body);
+            }
+            frames += 1;
         }
+        // More may be waiting: poll reports the connection readable again.
         true
+    }
+}
+
+/// Runs one request on its own thread, which writes the response.
+fn dispatch_request(
+    task: &Arc<TaskService>,
+    svc: &Arc<Service>,
+    writer: &Arc<Mutex<UnixStream>>,
+    mh: MessageHeader,
+    body: Vec<u8>,
+) {
+    let w = writer.clone();
+    let task = task.clone();
+    let svc = svc.clone();
+    let spawned = std::thread::Builder::new()
+        .name("ttrpc".into())
+        .stack_size(REQUEST_STACK)
+        .spawn(move || {
+            let shutdown = handle(&task, &w, mh, &body);
+            drop(body);
+            release_heap();
+            if shutdown {
+                svc.shutdown_if_idle();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("spawn request thread: {e}");
+        error_response(
+            writer,
+            mh.stream_id,
+            Code::RESOURCE_EXHAUSTED,
+            format!("spawn request thread: {e}"),
+        );
     }
 }
 

@@ -37,6 +37,31 @@ fn status_err(code: Code, msg: impl Into<String>) -> ttrpc::Error {
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
 }
 
+/// The annotation of an Update that asks to reopen the container's CRI log (husk-cri sends it
+/// for kubelet's ReopenContainerLog, after the file was renamed).
+pub const REOPEN_LOG_ANNOTATION: &str = "io.husk.cri.reopen-log";
+
+/// Maps a failed `<runtime> kill` as containerd's runc shim does (`checkKillError` in
+/// pkg/process/utils.go): a process that is gone is NotFound ("process already finished"), which
+/// containerd's CRI plugin ignores when stopping a container.
+fn kill_err(e: RuntimeError) -> ttrpc::Error {
+    let msg = match &e {
+        RuntimeError::Failed { msg, .. } => msg.to_ascii_lowercase(),
+        _ => return status_err(Code::UNKNOWN, format!("unknown error after kill: {e}")),
+    };
+    if msg.contains("process already finished")
+        || msg.contains("container not running")
+        || msg.contains("is not running")
+        || msg.contains("no such process")
+    {
+        status_err(Code::NOT_FOUND, format!("process already finished: {e}"))
+    } else if msg.contains("does not exist") {
+        status_err(Code::NOT_FOUND, format!("no such container: {e}"))
+    } else {
+        status_err(Code::UNKNOWN, format!("unknown error after kill: {e}"))
+    }
+}
+
 fn runtime_err(e: RuntimeError) -> ttrpc::Error {
     if e.is_not_found() {
         status_err(Code::NOT_FOUND, e.to_string())
@@ -89,6 +114,12 @@ struct Proc {
 }
 
 impl Proc {
+    /// Reaped: its exit status is known (the state turns Stopped once its output drained and
+    /// TaskExit was published).
+    fn exited(&self) -> bool {
+        self.state == PState::Stopped || self.exited_at.is_some()
+    }
+
     fn new(paths: StdioPaths) -> Proc {
         Proc {
             pid: 0,
@@ -202,12 +233,19 @@ impl Service {
             if p.pid != pid {
                 return;
             }
-            (
+            let found = (
                 p.io.clone(),
                 c.runtime.clone(),
                 owner == Owner::Init && c.kill_all_on_exit,
                 c.runtime_deleted.clone(),
-            )
+            );
+            // Recorded at once (as the runc shim's SetExited): from here on Kill answers
+            // NotFound, State says stopped, Delete waits for the exit to be published.
+            if let Some(p) = st.container.as_mut().and_then(|c| c.proc_mut(&owner)) {
+                p.exit_status = code as u32;
+                p.exited_at = Some(now());
+            }
+            found
         };
         // Taken before Wait can return, so that a Delete arriving meanwhile waits for it.
         let eager = if owner == Owner::Init {
@@ -223,7 +261,15 @@ impl Service {
         if let Some(io) = &io {
             io.drain(DRAIN_TIMEOUT);
         }
-        let exited_at = now();
+        let exited_at = {
+            let st = self.lock();
+            st.container
+                .as_ref()
+                .and_then(|c| c.proc_ref(&owner))
+                .filter(|p| p.pid == pid)
+                .and_then(|p| p.exited_at.clone())
+                .unwrap_or_else(now)
+        };
         let id = match &owner {
             Owner::Init => container_id.to_string(),
             Owner::Exec(e) => e.clone(),
@@ -240,17 +286,11 @@ impl Service {
             },
         );
         let mut st = self.lock();
-        if let Some(c) = st.container.as_mut() {
-            let p = match &owner {
-                Owner::Init => Some(&mut c.init),
-                Owner::Exec(id) => c.execs.get_mut(id),
-            };
-            if let Some(p) = p {
-                if p.pid == pid {
-                    p.state = PState::Stopped;
-                    p.exit_status = code as u32;
-                    p.exited_at = Some(exited_at);
-                }
+        if let Some(p) = st.container.as_mut().and_then(|c| c.proc_mut(&owner)) {
+            if p.pid == pid {
+                p.state = PState::Stopped;
+                p.exit_status = code as u32;
+                p.exited_at = Some(exited_at);
             }
         }
         self.cond.notify_all();
@@ -703,23 +743,27 @@ impl Service {
         if !req.exec_id.is_empty() {
             let p = {
                 let mut st = self.lock();
-                let c = Self::container_id_checked(&mut st, &req.id)?;
-                match c.execs.get(&req.exec_id) {
-                    None => {
+                loop {
+                    let c = Self::container_id_checked(&mut st, &req.id)?;
+                    let Some(p) = c.execs.get(&req.exec_id) else {
                         return Err(status_err(
                             Code::NOT_FOUND,
                             format!("exec {} not found", req.exec_id),
-                        ))
+                        ));
+                    };
+                    // Starting, or exited and its exit not published yet: wait for that.
+                    if p.starting || (p.exited() && p.state != PState::Stopped) {
+                        st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+                        continue;
                     }
-                    Some(p) if p.state == PState::Running || p.state == PState::Paused => {
+                    if p.state == PState::Running || p.state == PState::Paused {
                         return Err(status_err(
                             Code::FAILED_PRECONDITION,
                             format!("cannot delete running exec {}", req.exec_id),
-                        ))
+                        ));
                     }
-                    Some(_) => {}
+                    break c.execs.remove(&req.exec_id);
                 }
-                c.execs.remove(&req.exec_id)
             };
             let Some(p) = p else {
                 return Err(status_err(Code::NOT_FOUND, "exec vanished"));
@@ -737,6 +781,14 @@ impl Service {
 
         let (runtime, state, rootfs, mounted, io, deleted) = {
             let mut st = self.lock();
+            loop {
+                let c = Self::container_id_checked(&mut st, &req.id)?;
+                // Starting, or exited and its exit not published yet: wait for that.
+                if !(c.init.starting || (c.init.exited() && c.init.state != PState::Stopped)) {
+                    break;
+                }
+                st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
             let c = Self::container_id_checked(&mut st, &req.id)?;
             if c.init.state == PState::Running || c.init.state == PState::Paused {
                 return Err(status_err(
@@ -809,6 +861,20 @@ impl Service {
 impl Container {
     fn init_id(&self) -> &str {
         &self.id
+    }
+
+    fn proc_ref(&self, owner: &Owner) -> Option<&Proc> {
+        match owner {
+            Owner::Init => Some(&self.init),
+            Owner::Exec(id) => self.execs.get(id),
+        }
+    }
+
+    fn proc_mut(&mut self, owner: &Owner) -> Option<&mut Proc> {
+        match owner {
+            Owner::Init => Some(&mut self.init),
+            Owner::Exec(id) => self.execs.get_mut(id),
+        }
     }
 
     fn proc(&self, exec_id: &str) -> TtResult<&Proc> {
@@ -887,7 +953,12 @@ impl TaskService {
             id: req.id.clone(),
             bundle: c.bundle.display().to_string(),
             pid: p.pid as u32,
-            status: p.state.proto().into(),
+            // stopped as soon as it was reaped, as the runc shim reports it
+            status: if p.exited() {
+                Status::STOPPED.into()
+            } else {
+                p.state.proto().into()
+            },
             stdin: p.paths.stdin.clone(),
             stdout: p.paths.stdout.clone(),
             stderr: p.paths.stderr.clone(),
@@ -1110,49 +1181,65 @@ impl TaskService {
         Ok(Empty::new())
     }
 
+    /// Kill, answering as containerd's runc shim (pkg/process init/exec `kill`) does for a
+    /// process that already exited, is exiting or never started: NotFound "process already
+    /// finished" for a finished one (also when the runtime says it is not running),
+    /// FailedPrecondition "process not created" for an exec that was never started. A Kill
+    /// arriving while Start runs waits for it (the runc shim holds the process lock).
     pub fn kill(&self, req: api::KillRequest) -> TtResult<Empty> {
-        let (runtime, target) = {
-            let mut st = self.svc().lock();
-            let c = Service::container_id_checked(&mut st, &req.id)?;
-            let p = c.proc(&req.exec_id)?;
-            if p.state == PState::Stopped && !(req.exec_id.is_empty() && req.all) {
-                return Err(status_err(Code::NOT_FOUND, "process already finished"));
-            }
-            if !req.exec_id.is_empty() && p.pid <= 0 {
-                return Err(status_err(
-                    Code::FAILED_PRECONDITION,
-                    format!("exec {} is not started", req.exec_id),
-                ));
-            }
-            (c.runtime.clone(), p.pid)
-        };
-        if req.exec_id.is_empty() {
-            runtime
-                .kill(&req.id, req.signal, req.all)
-                .map_err(runtime_err)?;
-        } else {
-            let sig = nix::sys::signal::Signal::try_from(req.signal as i32).map_err(|e| {
-                status_err(
-                    Code::INVALID_ARGUMENT,
-                    format!("signal {}: {e}", req.signal),
-                )
-            })?;
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(target), sig).map_err(|e| {
-                if e == nix::errno::Errno::ESRCH {
-                    status_err(Code::NOT_FOUND, "process already finished")
-                } else {
-                    status_err(Code::UNKNOWN, format!("kill({target}, {sig}): {e}"))
+        let init = req.exec_id.is_empty();
+        let (runtime, target, exited) = {
+            let svc = self.svc();
+            let mut st = svc.lock();
+            loop {
+                let c = Service::container_id_checked(&mut st, &req.id)?;
+                let p = c.proc(&req.exec_id)?;
+                if !init && p.starting {
+                    st = svc.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+                    continue;
                 }
-            })?;
+                break (c.runtime.clone(), p.pid, p.exited());
+            }
+        };
+        if !init && target <= 0 {
+            return Err(status_err(
+                Code::FAILED_PRECONDITION,
+                format!("exec {}: process not created", req.exec_id),
+            ));
         }
-        Ok(Empty::new())
+        if exited && !(init && req.all) {
+            return Err(status_err(Code::NOT_FOUND, "process already finished"));
+        }
+        if init {
+            return runtime
+                .kill(&req.id, req.signal, req.all)
+                .map(|_| Empty::new())
+                .map_err(kill_err);
+        }
+        let sig = nix::sys::signal::Signal::try_from(req.signal as i32).map_err(|e| {
+            status_err(
+                Code::INVALID_ARGUMENT,
+                format!("signal {}: {e}", req.signal),
+            )
+        })?;
+        // Only while the reaper still watches it: a reaped pid may have been reused.
+        match self.svc().reaper.signal(target, sig) {
+            Ok(true) => Ok(Empty::new()),
+            Ok(false) | Err(nix::errno::Errno::ESRCH) => {
+                Err(status_err(Code::NOT_FOUND, "process already finished"))
+            }
+            Err(e) => Err(status_err(
+                Code::UNKNOWN,
+                format!("exec {}: kill({target}, {sig}): {e}", req.exec_id),
+            )),
+        }
     }
 
     pub fn exec(&self, req: api::ExecProcessRequest) -> TtResult<Empty> {
         {
             let mut st = self.svc().lock();
             let c = Service::container_id_checked(&mut st, &req.id)?;
-            if c.init.state == PState::Stopped {
+            if c.init.exited() {
                 return Err(status_err(
                     Code::FAILED_PRECONDITION,
                     format!("container {} is stopped", req.id),
@@ -1228,16 +1315,58 @@ impl TaskService {
         Ok(Empty::new())
     }
 
+    /// Update: new resources (`<runtime> update`), and/or with the annotation
+    /// [`REOPEN_LOG_ANNOTATION`] = "1" the container's CRI log files reopened (every process of
+    /// the container that writes a `crilog://` log; kubelet renamed the file to rotate it).
     pub fn update(&self, req: api::UpdateTaskRequest) -> TtResult<Empty> {
-        let runtime = {
+        let reopen = match req
+            .annotations
+            .get(REOPEN_LOG_ANNOTATION)
+            .map(String::as_str)
+        {
+            None => false,
+            Some("1") => true,
+            Some(other) => {
+                return Err(status_err(
+                    Code::INVALID_ARGUMENT,
+                    format!("update: annotation {REOPEN_LOG_ANNOTATION}={other:?}: expected \"1\""),
+                ))
+            }
+        };
+        let (runtime, logs) = {
             let mut st = self.svc().lock();
             let c = Service::container_id_checked(&mut st, &req.id)?;
-            c.runtime.clone()
+            let mut logs: Vec<Arc<crate::crilog::CriLog>> = Vec::new();
+            let procs = std::iter::once(&c.init).chain(c.execs.values());
+            for log in procs.filter_map(|p| p.io.as_ref().and_then(|io| io.crilog())) {
+                if !logs.iter().any(|l| Arc::ptr_eq(l, log)) {
+                    logs.push(log.clone());
+                }
+            }
+            (c.runtime.clone(), logs)
         };
-        let Some(res) = req.resources.as_ref() else {
+        if !reopen && req.resources.is_none() {
             return Err(status_err(Code::INVALID_ARGUMENT, "update: no resources"));
-        };
-        runtime.update(&req.id, &res.value).map_err(runtime_err)?;
+        }
+        if reopen {
+            if logs.is_empty() {
+                return Err(status_err(
+                    Code::FAILED_PRECONDITION,
+                    format!(
+                        "reopen log of container {}: it has no crilog:// stdio",
+                        req.id
+                    ),
+                ));
+            }
+            for log in &logs {
+                log.reopen()
+                    .map_err(|e| status_err(Code::UNKNOWN, format!("reopen log: {e}")))?;
+            }
+            tracing::debug!("reopened {} CRI log file(s) of {}", logs.len(), req.id);
+        }
+        if let Some(res) = req.resources.as_ref() {
+            runtime.update(&req.id, &res.value).map_err(runtime_err)?;
+        }
         Ok(Empty::new())
     }
 
@@ -1262,7 +1391,7 @@ impl TaskService {
         let pid = {
             let mut st = self.svc().lock();
             let c = Service::container_id_checked(&mut st, &req.id)?;
-            if c.init.state == PState::Stopped {
+            if c.init.exited() {
                 return Err(status_err(Code::NOT_FOUND, "container is stopped"));
             }
             if c.init.pid <= 0 {
@@ -1339,5 +1468,46 @@ pub fn publish_oom(svc: &Service, container_id: &str) {
 pub fn dispatch_exits(svc: &Arc<Service>, container_id: &str, exits: Vec<(Owner, i32, i32)>) {
     for (owner, pid, code) in exits {
         svc.spawn_exit(container_id.to_string(), owner, pid, code);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(msg: &str) -> RuntimeError {
+        RuntimeError::Failed {
+            binary: "husk".into(),
+            action: "kill".into(),
+            msg: msg.into(),
+        }
+    }
+
+    fn code(e: ttrpc::Error) -> (Code, String) {
+        match e {
+            ttrpc::Error::RpcStatus(s) => (s.code.enum_value_or(Code::UNKNOWN), s.message),
+            other => panic!("not a status: {other}"),
+        }
+    }
+
+    #[test]
+    fn kill_errors_map_as_the_runc_shims() {
+        // husk's and runc's words for a container whose init is gone: NotFound
+        for msg in [
+            "container c1 is not running",
+            "container not running",
+            "kill 42 SIGKILL: ESRCH: No such process",
+        ] {
+            let (c, m) = code(kill_err(failed(msg)));
+            assert_eq!(c, Code::NOT_FOUND, "{msg}");
+            assert!(m.starts_with("process already finished: "), "{m}");
+            assert!(m.contains(msg), "the cause is kept: {m}");
+        }
+        let (c, m) = code(kill_err(failed("container \"c1\" does not exist")));
+        assert_eq!(c, Code::NOT_FOUND);
+        assert!(m.starts_with("no such container: "), "{m}");
+        let (c, m) = code(kill_err(failed("cgroup.procs: permission denied")));
+        assert_eq!(c, Code::UNKNOWN);
+        assert!(m.starts_with("unknown error after kill: "), "{m}");
     }
 }

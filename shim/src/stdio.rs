@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
-use crate::mainloop::{CopyJob, Wake};
+use crate::crilog::{self, CriLog, CriSink, Stream};
+use crate::mainloop::{CopyJob, Sink, Wake};
 use crate::runtime::ProcStdio;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,8 @@ pub enum IoError {
     },
     #[error("console socket {path}: {msg}")]
     Console { path: String, msg: String },
+    #[error(transparent)]
+    CriLog(#[from] crilog::CriLogError),
 }
 
 fn path_err<'a>(what: &'static str, path: &'a str) -> impl FnOnce(io::Error) -> IoError + 'a {
@@ -85,6 +88,8 @@ pub struct ProcIo {
     pending: Arc<Pending>,
     console: Option<File>,
     stdin_path: String,
+    /// The CRI log the process writes (`crilog://` stdout/stderr).
+    crilog: Option<Arc<CriLog>>,
 }
 
 impl ProcIo {
@@ -118,6 +123,11 @@ impl ProcIo {
         Ok(())
     }
 
+    /// The CRI log file this process writes to, if any.
+    pub fn crilog(&self) -> Option<&Arc<CriLog>> {
+        self.crilog.as_ref()
+    }
+
     /// CloseIO(stdin): if the stdin copier still waits for a writer to open the FIFO, open and
     /// close one so that it sees EOF and closes the process's stdin.
     pub fn close_stdin(&self) {
@@ -135,10 +145,13 @@ impl ProcIo {
 }
 
 fn is_uri(p: &str) -> bool {
-    p.starts_with("binary://") || p.starts_with("file://") || p.starts_with("fifo://")
+    p.starts_with("binary://")
+        || p.starts_with("file://")
+        || p.starts_with("fifo://")
+        || p.starts_with(crilog::SCHEME)
 }
 
-fn percent_decode(s: &str) -> String {
+pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -196,7 +209,7 @@ fn start_stdin_copy(wake: &Wake, path: &str, to: File) -> Result<(), IoError> {
         .map_err(path_err("open stdin fifo", path))?;
     wake.add_copy(CopyJob {
         from,
-        to,
+        to: Sink::File(to),
         pending: None,
     })
     .map_err(|source| IoError::Sys {
@@ -209,7 +222,7 @@ fn start_output_copy(
     wake: &Wake,
     pending: &Arc<Pending>,
     from: File,
-    to: File,
+    to: Sink,
 ) -> Result<(), IoError> {
     pending.add();
     wake.add_copy(CopyJob {
@@ -308,10 +321,24 @@ pub fn setup_pipes(
         start_stdin_copy(wake, &paths.stdin, w)?;
         stdio.stdin = Some(OwnedFd::from(r));
     }
+    let mut crilog = None;
     if paths.stdout.starts_with("binary://") {
         let (o, e) = start_binary_logger(&paths.stdout, ns, id)?;
         stdio.stdout = Some(o.into());
         stdio.stderr = Some(e.into());
+    } else if paths.stdout.starts_with(crilog::SCHEME) || paths.stderr.starts_with(crilog::SCHEME) {
+        // One pipe per stream (the records name the stream), one log file when both name it.
+        let out_log = open_crilog(&paths.stdout, None)?;
+        let err_log = open_crilog(&paths.stderr, out_log.as_ref())?;
+        stdio.stdout = match out_log.clone() {
+            Some(log) => Some(cri_output(wake, &pending, log, Stream::Stdout)?),
+            None => output(wake, &paths.stdout, &pending)?,
+        };
+        stdio.stderr = match err_log.clone() {
+            Some(log) => Some(cri_output(wake, &pending, log, Stream::Stderr)?),
+            None => output(wake, &paths.stderr, &pending)?,
+        };
+        crilog = out_log.or(err_log);
     } else {
         stdio.stdout = output(wake, &paths.stdout, &pending)?;
         stdio.stderr = if paths.stderr == paths.stdout && !paths.stdout.is_empty() {
@@ -332,8 +359,34 @@ pub fn setup_pipes(
             pending,
             console: None,
             stdin_path: paths.stdin.clone(),
+            crilog,
         },
     ))
+}
+
+/// Opens the CRI log of a `crilog://` stream path (`same`: the other stream's, reused when both
+/// name the same file). None for any other kind of path.
+fn open_crilog(path: &str, same: Option<&Arc<CriLog>>) -> Result<Option<Arc<CriLog>>, IoError> {
+    let Some(parsed) = crilog::parse_uri(path) else {
+        return Ok(None);
+    };
+    let file = parsed?;
+    if let Some(log) = same.filter(|l| l.path() == file) {
+        return Ok(Some(log.clone()));
+    }
+    Ok(Some(Arc::new(CriLog::open(file)?)))
+}
+
+/// A pipe whose read side the main loop copies into `log` as records of `stream`.
+fn cri_output(
+    wake: &Wake,
+    pending: &Arc<Pending>,
+    log: Arc<CriLog>,
+    stream: Stream,
+) -> Result<OwnedFd, IoError> {
+    let (r, w) = pipe()?;
+    start_output_copy(wake, pending, r, Sink::Cri(CriSink::new(log, stream)))?;
+    Ok(w.into())
 }
 
 fn output(wake: &Wake, path: &str, pending: &Arc<Pending>) -> Result<Option<OwnedFd>, IoError> {
@@ -353,7 +406,7 @@ fn output(wake: &Wake, path: &str, pending: &Arc<Pending>) -> Result<Option<Owne
         open_output_file(p)?
     };
     let (r, w) = pipe()?;
-    start_output_copy(wake, pending, r, sink)?;
+    start_output_copy(wake, pending, r, Sink::File(sink))?;
     Ok(Some(w.into()))
 }
 
@@ -439,7 +492,13 @@ pub fn setup_console(wake: &Wake, master: File, paths: &StdioPaths) -> Result<Pr
     if !paths.stdin.is_empty() {
         start_stdin_copy(wake, &paths.stdin, dup(&master)?)?;
     }
-    if !paths.stdout.is_empty() {
+    let mut crilog = None;
+    if let Some(log) = open_crilog(&paths.stdout, None)? {
+        // The terminal's output is the container's stdout.
+        let sink = Sink::Cri(CriSink::new(log.clone(), Stream::Stdout));
+        start_output_copy(wake, &pending, dup(&master)?, sink)?;
+        crilog = Some(log);
+    } else if !paths.stdout.is_empty() {
         let p = paths
             .stdout
             .strip_prefix("file://")
@@ -453,11 +512,12 @@ pub fn setup_console(wake: &Wake, master: File, paths: &StdioPaths) -> Result<Pr
         } else {
             open_output_file(&p)?
         };
-        start_output_copy(wake, &pending, dup(&master)?, sink)?;
+        start_output_copy(wake, &pending, dup(&master)?, Sink::File(sink))?;
     }
     Ok(ProcIo {
         pending,
         console: Some(master),
         stdin_path: paths.stdin.clone(),
+        crilog,
     })
 }

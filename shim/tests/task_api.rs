@@ -1,16 +1,20 @@
 //! Task API calls `ctr` 1.6 cannot make (Update, Connect, State of an exec), made over ttrpc
-//! straight to the shim of a container that a real containerd started.
+//! straight to the shim of a container that a real containerd started; `crilog://` stdio (the
+//! CRI log written by the shim); Kill/Delete racing process exits; a stalled ttrpc client.
 //!
 //! Needs root (skips otherwise). Env: HUSK_RUNTIME (default /usr/sbin/runc).
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use containerd_shim_protos::api;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::shim_sync::{Client, TaskClient};
 use containerd_shim_protos::ttrpc::context::Context;
+use containerd_shim_protos::ttrpc::Code;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -302,4 +306,419 @@ fn update_connect_and_exec_state() {
         limit,
         "the container still runs"
     );
+}
+
+/// The ttrpc status code of a failed call (UNKNOWN for a transport error).
+fn code_of(err: &containerd_shim_protos::ttrpc::Error) -> Code {
+    match err {
+        containerd_shim_protos::ttrpc::Error::RpcStatus(s) => s.code.enum_value_or(Code::UNKNOWN),
+        _ => Code::UNKNOWN,
+    }
+}
+
+fn timeout(secs: u64) -> Context {
+    containerd_shim_protos::ttrpc::context::with_timeout(Duration::from_secs(secs).as_nanos() as i64)
+}
+
+/// An OCI process spec for an exec.
+fn process_any(args: &[&str]) -> MessageField<Any> {
+    let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
+    let spec = format!(
+        "{{\"args\":[{}],\"cwd\":\"/\",\"env\":[\"PATH=/usr/sbin:/usr/bin:/sbin:/bin\"],\"user\":{{\"uid\":0,\"gid\":0}},\"terminal\":false}}",
+        args.join(",")
+    );
+    MessageField::some(Any {
+        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+        value: spec.into_bytes(),
+        ..Default::default()
+    })
+}
+
+fn exec(client: &TaskClient, id: &str, exec_id: &str, args: &[&str]) {
+    client
+        .exec(
+            timeout(30),
+            &api::ExecProcessRequest {
+                id: id.to_string(),
+                exec_id: exec_id.to_string(),
+                spec: process_any(args),
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("Exec {exec_id}: {e}"));
+}
+
+fn start(client: &TaskClient, id: &str, exec_id: &str) -> u32 {
+    client
+        .start(
+            timeout(30),
+            &api::StartRequest {
+                id: id.to_string(),
+                exec_id: exec_id.to_string(),
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("Start {exec_id}: {e}"))
+        .pid
+}
+
+fn kill(client: &TaskClient, id: &str, exec_id: &str) -> Result<(), Code> {
+    client
+        .kill(
+            timeout(30),
+            &api::KillRequest {
+                id: id.to_string(),
+                exec_id: exec_id.to_string(),
+                signal: libc::SIGKILL as u32,
+                ..Default::default()
+            },
+        )
+        .map(|_| ())
+        .map_err(|e| code_of(&e))
+}
+
+fn wait(client: &TaskClient, id: &str, exec_id: &str, secs: u64) -> api::WaitResponse {
+    client
+        .wait(
+            timeout(secs),
+            &api::WaitRequest {
+                id: id.to_string(),
+                exec_id: exec_id.to_string(),
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("Wait {id}/{exec_id}: {e}"))
+}
+
+fn delete(client: &TaskClient, id: &str, exec_id: &str) -> Result<api::DeleteResponse, Code> {
+    client
+        .delete(
+            timeout(30),
+            &api::DeleteRequest {
+                id: id.to_string(),
+                exec_id: exec_id.to_string(),
+                ..Default::default()
+            },
+        )
+        .map_err(|e| code_of(&e))
+}
+
+fn reopen_log(client: &TaskClient, id: &str) -> Result<(), containerd_shim_protos::ttrpc::Error> {
+    let mut req = api::UpdateTaskRequest {
+        id: id.to_string(),
+        ..Default::default()
+    };
+    req.annotations
+        .insert("io.husk.cri.reopen-log".into(), "1".into());
+    client.update(timeout(30), &req).map(|_| ())
+}
+
+/// A scratch directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("husk-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("mkdir temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The records of a CRI log file as (stream, tag, content), checking each timestamp.
+fn records(path: &Path) -> Vec<(String, String, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.split_terminator('\n')
+        .map(|l| {
+            let mut f = l.splitn(4, ' ');
+            let ts = f.next().unwrap_or_default();
+            assert!(
+                ts.len() >= 20 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+                "timestamp {ts:?} in {l:?}"
+            );
+            let stream = f.next().unwrap_or_default().to_string();
+            let tag = f.next().unwrap_or_default().to_string();
+            let content = f.next().unwrap_or_default().to_string();
+            assert!(stream == "stdout" || stream == "stderr", "{l:?}");
+            assert!(tag == "F" || tag == "P", "{l:?}");
+            (stream, tag, content)
+        })
+        .collect()
+}
+
+fn of(recs: &[(String, String, String)], stream: &str) -> Vec<(String, String)> {
+    recs.iter()
+        .filter(|r| r.0 == stream)
+        .map(|r| (r.1.clone(), r.2.clone()))
+        .collect()
+}
+
+fn rec(tag: &str, content: &str) -> (String, String) {
+    (tag.to_string(), content.to_string())
+}
+
+/// `crilog://` stdio: both streams into one CRI-format file (kubelet's), written by the shim,
+/// then reopened (rotation) through Update.
+#[test]
+fn crilog_writes_cri_records_and_reopens() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let dir = TempDir::new("crilog");
+    let log = dir.0.join("c.log");
+    let mut ctrd = Ctrd::start();
+    let id = format!("crilog-{}", std::process::id());
+    // stdout and stderr lines, a 20000-byte line, a prompt without newline (written out as P
+    // when output stalls), then after the trigger more lines and an unterminated last line
+    // (P at EOF, as containerd writes it).
+    let script = "echo out1; echo err1 >&2; echo out2; \
+        head -c 20000 /dev/zero | tr '\\0' a; echo; \
+        printf 'prompt> '; \
+        while [ ! -e /tmp/go ]; do sleep 0.05; done; \
+        echo after-reopen; echo err-after >&2; printf tail-at-exit";
+    ctrd.containers.push(id.clone());
+    run(ctrd.ctr().args([
+        "run",
+        "-d",
+        "--log-uri",
+        &format!("crilog://{}", log.display()),
+        "--runtime",
+        "io.containerd.husk.v2",
+        "husk.local/busybox:latest",
+        &id,
+        "sh",
+        "-c",
+        script,
+    ]));
+    let client = ctrd.client(&id);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("prompt> ")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no prompt logged: {:?}",
+            std::fs::read_to_string(&log)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mode = std::fs::metadata(&log)
+        .expect("stat log")
+        .permissions()
+        .mode()
+        & 0o777;
+    let rotated = dir.0.join("c.log.1");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    reopen_log(&client, &id).expect("Update reopen-log");
+    assert!(log.exists(), "reopen created a new file");
+    run(ctrd
+        .ctr()
+        .args(["task", "exec", "--exec-id", "go", &id, "touch", "/tmp/go"]));
+    let w = wait(&client, &id, "", 30);
+    assert_eq!(w.exit_status, 0);
+
+    let before = records(&rotated);
+    let after = records(&log);
+    let a = "a".repeat(20000);
+    assert_eq!(
+        of(&before, "stdout"),
+        vec![
+            rec("F", "out1"),
+            rec("F", "out2"),
+            rec("P", &a[..16384]),
+            rec("F", &a[16384..]),
+            rec("P", "prompt> "),
+        ]
+    );
+    assert_eq!(of(&before, "stderr"), vec![rec("F", "err1")]);
+    assert_eq!(
+        of(&after, "stdout"),
+        vec![rec("F", "after-reopen"), rec("P", "tail-at-exit")]
+    );
+    assert_eq!(of(&after, "stderr"), vec![rec("F", "err-after")]);
+    assert_eq!(mode, 0o640, "log file mode");
+
+    // A container without a crilog has nothing to reopen: an error, not a silent OK.
+    let plain = format!("plain-{}", std::process::id());
+    ctrd.run_detached(&plain, &["sleep", "100000"]);
+    let err = reopen_log(&ctrd.client(&plain), &plain).expect_err("reopen without crilog");
+    assert_eq!(code_of(&err), Code::FAILED_PRECONDITION, "{err}");
+    assert!(err.to_string().contains("crilog"), "{err}");
+}
+
+/// Kill racing the natural exit of short-lived processes answers OK or NotFound (containerd's
+/// runc shim: "process already finished", errdefs.ErrNotFound), never another error; Delete
+/// racing it answers OK or FailedPrecondition (still running).
+#[test]
+fn kill_and_delete_race_process_exit() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let mut ctrd = Ctrd::start();
+    let id = format!("race-{}", std::process::id());
+    ctrd.run_detached(&id, &["sleep", "100000"]);
+    let client = ctrd.client(&id);
+
+    // Never started: FailedPrecondition, as the runc shim ("process not created").
+    exec(&client, &id, "unstarted", &["true"]);
+    assert_eq!(
+        kill(&client, &id, "unstarted"),
+        Err(Code::FAILED_PRECONDITION)
+    );
+    delete(&client, &id, "unstarted").expect("delete an unstarted exec");
+    assert_eq!(kill(&client, &id, "unstarted"), Err(Code::NOT_FOUND));
+
+    let iterations = 1000;
+    let (mut ok, mut not_found, mut busy) = (0, 0, 0);
+    let t0 = Instant::now();
+    for i in 0..iterations {
+        let e = format!("k{i}");
+        exec(&client, &id, &e, &["true"]);
+        start(&client, &id, &e);
+        match kill(&client, &id, &e) {
+            Ok(()) => ok += 1,
+            Err(Code::NOT_FOUND) => not_found += 1,
+            Err(c) => panic!("iteration {i}: Kill racing exit answered {c:?}"),
+        }
+        if i % 4 == 0 {
+            // Delete right away: FailedPrecondition while it runs, then OK.
+            loop {
+                match delete(&client, &id, &e) {
+                    Ok(_) => break,
+                    Err(Code::FAILED_PRECONDITION) => busy += 1,
+                    Err(c) => panic!("iteration {i}: Delete racing exit answered {c:?}"),
+                }
+            }
+        } else {
+            let w = wait(&client, &id, &e, 30);
+            assert!(w.exit_status == 0 || w.exit_status == 137, "{w:?}");
+            // After the exit: NotFound, whatever the state of the race was.
+            assert_eq!(
+                kill(&client, &id, &e),
+                Err(Code::NOT_FOUND),
+                "iteration {i}"
+            );
+            delete(&client, &id, &e).unwrap_or_else(|c| panic!("delete {e}: {c:?}"));
+        }
+    }
+    eprintln!(
+        "{iterations} exec kills in {:?}: {ok} OK, {not_found} NotFound; {busy} deletes refused while running",
+        t0.elapsed()
+    );
+
+    // The init: containers that exit at once, killed right after Start (`husk kill` of a
+    // container that is not running any more is NotFound too).
+    let t0 = Instant::now();
+    let (mut ok, mut not_found) = (0, 0);
+    for i in 0..20 {
+        let c = format!("{id}-i{i}");
+        ctrd.run_detached(&c, &["sh", "-c", "exit 0"]);
+        let cl = ctrd.client(&c);
+        match kill(&cl, &c, "") {
+            Ok(()) => ok += 1,
+            Err(Code::NOT_FOUND) => not_found += 1,
+            Err(code) => panic!("init {i}: Kill racing exit answered {code:?}"),
+        }
+        wait(&cl, &c, "", 30);
+        assert_eq!(
+            kill(&cl, &c, ""),
+            Err(Code::NOT_FOUND),
+            "init {i} after exit"
+        );
+        // Deleted through containerd, which then shuts the shim down.
+        run(ctrd.ctr().args(["task", "delete", &c]));
+    }
+    eprintln!(
+        "20 init kills in {:?}: {ok} OK, {not_found} NotFound",
+        t0.elapsed()
+    );
+}
+
+/// A client that stalls in the middle of a ttrpc frame holds up nobody: exits are reaped and
+/// reported, other clients are served, and the stalled frame is served once complete.
+#[test]
+fn stalled_client_does_not_block_the_shim() {
+    use containerd_shim_protos::protobuf::Message;
+    use std::io::{Read, Write};
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let mut ctrd = Ctrd::start();
+    let id = format!("stall-{}", std::process::id());
+    ctrd.run_detached(&id, &["sleep", "100000"]);
+    let client = ctrd.client(&id);
+    exec(&client, &id, "short", &["sleep", "1"]);
+    start(&client, &id, "short");
+
+    // A frame for Connect, of which only the first half of the header is sent for now.
+    let req = containerd_shim_protos::ttrpc::Request {
+        service: "containerd.task.v2.Task".into(),
+        method: "Connect".into(),
+        payload: api::ConnectRequest {
+            id: id.clone(),
+            ..Default::default()
+        }
+        .write_to_bytes()
+        .expect("encode"),
+        ..Default::default()
+    }
+    .write_to_bytes()
+    .expect("encode request");
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&(req.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&1u32.to_be_bytes()); // stream id
+    frame.extend_from_slice(&[1, 0]); // request, no flags
+    frame.extend_from_slice(&req);
+    let address = std::fs::read_to_string(ctrd.bundle(&id).join("address")).expect("address");
+    let path = address.trim().trim_start_matches("unix://").to_string();
+    let mut stalled = std::os::unix::net::UnixStream::connect(&path).expect("connect raw");
+    stalled.write_all(&frame[..5]).expect("half a header");
+
+    // The exec exits meanwhile: reaped, Wait answers (to a new client).
+    let t0 = Instant::now();
+    let w = wait(&ctrd.client(&id), &id, "short", 15);
+    assert_eq!(w.exit_status, 0);
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    // Another client is served.
+    let conn = ctrd
+        .client(&id)
+        .connect(
+            timeout(10),
+            &api::ConnectRequest {
+                id: id.clone(),
+                ..Default::default()
+            },
+        )
+        .expect("Connect while a client stalls");
+    assert!(conn.task_pid > 0);
+
+    // The rest of the frame, in two pieces: served as one request.
+    stalled.write_all(&frame[5..12]).expect("more");
+    std::thread::sleep(Duration::from_millis(100));
+    stalled.write_all(&frame[12..]).expect("rest");
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut hdr = [0u8; 10];
+    stalled.read_exact(&mut hdr).expect("response header");
+    let len = u32::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
+    assert_eq!(u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]), 1);
+    assert_eq!(hdr[8], 2, "a response");
+    let mut body = vec![0u8; len];
+    stalled.read_exact(&mut body).expect("response body");
+    let res = containerd_shim_protos::ttrpc::Response::parse_from_bytes(&body).expect("decode");
+    assert_eq!(res.status.code.value(), 0, "{:?}", res.status);
+    let c = api::ConnectResponse::parse_from_bytes(&res.payload).expect("ConnectResponse");
+    assert_eq!(c.task_pid, conn.task_pid);
 }
