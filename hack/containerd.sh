@@ -11,9 +11,13 @@
 #      CRI=1         enable containerd's CRI plugin (socket DIR/containerd.sock, CNI config dir
 #                    DIR/cni (empty), registry hosts config in DIR/certs.d/HOST/hosts.toml)
 #      SANDBOX_IMAGE  with CRI=1: the pause image (sandbox_image) of the CRI plugin
+#      CRI_RUNTIME=husk  with CRI=1: the CRI plugin's default runtime is containerd-shim-husk-v2
+#                    (runtime_type io.containerd.husk.v2) instead of runc
 #      CNI_BRIDGE=1   with CRI=1: DIR/cni gets a bridge network (bridge hcXXXXXX without an address
 #                    on the host, pods in a private 10.233.N.0/24, IPAM state in DIR/cni-ipam);
-#                    `stop` deletes the bridge
+#                    `stop` deletes the bridge; the portmap plugin serves pods' hostPorts
+#      CNI_GATEWAY=1  with CNI_BRIDGE=1: the bridge gets the subnet's first address, so the host
+#                    reaches pod IPs (and hostPorts, DNATed to them)
 # The socket is DIR/containerd.sock; use `ctr -a DIR/containerd.sock`.
 set -euo pipefail
 
@@ -48,6 +52,8 @@ start() {
             local br
             br=hc$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
             echo "$br" >"$dir/cni-bridge"
+            local gateway=false
+            [ "${CNI_GATEWAY:-0}" = 1 ] && gateway=true
             cat >"$dir/cni/10-husk-bridge.conflist" <<CNI
 {
   "cniVersion": "0.4.0",
@@ -56,17 +62,29 @@ start() {
     {
       "type": "bridge",
       "bridge": "$br",
-      "isGateway": false,
+      "isGateway": $gateway,
       "ipMasq": false,
       "ipam": {
         "type": "host-local",
         "ranges": [[{"subnet": "10.233.$((RANDOM % 250)).0/24"}]],
         "dataDir": "$dir/cni-ipam"
       }
+    },
+    {
+      "type": "portmap",
+      "capabilities": {"portMappings": true}
     }
   ]
 }
 CNI
+        fi
+        local runtime_lines=
+        if [ "${CRI_RUNTIME:-runc}" = husk ]; then
+            runtime_lines="
+  [plugins.\"io.containerd.grpc.v1.cri\".containerd]
+    default_runtime_name = \"husk\"
+    [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.husk]
+      runtime_type = \"io.containerd.husk.v2\""
         fi
         cri="
 [plugins.\"io.containerd.grpc.v1.cri\"]
@@ -78,7 +96,7 @@ CNI
     bin_dir = \"/usr/lib/cni\"
     conf_dir = \"$dir/cni\"
   [plugins.\"io.containerd.grpc.v1.cri\".registry]
-    config_path = \"$dir/certs.d\""
+    config_path = \"$dir/certs.d\"$runtime_lines"
     fi
     cat > "$dir/config.toml" <<CONF
 version = 2

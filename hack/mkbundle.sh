@@ -2,16 +2,19 @@
 # mkbundle.sh [DIR] - build an OCI bundle with a busybox rootfs.
 #
 #   DIR/rootfs       Debian's busybox-static with one symlink per applet, /etc/passwd, /etc/group
-#   DIR/config.json  `$RUNTIME spec` when RUNTIME is set (then process.terminal=false and
-#                    args=["sh"]), otherwise a built-in equivalent of `runc spec` with terminal=false
+#   DIR/config.json  what `$RUNTIME spec` writes, with process.terminal=false, args ["sh"].
+#                    RUNTIME defaults to husk: $HUSK, else this repo's target/release/husk, else
+#                    `husk` on PATH. One source for the default config: husk's (hostname "husk");
+#                    runtime/tests/mkbundle.rs checks the two stay equal.
 #
 # Example:
-#   hack/mkbundle.sh /tmp/bb && cd /tmp/bb && runc run demo          # interactive-less sh
-#   RUNTIME=husk hack/mkbundle.sh /tmp/bb
-# Needs: busybox-static (/bin/busybox, statically linked); jq only when RUNTIME is set.
+#   hack/mkbundle.sh /tmp/bb && cd /tmp/bb && husk run demo          # interactive-less sh
+#   RUNTIME=runc hack/mkbundle.sh /tmp/bb                            # runc's spec
+# Needs: busybox-static (/bin/busybox, statically linked), jq, a built husk (or RUNTIME).
 set -eu
 
 DIR=${1:-./bundle}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 
 die() { echo "mkbundle.sh: $*" >&2; exit 1; }
@@ -21,6 +24,19 @@ if command -v file >/dev/null 2>&1; then
     file -L "$BUSYBOX" | grep -q 'statically linked' || die "$BUSYBOX is not statically linked (install busybox-static)"
 fi
 [ -e "$DIR/config.json" ] && die "$DIR/config.json already exists; refusing to overwrite"
+if [ -z "${RUNTIME:-}" ]; then
+    if [ -n "${HUSK:-}" ]; then
+        RUNTIME=$HUSK
+    elif [ -x "$REPO/target/release/husk" ]; then
+        RUNTIME=$REPO/target/release/husk
+    elif command -v husk >/dev/null 2>&1; then
+        RUNTIME=husk
+    else
+        die "no husk to write config.json: cargo build --release first (or set HUSK=PATH, or RUNTIME=runc for runc's spec)"
+    fi
+fi
+case "$RUNTIME" in /*) ;; */*) RUNTIME=$PWD/$RUNTIME ;; esac
+command -v jq >/dev/null 2>&1 || die "jq is needed to adjust the output of \`$RUNTIME spec\`: apt-get install jq"
 
 ROOTFS="$DIR/rootfs"
 mkdir -p "$ROOTFS"
@@ -46,65 +62,8 @@ tty:x:5:
 nogroup:x:65534:
 EOF
 
-if [ -n "${RUNTIME:-}" ]; then
-    command -v jq >/dev/null 2>&1 || die "jq is needed to adjust the output of \`$RUNTIME spec\`"
-    tmp=$(mktemp -d)
-    trap 'rm -rf "$tmp"' EXIT
-    (cd "$tmp" && "$RUNTIME" spec) || die "\`$RUNTIME spec\` failed"
-    jq '.process.terminal = false | .process.args = ["sh"]' "$tmp/config.json" > "$DIR/config.json"
-else
-    cat > "$DIR/config.json" <<'EOF'
-{
-  "ociVersion": "1.0.2-dev",
-  "process": {
-    "terminal": false,
-    "user": { "uid": 0, "gid": 0 },
-    "args": [ "sh" ],
-    "env": [
-      "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-      "TERM=xterm"
-    ],
-    "cwd": "/",
-    "capabilities": {
-      "bounding": [ "CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE" ],
-      "effective": [ "CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE" ],
-      "permitted": [ "CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE" ],
-      "ambient": [ "CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE" ]
-    },
-    "rlimits": [ { "type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024 } ],
-    "noNewPrivileges": true
-  },
-  "root": { "path": "rootfs", "readonly": true },
-  "hostname": "runc",
-  "mounts": [
-    { "destination": "/proc", "type": "proc", "source": "proc" },
-    { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-      "options": [ "nosuid", "strictatime", "mode=755", "size=65536k" ] },
-    { "destination": "/dev/pts", "type": "devpts", "source": "devpts",
-      "options": [ "nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5" ] },
-    { "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-      "options": [ "nosuid", "noexec", "nodev", "mode=1777", "size=65536k" ] },
-    { "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-      "options": [ "nosuid", "noexec", "nodev" ] },
-    { "destination": "/sys", "type": "sysfs", "source": "sysfs",
-      "options": [ "nosuid", "noexec", "nodev", "ro" ] },
-    { "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-      "options": [ "nosuid", "noexec", "nodev", "relatime", "ro" ] }
-  ],
-  "linux": {
-    "resources": { "devices": [ { "allow": false, "access": "rwm" } ] },
-    "namespaces": [
-      { "type": "pid" }, { "type": "network" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" }
-    ],
-    "maskedPaths": [
-      "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-      "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"
-    ],
-    "readonlyPaths": [
-      "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
-    ]
-  }
-}
-EOF
-fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+(cd "$tmp" && "$RUNTIME" spec) || die "\`$RUNTIME spec\` failed"
+jq '.process.terminal = false | .process.args = ["sh"]' "$tmp/config.json" > "$DIR/config.json"
 echo "bundle ready: $DIR (rootfs: $(ls "$ROOTFS/bin" | wc -l) entries in /bin)"

@@ -7,9 +7,12 @@
 //! - `image_service`: CRI ImageService over `image`.
 //! - `image`: registry pulls (OCI distribution), the content store, unpacked overlayfs layers.
 //! - `shim`: starting containerd-shim-husk-v2 and its ttrpc Task API; the Events service.
+pub mod container;
+pub mod events;
 pub mod image;
 pub mod image_service;
 pub mod runtime_service;
 pub mod sandbox;
+pub mod security;
 pub mod server;
 pub mod shim;

@@ -1,17 +1,21 @@
-//! `husk-cri [--listen SOCKET] [--root DIR] [--state DIR] [--shim PATH] [--runtime PATH] [--log-level LEVEL]`
+//! `husk-cri [--listen SOCKET] [--root DIR] [--state DIR] [--shim PATH] [--runtime PATH]
+//! [--registry-config-dir DIR] [--log-level LEVEL]`
 use anyhow::{bail, Context, Result};
 use husk_cri::server::{serve, Config};
 use std::path::PathBuf;
 
 const USAGE: &str =
     "usage: husk-cri [--listen SOCKET] [--root DIR] [--state DIR] [--shim PATH] [--runtime PATH]
-                [--log-level error|warn|info|debug|trace]
+                [--registry-config-dir DIR] [--log-level error|warn|info|debug|trace]
 
   --listen SOCKET   CRI socket (default /run/husk-cri/husk-cri.sock)
   --root DIR        images and other persistent data (default /var/lib/husk-cri)
   --state DIR       runtime state (default /run/husk-cri)
   --shim PATH       containerd-shim-husk-v2 (default: next to husk-cri, else on PATH)
   --runtime PATH    the OCI runtime the shims run (default: husk next to husk-cri, else on PATH)
+  --registry-config-dir DIR
+                    registry mirrors and TLS: DIR/<registry>/hosts.toml in containerd's format
+                    (its config_path; default /etc/husk-cri/certs.d; a missing DIR: none)
   --log-level L     default info";
 
 fn parse() -> Result<(Config, tracing::Level)> {
@@ -39,6 +43,7 @@ fn parse() -> Result<(Config, tracing::Level)> {
             "--state" => cfg.state_dir = PathBuf::from(val()?),
             "--shim" => cfg.shim_bin = PathBuf::from(val()?),
             "--runtime" => cfg.runtime = PathBuf::from(val()?),
+            "--registry-config-dir" => cfg.registry_config_dir = PathBuf::from(val()?),
             "--log-level" => {
                 let v = val()?;
                 level = v
@@ -50,7 +55,13 @@ fn parse() -> Result<(Config, tracing::Level)> {
                 std::process::exit(0);
             }
             "--version" | "-v" => {
-                println!("husk-cri {}", env!("CARGO_PKG_VERSION"));
+                // `husk --version`'s shape (runc's); commit and compiler from build.rs.
+                print!(
+                    "husk-cri version {}\ncommit: {}\ncri: v1\nrust: {}\n",
+                    env!("CARGO_PKG_VERSION"),
+                    env!("HUSK_GIT_COMMIT"),
+                    env!("HUSK_RUSTC_VERSION"),
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?}\n{USAGE}"),

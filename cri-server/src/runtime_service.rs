@@ -1,9 +1,10 @@
-//! CRI RuntimeService. This milestone answers Version, Status, RuntimeConfig,
-//! UpdateRuntimeConfig and the pod sandbox methods (Run/Stop/Remove/Status/List, see `sandbox`);
-//! containers (driven through containerd-shim-husk-v2) come next. Until then each of those
-//! methods answers UNIMPLEMENTED naming itself, so a client (kubelet, crictl) gets a clear
-//! error, never a silent no-op.
+//! CRI RuntimeService: a thin layer over `sandbox` (pod sandboxes) and `container`
+//! (containers, ExecSync, stats); each handler validates its request, runs the blocking work
+//! off the async runtime and maps errors to gRPC codes. Streaming (Exec, Attach,
+//! PortForward) and CheckpointContainer answer UNIMPLEMENTED naming themselves until they
+//! land, so a client gets a clear error, never a silent no-op.
 
+use crate::container::blocking as cblocking;
 use crate::sandbox::blocking;
 use crate::server::State;
 use k8s_cri::v1 as cri;
@@ -29,9 +30,24 @@ impl Runtime {
 
 fn not_yet(method: &str) -> Status {
     Status::unimplemented(format!(
-        "husk-cri: {method} is not implemented yet (this build serves images, version, status and pod sandboxes; \
-         containers are the next milestone)"
+        "husk-cri: {method} is not implemented yet (streaming exec/attach/port-forward and \
+         checkpointing through CRI are the next milestones)"
     ))
+}
+
+impl Runtime {
+    /// Publishes a sandbox event (GetContainerEvents carries sandboxes too, keyed by their id).
+    fn sandbox_event(&self, id: &str, kind: cri::ContainerEventType) {
+        let status = self
+            .state
+            .sandboxes
+            .status(id, false)
+            .ok()
+            .and_then(|s| s.status);
+        self.state
+            .events
+            .send(crate::events::event(id, kind, status, vec![]));
+    }
 }
 
 type Res<T> = Result<Response<T>, Status>;
@@ -85,12 +101,15 @@ impl RuntimeService for Runtime {
             runtime_handlers: vec![cri::RuntimeHandler {
                 name: String::new(),
                 features: Some(cri::RuntimeHandlerFeatures {
+                    // husk applies "rro" with mount_setattr(AT_RECURSIVE) (kernel >= 5.12).
                     recursive_read_only_mounts: true,
-                    user_namespaces: true,
+                    // Pod user namespaces (NamespaceMode POD for userns) are refused for now.
+                    user_namespaces: false,
                 }),
             }],
             features: Some(cri::RuntimeFeatures {
-                supplemental_groups_policy: false,
+                // Merge and Strict are both honoured (container/user.rs).
+                supplemental_groups_policy: true,
             }),
         }))
     }
@@ -132,6 +151,8 @@ impl RuntimeService for Runtime {
         let sb = self.state.sandboxes.clone();
         let handler = r.runtime_handler;
         let id = blocking("", "RunPodSandbox", move || sb.run(cfg, handler)).await?;
+        self.sandbox_event(&id, cri::ContainerEventType::ContainerCreatedEvent);
+        self.sandbox_event(&id, cri::ContainerEventType::ContainerStartedEvent);
         Ok(Response::new(cri::RunPodSandboxResponse {
             pod_sandbox_id: id,
         }))
@@ -141,9 +162,27 @@ impl RuntimeService for Runtime {
         r: Request<cri::StopPodSandboxRequest>,
     ) -> Res<cri::StopPodSandboxResponse> {
         let id = r.into_inner().pod_sandbox_id;
+        let full = match self.state.sandboxes.info(&id) {
+            Ok(info) => info.id,
+            // Unknown or already removed: StopPodSandbox is idempotent.
+            Err(crate::sandbox::SandboxError::NotFound(_)) => {
+                return Ok(Response::new(cri::StopPodSandboxResponse {}))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let c = self.state.containers.clone();
+        let i = full.clone();
+        cblocking(&full, "StopPodSandbox", move || {
+            for cid in c.in_sandbox(&i) {
+                c.stop(&cid, 0)?;
+            }
+            Ok(())
+        })
+        .await?;
         let sb = self.state.sandboxes.clone();
-        let i = id.clone();
-        blocking(&id, "StopPodSandbox", move || sb.stop(&i)).await?;
+        let i = full.clone();
+        blocking(&full, "StopPodSandbox", move || sb.stop(&i)).await?;
+        self.sandbox_event(&full, cri::ContainerEventType::ContainerStoppedEvent);
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
     async fn remove_pod_sandbox(
@@ -151,9 +190,37 @@ impl RuntimeService for Runtime {
         r: Request<cri::RemovePodSandboxRequest>,
     ) -> Res<cri::RemovePodSandboxResponse> {
         let id = r.into_inner().pod_sandbox_id;
+        let full = match self.state.sandboxes.info(&id) {
+            Ok(info) => info.id,
+            Err(crate::sandbox::SandboxError::NotFound(_)) => {
+                return Ok(Response::new(cri::RemovePodSandboxResponse {}))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let c = self.state.containers.clone();
+        let i = full.clone();
+        cblocking(&full, "RemovePodSandbox", move || {
+            for cid in c.in_sandbox(&i) {
+                c.remove(&cid)?;
+            }
+            Ok(())
+        })
+        .await?;
+        let status = self
+            .state
+            .sandboxes
+            .status(&full, false)
+            .ok()
+            .and_then(|s| s.status);
         let sb = self.state.sandboxes.clone();
-        let i = id.clone();
-        blocking(&id, "RemovePodSandbox", move || sb.remove(&i)).await?;
+        let i = full.clone();
+        blocking(&full, "RemovePodSandbox", move || sb.remove(&i)).await?;
+        self.state.events.send(crate::events::event(
+            &full,
+            cri::ContainerEventType::ContainerDeletedEvent,
+            status,
+            vec![],
+        ));
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
     async fn pod_sandbox_status(
@@ -175,57 +242,110 @@ impl RuntimeService for Runtime {
     }
     async fn create_container(
         &self,
-        _r: Request<cri::CreateContainerRequest>,
+        r: Request<cri::CreateContainerRequest>,
     ) -> Res<cri::CreateContainerResponse> {
-        Err(not_yet("CreateContainer"))
+        let r = r.into_inner();
+        let cfg = r
+            .config
+            .ok_or_else(|| Status::invalid_argument("CreateContainer: config is missing"))?;
+        let c = self.state.containers.clone();
+        let sandbox = r.pod_sandbox_id;
+        let sandbox_config = r.sandbox_config;
+        let sb = sandbox.clone();
+        let id = cblocking(&sandbox, "CreateContainer", move || {
+            c.create(&sb, cfg, sandbox_config)
+        })
+        .await?;
+        Ok(Response::new(cri::CreateContainerResponse {
+            container_id: id,
+        }))
     }
     async fn start_container(
         &self,
-        _r: Request<cri::StartContainerRequest>,
+        r: Request<cri::StartContainerRequest>,
     ) -> Res<cri::StartContainerResponse> {
-        Err(not_yet("StartContainer"))
+        let id = r.into_inner().container_id;
+        let c = self.state.containers.clone();
+        let i = id.clone();
+        cblocking(&id, "StartContainer", move || c.start(&i)).await?;
+        Ok(Response::new(cri::StartContainerResponse {}))
     }
     async fn stop_container(
         &self,
-        _r: Request<cri::StopContainerRequest>,
+        r: Request<cri::StopContainerRequest>,
     ) -> Res<cri::StopContainerResponse> {
-        Err(not_yet("StopContainer"))
+        let r = r.into_inner();
+        let c = self.state.containers.clone();
+        let id = r.container_id.clone();
+        cblocking(&r.container_id, "StopContainer", move || {
+            c.stop(&id, r.timeout)
+        })
+        .await?;
+        Ok(Response::new(cri::StopContainerResponse {}))
     }
     async fn remove_container(
         &self,
-        _r: Request<cri::RemoveContainerRequest>,
+        r: Request<cri::RemoveContainerRequest>,
     ) -> Res<cri::RemoveContainerResponse> {
-        Err(not_yet("RemoveContainer"))
+        let id = r.into_inner().container_id;
+        let c = self.state.containers.clone();
+        let i = id.clone();
+        cblocking(&id, "RemoveContainer", move || c.remove(&i)).await?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
     }
-    /// No container can exist yet: the list is truly empty.
     async fn list_containers(
         &self,
-        _r: Request<cri::ListContainersRequest>,
+        r: Request<cri::ListContainersRequest>,
     ) -> Res<cri::ListContainersResponse> {
         Ok(Response::new(cri::ListContainersResponse {
-            containers: vec![],
+            containers: self.state.containers.list(r.into_inner().filter),
         }))
     }
     async fn container_status(
         &self,
-        _r: Request<cri::ContainerStatusRequest>,
+        r: Request<cri::ContainerStatusRequest>,
     ) -> Res<cri::ContainerStatusResponse> {
-        Err(not_yet("ContainerStatus"))
+        let r = r.into_inner();
+        Ok(Response::new(
+            self.state.containers.status(&r.container_id, r.verbose)?,
+        ))
     }
     async fn update_container_resources(
         &self,
-        _r: Request<cri::UpdateContainerResourcesRequest>,
+        r: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Res<cri::UpdateContainerResourcesResponse> {
-        Err(not_yet("UpdateContainerResources"))
+        let r = r.into_inner();
+        let c = self.state.containers.clone();
+        let id = r.container_id.clone();
+        cblocking(&r.container_id, "UpdateContainerResources", move || {
+            c.update(&id, r.linux)
+        })
+        .await?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
     async fn reopen_container_log(
         &self,
-        _r: Request<cri::ReopenContainerLogRequest>,
+        r: Request<cri::ReopenContainerLogRequest>,
     ) -> Res<cri::ReopenContainerLogResponse> {
-        Err(not_yet("ReopenContainerLog"))
+        let id = r.into_inner().container_id;
+        let c = self.state.containers.clone();
+        let i = id.clone();
+        cblocking(&id, "ReopenContainerLog", move || c.reopen_log(&i)).await?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
-    async fn exec_sync(&self, _r: Request<cri::ExecSyncRequest>) -> Res<cri::ExecSyncResponse> {
-        Err(not_yet("ExecSync"))
+    async fn exec_sync(&self, r: Request<cri::ExecSyncRequest>) -> Res<cri::ExecSyncResponse> {
+        let r = r.into_inner();
+        let c = self.state.containers.clone();
+        let id = r.container_id.clone();
+        let (stdout, stderr, exit_code) = cblocking(&r.container_id, "ExecSync", move || {
+            crate::container::exec_sync::exec_sync(&c, &id, r.cmd, r.timeout)
+        })
+        .await?;
+        Ok(Response::new(cri::ExecSyncResponse {
+            stdout,
+            stderr,
+            exit_code,
+        }))
     }
     async fn exec(&self, _r: Request<cri::ExecRequest>) -> Res<cri::ExecResponse> {
         Err(not_yet("Exec"))
@@ -241,31 +361,69 @@ impl RuntimeService for Runtime {
     }
     async fn container_stats(
         &self,
-        _r: Request<cri::ContainerStatsRequest>,
+        r: Request<cri::ContainerStatsRequest>,
     ) -> Res<cri::ContainerStatsResponse> {
-        Err(not_yet("ContainerStats"))
+        let id = r.into_inner().container_id;
+        let c = self.state.containers.clone();
+        let i = id.clone();
+        let stats = cblocking(&id, "ContainerStats", move || c.stats(&i)).await?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
     }
     async fn list_container_stats(
         &self,
-        _r: Request<cri::ListContainerStatsRequest>,
+        r: Request<cri::ListContainerStatsRequest>,
     ) -> Res<cri::ListContainerStatsResponse> {
-        Ok(Response::new(cri::ListContainerStatsResponse {
-            stats: vec![],
-        }))
+        let f = r.into_inner().filter;
+        let c = self.state.containers.clone();
+        let stats = cblocking("", "ListContainerStats", move || Ok(c.list_stats(f))).await?;
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
     }
     async fn pod_sandbox_stats(
         &self,
-        _r: Request<cri::PodSandboxStatsRequest>,
+        r: Request<cri::PodSandboxStatsRequest>,
     ) -> Res<cri::PodSandboxStatsResponse> {
-        Err(not_yet("PodSandboxStats"))
+        let id = r.into_inner().pod_sandbox_id;
+        let info = self.state.sandboxes.info(&id)?;
+        let c = self.state.containers.clone();
+        let stats = cblocking(&id, "PodSandboxStats", move || c.sandbox_stats(&info)).await?;
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
     }
     async fn list_pod_sandbox_stats(
         &self,
-        _r: Request<cri::ListPodSandboxStatsRequest>,
+        r: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Res<cri::ListPodSandboxStatsResponse> {
-        Ok(Response::new(cri::ListPodSandboxStatsResponse {
-            stats: vec![],
-        }))
+        let f = r.into_inner().filter.unwrap_or_default();
+        let sandboxes = self.state.sandboxes.clone();
+        let c = self.state.containers.clone();
+        let stats = cblocking("", "ListPodSandboxStats", move || {
+            let mut out = Vec::new();
+            for id in sandboxes.ids() {
+                if !f.id.is_empty() && !id.starts_with(&f.id) {
+                    continue;
+                }
+                let Ok(info) = sandboxes.info(&id) else {
+                    continue;
+                };
+                if !f
+                    .label_selector
+                    .iter()
+                    .all(|(k, v)| info.config.labels.get(k) == Some(v))
+                {
+                    continue;
+                }
+                match c.sandbox_stats(&info) {
+                    Ok(s) => out.push(s),
+                    Err(e) => tracing::debug!("stats of sandbox {id}: {e}"),
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
     async fn checkpoint_container(
         &self,
@@ -281,18 +439,34 @@ impl RuntimeService for Runtime {
         &self,
         _r: Request<cri::GetEventsRequest>,
     ) -> Res<Self::GetContainerEventsStream> {
-        Err(not_yet("GetContainerEvents"))
+        use tokio_stream::StreamExt;
+        let rx = self.state.events.subscribe();
+        let stream = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(|ev| match ev {
+            Ok(ev) => Some(Ok(ev)),
+            // A subscriber that fell behind lost events; kubelet relists (as with containerd).
+            Err(e) => {
+                tracing::warn!("GetContainerEvents: {e}");
+                None
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
+    /// husk-cri exports no metrics of its own beyond the CRI stats calls: the descriptor list
+    /// is truly empty.
     async fn list_metric_descriptors(
         &self,
         _r: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Res<cri::ListMetricDescriptorsResponse> {
-        Err(not_yet("ListMetricDescriptors"))
+        Ok(Response::new(cri::ListMetricDescriptorsResponse {
+            descriptors: vec![],
+        }))
     }
     async fn list_pod_sandbox_metrics(
         &self,
         _r: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Res<cri::ListPodSandboxMetricsResponse> {
-        Err(not_yet("ListPodSandboxMetrics"))
+        Ok(Response::new(cri::ListPodSandboxMetricsResponse {
+            pod_metrics: vec![],
+        }))
     }
 }

@@ -142,7 +142,7 @@ fn name_key(m: &cri::PodSandboxMetadata) -> String {
     format!("{}_{}_{}_{}", m.name, m.namespace, m.uid, m.attempt)
 }
 
-fn new_id() -> Result<String, SandboxError> {
+pub fn new_id() -> Result<String, SandboxError> {
     use std::io::Read;
     let path = Path::new("/dev/urandom");
     let mut b = [0u8; 32];
@@ -152,7 +152,7 @@ fn new_id() -> Result<String, SandboxError> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
-fn now_ns() -> i64 {
+pub fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
@@ -239,31 +239,24 @@ fn pause_spec(
     cgroups_path: &str,
 ) -> Result<serde_json::Value, SandboxError> {
     let linux = cfg.linux.clone().unwrap_or_default();
+    let caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
+    let mut seccomp = None;
     if let Some(sc) = &linux.security_context {
-        if sc.privileged {
-            return Err(SandboxError::Unsupported(
-                "linux.security_context.privileged".into(),
-            ));
-        }
         if sc.selinux_options.is_some() {
-            return Err(SandboxError::Unsupported(
-                "linux.security_context.selinux_options".into(),
-            ));
+            // As containerd and CRI-O on a host without SELinux: labels have nothing to apply to.
+            tracing::info!("sandbox: selinux_options ignored: SELinux is not enabled on this host");
         }
-        // No default seccomp profile ships with husk-cri yet: only "unconfined" is honoured,
-        // anything else is refused rather than silently not applied.
-        let confined = sc.seccomp.as_ref().is_some_and(|p| {
-            p.profile_type != cri::security_profile::ProfileType::Unconfined as i32
-        });
+        // The pause process needs nothing a privileged pod asks for: a privileged sandbox only
+        // means its containers may be privileged (containerd does the same). Its seccomp
+        // profile is the one asked for (kubelet always asks for RuntimeDefault).
         #[allow(deprecated)] // still sent by older kubelets
-        let path = sc.seccomp_profile_path.as_str();
-        if confined || !(path.is_empty() || path == "unconfined") {
-            return Err(SandboxError::Unsupported(
-                "linux.security_context.seccomp for the sandbox (RuntimeDefault/Localhost profiles)"
-                    .into(),
-            ));
-        }
-        // AppArmor: this host has no AppArmor (as runc and containerd, nothing to apply there).
+        let legacy = sc.seccomp_profile_path.as_str();
+        let caps: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
+        seccomp = crate::security::seccomp_for(sc.seccomp.as_ref(), legacy, sc.privileged, &caps)
+            .map_err(|e| SandboxError::Invalid(e.to_string()))?;
+        // AppArmor: this host has none; a profile that cannot be honoured is refused.
+        crate::security::check_apparmor(sc.apparmor.as_ref(), "")
+            .map_err(|e| SandboxError::Invalid(e.to_string()))?;
     }
     let host_net = mode(ns.network) == cri::NamespaceMode::Node;
     let mut namespaces = vec![serde_json::json!({"type": "mount"})];
@@ -279,6 +272,9 @@ fn pause_spec(
     }
     // With the host's network namespace, sysctls under net.* would change the node's.
     let sysctl: HashMap<String, String> = linux.sysctls.clone();
+    // Only namespaced sysctls, values that cannot smuggle another setting (CVE-2022-0811).
+    crate::container::spec::validate_sysctls(&sysctl, ns)
+        .map_err(|e| SandboxError::Invalid(e.to_string()))?;
     if host_net {
         // No UTS namespace either (kubelet sends no hostname for host-network pods; runc refuses
         // it the same way under containerd).
@@ -294,7 +290,7 @@ fn pause_spec(
             )));
         }
     }
-    let caps = serde_json::json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+    let caps = serde_json::json!(caps);
     let mut spec = serde_json::json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -328,6 +324,9 @@ fn pause_spec(
     if !cfg.hostname.is_empty() {
         spec["hostname"] = serde_json::Value::String(cfg.hostname.clone());
     }
+    if let Some(profile) = seccomp {
+        spec["linux"]["seccomp"] = profile;
+    }
     // The pod-level user (kubelet passes the pod's runAsUser/runAsGroup/supplementalGroups).
     if let Some(sc) = &linux.security_context {
         let id = |v: &Option<cri::Int64Value>, what: &str| -> Result<Option<u32>, SandboxError> {
@@ -360,6 +359,110 @@ fn pause_spec(
         // readonly_rootfs: the shared pause rootfs is always read-only.
     }
     Ok(spec)
+}
+
+/// A sandbox as its containers see it.
+#[derive(Debug, Clone)]
+pub struct SandboxInfo {
+    pub id: String,
+    pub config: cri::PodSandboxConfig,
+    /// The pause process (host pid); 0 when stopped.
+    pub pid: u32,
+    pub ready: bool,
+    pub namespaces: cri::NamespaceOption,
+    /// Containers' cgroups go to `<cgroup_parent>/<container id>`.
+    pub cgroup_parent: String,
+    /// Holds `hostname`, `hosts`, `resolv.conf` and `shm` (a tmpfs when the pod has its own
+    /// IPC namespace), bind-mounted into every container of the pod.
+    pub files_dir: PathBuf,
+    pub runtime_handler: String,
+}
+
+/// /etc/resolv.conf for a pod: from its DNSConfig, else the node's (as containerd).
+fn resolv_conf(dns: Option<&cri::DnsConfig>) -> Result<Vec<u8>, SandboxError> {
+    let Some(d) = dns else {
+        let host = Path::new("/etc/resolv.conf");
+        return match std::fs::read(host) {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(io_err("read", host)(e)),
+        };
+    };
+    let bad = |v: &String| v.contains(['\n', '\r']) || v.trim().is_empty();
+    if let Some(v) = d
+        .servers
+        .iter()
+        .chain(&d.searches)
+        .chain(&d.options)
+        .find(|v| bad(v))
+    {
+        return Err(SandboxError::Invalid(format!(
+            "dns_config entry {v:?}: empty or spans lines"
+        )));
+    }
+    let mut out = String::new();
+    if !d.searches.is_empty() {
+        out.push_str(&format!("search {}\n", d.searches.join(" ")));
+    }
+    for s in &d.servers {
+        out.push_str(&format!("nameserver {s}\n"));
+    }
+    if !d.options.is_empty() {
+        out.push_str(&format!("options {}\n", d.options.join(" ")));
+    }
+    Ok(out.into_bytes())
+}
+
+/// Writes the files every container of the pod mounts (`hostname`, `hosts`, `resolv.conf`)
+/// into the sandbox's directory and mounts its `shm` tmpfs when the pod has its own IPC
+/// namespace (a host-IPC pod's containers use the node's /dev/shm).
+fn write_pod_files(
+    dir: &Path,
+    cfg: &cri::PodSandboxConfig,
+    ns: &cri::NamespaceOption,
+) -> Result<(), SandboxError> {
+    let hostname = if mode(ns.network) == cri::NamespaceMode::Node || cfg.hostname.is_empty() {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    } else {
+        cfg.hostname.clone()
+    };
+    let write = |name: &str, data: &[u8]| -> Result<(), SandboxError> {
+        let p = dir.join(name);
+        std::fs::write(&p, data).map_err(io_err("write", &p))
+    };
+    write("hostname", format!("{hostname}\n").as_bytes())?;
+    let hosts = match std::fs::read("/etc/hosts") {
+        Ok(b) => b,
+        Err(_) => b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_vec(),
+    };
+    write("hosts", &hosts)?;
+    write("resolv.conf", &resolv_conf(cfg.dns_config.as_ref())?)?;
+    let shm = dir.join("shm");
+    std::fs::create_dir(&shm).map_err(io_err("mkdir", &shm))?;
+    if mode(ns.ipc) != cri::NamespaceMode::Node {
+        use nix::mount::{mount, MsFlags};
+        mount(
+            Some("shm"),
+            &shm,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("mode=1777,size=65536k"),
+        )
+        .map_err(|e| io_err("mount tmpfs on", &shm)(e.into()))?;
+    }
+    Ok(())
+}
+
+/// Unmounts the pod's shm tmpfs, if mounted (lazily when busy: a container that still holds it
+/// keeps its own reference).
+fn unmount_shm(dir: &Path) {
+    let shm = dir.join("shm");
+    match nix::mount::umount2(&shm, nix::mount::MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => tracing::warn!("umount {}: {e}", shm.display()),
+    }
 }
 
 /// Stops a pause task and its shim: SIGKILL, wait, delete, shutdown. When the shim does not
@@ -577,6 +680,11 @@ impl Sandboxes {
                 .create(&bundle)
                 .map_err(io_err("mkdir", &bundle))?;
         }
+        if let Err(e) = write_pod_files(&bundle, &cfg, &ns) {
+            unmount_shm(&bundle);
+            let _ = std::fs::remove_dir_all(&bundle);
+            return Err(e);
+        }
         let mut record = Record {
             id: id.to_string(),
             config: cfg,
@@ -593,6 +701,7 @@ impl Sandboxes {
         let (shim, pid) = match started {
             Ok(s) => s,
             Err(e) => {
+                unmount_shm(&bundle);
                 let _ = std::fs::remove_dir_all(&bundle);
                 return Err(e);
             }
@@ -601,6 +710,7 @@ impl Sandboxes {
         record.pid = pid;
         if let Err(e) = write_json(&bundle.join("sandbox.json"), &record) {
             let _ = teardown(&self.shim, shim);
+            unmount_shm(&bundle);
             let _ = std::fs::remove_dir_all(&bundle);
             return Err(e);
         }
@@ -644,9 +754,15 @@ impl Sandboxes {
         }
     }
 
-    /// StopPodSandbox (blocking). Stopping a stopped sandbox succeeds; an unknown id is NotFound.
+    /// StopPodSandbox (blocking). Stopping a stopped sandbox, or one that is unknown or already
+    /// removed, succeeds (CRI: StopPodSandbox is idempotent). Its containers must be stopped
+    /// first (the runtime service does that).
     pub fn stop(&self, id: &str) -> Result<(), SandboxError> {
-        let (id, sb) = self.find(id)?;
+        let (id, sb) = match self.find(id) {
+            Ok(x) => x,
+            Err(SandboxError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let mut shim = lock(&sb.shim);
         let pid = lock(&sb.record).pid;
         match shim.take() {
@@ -667,6 +783,7 @@ impl Sandboxes {
             }
             None => {}
         }
+        unmount_shm(&self.dir.join(&id));
         let mut r = lock(&sb.record);
         if r.ready || r.pid != 0 {
             r.ready = false;
@@ -674,6 +791,33 @@ impl Sandboxes {
             write_json(&self.dir.join(&id).join("sandbox.json"), &*r)?;
         }
         Ok(())
+    }
+
+    /// What a container of sandbox `id` (a full id or a unique prefix) needs to join it.
+    pub fn info(&self, id: &str) -> Result<SandboxInfo, SandboxError> {
+        let (id, sb) = self.find(id)?;
+        let r = lock(&sb.record).clone();
+        let cgroup_parent = r
+            .cgroups_path
+            .rsplit_once('/')
+            .map(|(p, _)| if p.is_empty() { "/" } else { p })
+            .unwrap_or("/")
+            .to_string();
+        Ok(SandboxInfo {
+            files_dir: self.dir.join(&id),
+            id,
+            config: r.config,
+            pid: r.pid,
+            ready: r.ready,
+            namespaces: r.namespaces,
+            cgroup_parent,
+            runtime_handler: r.runtime_handler,
+        })
+    }
+
+    /// The ids of every sandbox.
+    pub fn ids(&self) -> Vec<String> {
+        lock(&self.by_id).keys().cloned().collect()
     }
 
     /// RemovePodSandbox (blocking): stops it if needed and removes its bundle and name. An

@@ -1,5 +1,7 @@
 //! The gRPC server: CRI v1 RuntimeService and ImageService on a unix socket.
 
+use crate::container::{ContainerError, Containers};
+use crate::events::EventHub;
 use crate::image::ImageStore;
 use crate::sandbox::Sandboxes;
 use crate::shim::{EventServer, ShimConfig};
@@ -19,6 +21,9 @@ pub struct Config {
     pub shim_bin: PathBuf,
     /// The OCI runtime the shims run (their HUSK_RUNTIME).
     pub runtime: PathBuf,
+    /// Registry mirrors and TLS settings: `DIR/<registry>/hosts.toml` in containerd's format
+    /// (its `config_path`); a missing directory means none.
+    pub registry_config_dir: PathBuf,
 }
 
 /// `name` next to this executable, else found on PATH, else the bare name (the error when it is
@@ -48,6 +53,7 @@ impl Default for Config {
             state_dir: PathBuf::from("/run/husk-cri"),
             shim_bin: sibling_or_path("containerd-shim-husk-v2"),
             runtime: sibling_or_path("husk"),
+            registry_config_dir: PathBuf::from("/etc/husk-cri/certs.d"),
         }
     }
 }
@@ -57,6 +63,8 @@ pub struct State {
     pub root: PathBuf,
     pub state_dir: PathBuf,
     pub sandboxes: Arc<Sandboxes>,
+    pub containers: Arc<Containers>,
+    pub events: EventHub,
     pod_cidr: Mutex<String>,
 }
 
@@ -93,6 +101,8 @@ pub enum ServerError {
     Sandbox(#[from] crate::sandbox::SandboxError),
     #[error("{0}")]
     Shim(#[from] crate::shim::ShimError),
+    #[error("{0}")]
+    Container(#[from] ContainerError),
     #[error("gRPC server on {path}: {source}")]
     Serve {
         path: PathBuf,
@@ -125,7 +135,14 @@ pub async fn serve(
         mkdir(dir, 0o711)?;
     }
     let images_root = cfg.root.join("images");
-    let store = ImageStore::open(&images_root).map_err(|source| ServerError::Images {
+    let store = ImageStore::open_with(
+        &images_root,
+        crate::image::StoreOptions {
+            registry_config_dir: Some(cfg.registry_config_dir.clone()),
+            ..Default::default()
+        },
+    )
+    .map_err(|source| ServerError::Images {
         path: images_root.clone(),
         source,
     })?;
@@ -168,24 +185,34 @@ pub async fn serve(
     // Shims publish their events (TaskExit, ...) to this socket (their TTRPC_ADDRESS).
     let events_sock = cfg.state_dir.join("events.sock");
     let (events, rx) = EventServer::start(&events_sock)?;
-    let sandboxes = Arc::new(Sandboxes::new(
-        ShimConfig {
-            shim_bin: cfg.shim_bin.clone(),
-            runtime: Some(cfg.runtime.clone()),
-            address: cfg.listen.clone(),
-            events: events_sock,
-        },
+    let shim_cfg = ShimConfig {
+        shim_bin: cfg.shim_bin.clone(),
+        runtime: Some(cfg.runtime.clone()),
+        address: cfg.listen.clone(),
+        events: events_sock,
+    };
+    let store = Arc::new(store);
+    let hub = EventHub::new();
+    let sandboxes = Arc::new(Sandboxes::new(shim_cfg.clone(), &cfg.root, &cfg.state_dir)?);
+    let containers = Arc::new(Containers::new(
+        shim_cfg,
         &cfg.root,
         &cfg.state_dir,
+        store.clone(),
+        sandboxes.clone(),
+        hub.clone(),
     )?);
+    containers.watch_running();
     {
         let sandboxes = sandboxes.clone();
+        let containers = containers.clone();
         // Ends when the EventServer is dropped (its sender goes with it).
         std::thread::Builder::new()
             .name("shim-events".into())
             .spawn(move || {
                 while let Ok(ev) = rx.recv() {
                     sandboxes.on_event(&ev);
+                    containers.on_event(&ev);
                 }
             })
             .map_err(|source| ServerError::Io {
@@ -198,11 +225,13 @@ pub async fn serve(
         root: cfg.root.clone(),
         state_dir: cfg.state_dir.clone(),
         sandboxes,
+        containers,
+        events: hub,
         pod_cidr: Mutex::new(String::new()),
     });
 
     let runtime = crate::runtime_service::Runtime::new(state);
-    let images = crate::image_service::Images::new(Arc::new(store));
+    let images = crate::image_service::Images::new(store);
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let r = tonic::transport::Server::builder()
         .add_service(

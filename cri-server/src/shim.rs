@@ -246,8 +246,80 @@ impl Shim {
             .exit_status)
     }
 
+    /// Like [`Shim::wait`], but gives up after `timeout` (None: the process still runs).
+    pub fn wait_for(&self, exec_id: &str, timeout: Duration) -> Result<Option<u32>, ShimError> {
+        let req = api::WaitRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        match self
+            .task
+            .wait(ctx(timeout.max(Duration::from_millis(1))), &req)
+        {
+            Ok(r) => Ok(Some(r.exit_status)),
+            // ttrpc's sync client reports its own deadline as "... Receiver timeout: ...".
+            Err(ttrpc::Error::Others(m)) if m.contains("timeout") => Ok(None),
+            Err(source) => Err(ShimError::Rpc {
+                id: self.id.clone(),
+                method: "Wait",
+                source,
+            }),
+        }
+    }
+
+    /// Exec: adds process `exec_id` (`process` is its runtime-spec `process` JSON) with the
+    /// given stdio; it runs on [`Shim::start_task`].
+    pub fn exec(
+        &self,
+        exec_id: &str,
+        process: &serde_json::Value,
+        io: &TaskIo,
+    ) -> Result<(), ShimError> {
+        let mut spec = containerd_shim_protos::protobuf::well_known_types::any::Any::new();
+        spec.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
+        spec.value = process.to_string().into_bytes();
+        let req = api::ExecProcessRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            terminal: io.terminal,
+            stdin: io.stdin.clone(),
+            stdout: io.stdout.clone(),
+            stderr: io.stderr.clone(),
+            spec: containerd_shim_protos::protobuf::MessageField::some(spec),
+            ..Default::default()
+        };
+        self.rpc("Exec", self.task.exec(ctx(QUICK), &req))?;
+        Ok(())
+    }
+
+    /// Update: new cgroup resources (runtime-spec `linux.resources` JSON) and/or annotations
+    /// (`io.husk.cri.reopen-log` asks the shim to reopen the container's CRI log file).
+    pub fn update(
+        &self,
+        resources: Option<&serde_json::Value>,
+        annotations: &[(&str, &str)],
+    ) -> Result<(), ShimError> {
+        let mut req = api::UpdateTaskRequest {
+            id: self.id.clone(),
+            ..Default::default()
+        };
+        if let Some(r) = resources {
+            let mut any = containerd_shim_protos::protobuf::well_known_types::any::Any::new();
+            any.type_url =
+                "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into();
+            any.value = r.to_string().into_bytes();
+            req.resources = containerd_shim_protos::protobuf::MessageField::some(any);
+        }
+        for (k, v) in annotations {
+            req.annotations.insert(k.to_string(), v.to_string());
+        }
+        self.rpc("Update", self.task.update(ctx(SLOW), &req))?;
+        Ok(())
+    }
+
     /// Ask the shim to exit (once its task is deleted) and wait for its socket to go away.
-    pub fn shutdown(self) -> Result<(), ShimError> {
+    pub fn shutdown(&self) -> Result<(), ShimError> {
         let req = api::ShutdownRequest {
             id: self.id.clone(),
             now: false,

@@ -92,6 +92,7 @@ async fn running_sandboxes_survive_a_restart_and_are_reloaded() {
         state_dir: tmp.path().join("state"),
         shim_bin: cfg_shim.clone(),
         runtime: husk.clone(),
+        registry_config_dir: tmp.path().join("certs.d"),
     };
     let mut cleanup = Cleanup {
         shim: ShimConfig {

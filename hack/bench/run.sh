@@ -69,7 +69,11 @@ fi
 
 tmp=$(mktemp -d /tmp/husk-bench.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-sh "$ROOT/hack/mkbundle.sh" "$tmp/bundle" >/dev/null
+HUSK="$HUSK" sh "$ROOT/hack/mkbundle.sh" "$tmp/bundle" >/dev/null
+# One bundle for runtimes of different ages: crun 1.8 (Debian 12) refuses `husk spec`'s
+# ociVersion 1.2.0 ("unknown version specified"); the document uses nothing newer than 1.0.
+jq '.ociVersion = "1.0.2-dev"' "$tmp/bundle/config.json" >"$tmp/config.json"
+mv "$tmp/config.json" "$tmp/bundle/config.json"
 
 SECCOMP=${SECCOMP:-$ROOT/runtime/tests/fixtures/seccomp/docker-default.json}
 "$HARNESS" --bundle "$tmp/bundle" --seccomp "$SECCOMP" "${rt_args[@]}" "${extra[@]}" \

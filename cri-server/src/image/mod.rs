@@ -16,6 +16,7 @@
 //!
 //! All calls are blocking; run them off the async runtime (`spawn_blocking`).
 
+pub mod hosts;
 mod manifest;
 pub mod reference;
 mod registry;
@@ -34,7 +35,7 @@ use serde::{Deserialize, Serialize};
 pub use reference::Reference;
 
 use manifest::Parsed;
-use registry::Client;
+use registry::Hosts;
 
 /// Largest image config we accept (it is read into memory).
 const MAX_CONFIG_BYTES: u64 = 64 << 20;
@@ -119,6 +120,10 @@ pub enum ImageError {
     },
     #[error("image {reference:?} is not in the store")]
     UnknownImage { reference: String },
+    #[error("image {reference}: every registry host failed: {failures}")]
+    AllHostsFailed { reference: String, failures: String },
+    #[error("registry hosts config {path}: {reason}")]
+    HostsConfig { path: PathBuf, reason: String },
 }
 
 impl ImageError {
@@ -214,6 +219,9 @@ pub struct StoreOptions {
     /// Registry domains (as written in references, with port: `myreg:5000`) reached over plain
     /// http. Loopback registries (localhost, 127.0.0.0/8, ::1) always are.
     pub insecure_registries: Vec<String>,
+    /// containerd's `config_path`: `DIR/<registry>/hosts.toml` files naming mirrors (see
+    /// [`hosts`]); `None` or a missing directory: every registry is reached directly.
+    pub registry_config_dir: Option<PathBuf>,
 }
 
 /// The on-disk image store.
@@ -308,12 +316,14 @@ impl ImageStore {
         let r = Reference::parse(reference)?;
         let shown = r.to_string();
         let plain_http = r.is_loopback() || self.options.insecure_registries.contains(&r.domain);
-        let client = Client::new(&r, auth, plain_http);
+        let endpoints =
+            hosts::endpoints(self.options.registry_config_dir.as_deref(), &r, plain_http)?;
+        let client = Hosts::new(&r, auth, &endpoints)?;
         let mut stats = PullStats::default();
         let _store_lock = self.lock(&self.root.join("store.lock"), FlockArg::LockShared)?;
 
         // Resolve the reference to one image manifest, through indexes.
-        let mut fetched = client.manifest(r.manifest_ref(), None)?;
+        let mut fetched = client.resolve(r.manifest_ref(), r.digest.is_none())?;
         let top_digest = fetched.digest.clone();
         let mut manifests = Vec::new();
         let image_manifest = loop {
@@ -554,7 +564,7 @@ impl ImageStore {
     /// Makes sure blob `digest` is in the store, downloading it if not; returns its path.
     fn ensure_blob(
         &self,
-        client: &Client<'_>,
+        client: &Hosts<'_>,
         what: &str,
         digest: &str,
         size: u64,
@@ -573,27 +583,30 @@ impl ImageStore {
         if present(&path) {
             return Ok(path);
         }
-        let tmp = self.tmp_path("blob", hex);
-        let result = (|| {
-            let file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io_err("create", &tmp))?;
-            let mut w = BufWriter::with_capacity(256 << 10, file);
-            client.blob(digest, size, &mut w)?;
-            let file = w
-                .into_inner()
-                .map_err(|e| io_err("write", &tmp)(e.into_error()))?;
-            file.sync_all().map_err(io_err("fsync", &tmp))?;
-            fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))?;
-            sync_dir(&self.blob_dir())
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result?;
+        // Each host in turn (mirrors first), each attempt into a fresh temporary file.
+        client.each_puller(|host| {
+            let tmp = self.tmp_path("blob", hex);
+            let result = (|| {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .map_err(io_err("create", &tmp))?;
+                let mut w = BufWriter::with_capacity(256 << 10, file);
+                host.blob(digest, size, &mut w)?;
+                let file = w
+                    .into_inner()
+                    .map_err(|e| io_err("write", &tmp)(e.into_error()))?;
+                file.sync_all().map_err(io_err("fsync", &tmp))?;
+                fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))?;
+                sync_dir(&self.blob_dir())
+            })();
+            if result.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            result
+        })?;
         stats.blobs_fetched += 1;
         stats.bytes_fetched += size;
         Ok(path)

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::hosts::{self, Endpoint};
 use super::manifest::MANIFEST_ACCEPT;
 use super::reference::Reference;
 use super::{ImageError, PullAuth};
@@ -28,10 +29,123 @@ pub struct FetchedManifest {
     pub digest: String,
 }
 
+/// The hosts of one pull, in the order to try them (mirrors from hosts.toml first, then the
+/// registry itself): tags are resolved by hosts with the `resolve` capability, content is fetched
+/// by digest from hosts with `pull`; a host that fails is followed by the next.
+pub struct Hosts<'a> {
+    clients: Vec<Client<'a>>,
+    reference: String,
+}
+
+impl<'a> Hosts<'a> {
+    pub fn new(
+        r: &Reference,
+        auth: Option<&'a PullAuth>,
+        endpoints: &[Endpoint],
+    ) -> Result<Hosts<'a>, ImageError> {
+        let clients = endpoints
+            .iter()
+            .map(|ep| Client::new(r, ep, auth))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Hosts {
+            clients,
+            reference: r.to_string(),
+        })
+    }
+
+    /// HTTP requests sent so far, to all hosts.
+    pub fn requests(&self) -> u32 {
+        self.clients.iter().map(|c| c.requests()).sum()
+    }
+
+    /// The top manifest of the reference: a tag needs a host with `resolve`, a digest one with
+    /// `pull`.
+    pub fn resolve(
+        &self,
+        tag_or_digest: &str,
+        is_tag: bool,
+    ) -> Result<FetchedManifest, ImageError> {
+        self.each(is_tag, |c| c.manifest(tag_or_digest, None))
+    }
+
+    /// A manifest named by digest (from an index).
+    pub fn manifest(&self, digest: &str, size: Option<u64>) -> Result<FetchedManifest, ImageError> {
+        self.each(false, |c| c.manifest(digest, size))
+    }
+
+    /// Runs `f` with each host that may serve content by digest until one succeeds.
+    pub fn each_puller<T>(
+        &self,
+        f: impl FnMut(&Client<'a>) -> Result<T, ImageError>,
+    ) -> Result<T, ImageError> {
+        self.each(false, f)
+    }
+
+    fn each<T>(
+        &self,
+        resolve: bool,
+        mut f: impl FnMut(&Client<'a>) -> Result<T, ImageError>,
+    ) -> Result<T, ImageError> {
+        let usable: Vec<&Client<'a>> = self
+            .clients
+            .iter()
+            .filter(|c| {
+                let caps = c.endpoint.capabilities;
+                caps.pull && (!resolve || caps.resolve)
+            })
+            .collect();
+        if usable.is_empty() {
+            let need = if resolve { "pull and resolve" } else { "pull" };
+            return Err(ImageError::Http {
+                url: self
+                    .clients
+                    .first()
+                    .map(|c| c.endpoint.api_root())
+                    .unwrap_or_default(),
+                reason: format!(
+                    "image {}: no registry host has the capabilities {need} \
+                     (see the hosts.toml for this registry)",
+                    self.reference
+                ),
+            });
+        }
+        let mut failures: Vec<(String, ImageError)> = Vec::new();
+        for c in &usable {
+            match f(c) {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    if usable.len() > 1 {
+                        tracing::info!(host = %c.endpoint, "{e}; trying the next host");
+                    }
+                    failures.push((c.endpoint.api_root(), e));
+                }
+            }
+        }
+        if failures.len() == 1 {
+            return Err(failures.remove(0).1);
+        }
+        // Every host said "no such manifest": that is the answer. Otherwise all the failures.
+        if failures.iter().all(|(_, e)| e.is_not_found()) {
+            return Err(failures.remove(0).1);
+        }
+        Err(ImageError::AllHostsFailed {
+            reference: self.reference.clone(),
+            failures: failures
+                .iter()
+                .map(|(h, e)| format!("{h}: {e}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+    }
+}
+
 pub struct Client<'a> {
     agent: ureq::Agent,
+    endpoint: Endpoint,
     /// `http://127.0.0.1:5000/v2/husk/busybox`
     base: String,
+    /// `?ns=registry.k8s.io` for mirrors, else empty.
+    query: String,
     repo: String,
     reference: String,
     auth: Option<&'a PullAuth>,
@@ -42,31 +156,44 @@ pub struct Client<'a> {
 }
 
 impl<'a> Client<'a> {
-    /// `plain_http`: talk http instead of https (loopback or explicitly insecure registries).
-    pub fn new(r: &Reference, auth: Option<&'a PullAuth>, plain_http: bool) -> Client<'a> {
-        let agent = ureq::AgentBuilder::new()
+    /// A client for repository `r` at `endpoint` (the registry itself or a mirror).
+    pub fn new(
+        r: &Reference,
+        endpoint: &Endpoint,
+        auth: Option<&'a PullAuth>,
+    ) -> Result<Client<'a>, ImageError> {
+        let mut agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(30))
             // Per read/write on the socket, not for the whole transfer.
             .timeout_read(Duration::from_secs(120))
             .timeout_write(Duration::from_secs(120))
             .redirects(10)
-            .user_agent(USER_AGENT)
-            .build();
-        let scheme = if plain_http { "http" } else { "https" };
+            .user_agent(USER_AGENT);
+        if endpoint.custom_tls() {
+            agent = agent.tls_config(hosts::tls_config(endpoint)?);
+        }
+        let agent = agent.build();
+        let plain_http = endpoint.plain_http();
         let authorization = auth
             .and_then(|a| a.registry_token.as_deref())
             .filter(|t| !t.is_empty())
             .map(|t| format!("Bearer {t}"));
-        Client {
+        Ok(Client {
             agent,
-            base: format!("{scheme}://{}/v2/{}", r.api_host(), r.path),
+            base: format!("{}/{}", endpoint.api_root(), r.path),
+            query: endpoint
+                .namespace
+                .as_ref()
+                .map(|ns| format!("?ns={}", urlencode(ns)))
+                .unwrap_or_default(),
+            endpoint: endpoint.clone(),
             repo: r.path.clone(),
             reference: r.to_string(),
             auth,
             authorization: RefCell::new(authorization),
             requests: Cell::new(0),
             plain_http,
-        }
+        })
     }
 
     /// HTTP requests sent so far (token requests included).
@@ -82,7 +209,7 @@ impl<'a> Client<'a> {
         tag_or_digest: &str,
         expected_size: Option<u64>,
     ) -> Result<FetchedManifest, ImageError> {
-        let url = format!("{}/manifests/{tag_or_digest}", self.base);
+        let url = format!("{}/manifests/{tag_or_digest}{}", self.base, self.query);
         let resp = self.get(&url, Some(MANIFEST_ACCEPT)).map_err(|e| match e {
             ImageError::Status { status: 404, .. } => ImageError::NotFound {
                 reference: self.reference.clone(),
@@ -150,7 +277,7 @@ impl<'a> Client<'a> {
     /// Streams blob `digest` (of `size` bytes) into `out`, hashing and counting as it goes;
     /// stops as soon as the registry sends more than `size` bytes.
     pub fn blob(&self, digest: &str, size: u64, out: &mut dyn Write) -> Result<(), ImageError> {
-        let url = format!("{}/blobs/{digest}", self.base);
+        let url = format!("{}/blobs/{digest}{}", self.base, self.query);
         let resp = self.get(&url, None)?;
         if let Some(len) = resp
             .header("content-length")
@@ -218,6 +345,9 @@ impl<'a> Client<'a> {
             let mut req = self.agent.get(url);
             if let Some(a) = accept {
                 req = req.set("Accept", a);
+            }
+            for (name, value) in &self.endpoint.headers {
+                req = req.set(name, value);
             }
             if let Some(h) = self.authorization.borrow().as_deref() {
                 req = req.set("Authorization", h);

@@ -1,7 +1,17 @@
-//! Helpers shared by husk-cri's integration tests.
+//! Helpers shared by husk-cri's integration tests: the repository's binaries, and a real
+//! registry (Debian's docker-registry as a child process) with a busybox image built by
+//! hack/mkimage.sh (umoci) and pushed with skopeo.
 #![allow(dead_code)]
 
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::Duration;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -22,4 +32,242 @@ pub fn binary(env: &str, name: &str) -> PathBuf {
             target.join("release").join(name)
         }
     }
+}
+
+pub const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+pub fn tools_missing() -> Option<&'static str> {
+    [
+        "/usr/bin/docker-registry",
+        "/usr/bin/skopeo",
+        "/usr/bin/umoci",
+    ]
+    .into_iter()
+    .find(|t| !Path::new(t).exists())
+}
+
+#[allow(unused_macros)]
+macro_rules! require_tools {
+    () => {
+        if let Some(t) = $crate::common::tools_missing() {
+            eprintln!("SKIP: {t} is not installed (apt-get install docker-registry skopeo umoci)");
+            return;
+        }
+    };
+}
+
+pub fn sha256_hex(b: &[u8]) -> String {
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+pub fn digest_of(b: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(b))
+}
+
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    l.local_addr()
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("addr: {e}"))
+}
+
+/// A docker-registry child process with its own config and storage, killed on drop.
+pub struct Registry {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Registry {
+    pub fn start(auth_yaml: &str) -> Registry {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("husk-registry-{}-", std::process::id()))
+            .tempdir()
+            .unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let port = free_port();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
+             delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_yaml}",
+            dir.path().join("data").display()
+        );
+        let cfg_path = dir.path().join("config.yml");
+        fs::write(&cfg_path, config).unwrap_or_else(|e| panic!("write config: {e}"));
+        let log = fs::File::create(dir.path().join("registry.log"))
+            .unwrap_or_else(|e| panic!("log: {e}"));
+        let log2 = log.try_clone().unwrap_or_else(|e| panic!("log: {e}"));
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn docker-registry: {e}"));
+        let mut reg = Registry { child, dir, port };
+        // Readiness: /v2/ answers (200, or 401 with token auth).
+        for _ in 0..400 {
+            if let Ok(Some(status)) = reg.child.try_wait() {
+                panic!("docker-registry exited with {status}: {}", reg.log());
+            }
+            match ureq::get(&format!("http://{}/v2/", reg.host())).call() {
+                Ok(_) | Err(ureq::Error::Status(401, _)) => return reg,
+                Err(_) => thread::sleep(Duration::from_millis(25)),
+            }
+        }
+        panic!("docker-registry did not come up: {}", reg.log());
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Where the registry keeps a blob's bytes.
+    pub fn blob_data(&self, digest: &str) -> PathBuf {
+        let hex = &digest["sha256:".len()..];
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    pub fn upload_blob(&self, repo: &str, bytes: &[u8]) -> String {
+        let digest = digest_of(bytes);
+        let resp = ureq::post(&format!("http://{}/v2/{repo}/blobs/uploads/", self.host()))
+            .call()
+            .unwrap_or_else(|e| panic!("start upload: {e}"));
+        let loc = resp.header("location").unwrap_or_default().to_string();
+        let url = if loc.starts_with("http") {
+            loc
+        } else {
+            format!("http://{}{loc}", self.host())
+        };
+        let sep = if url.contains('?') { '&' } else { '?' };
+        ureq::put(&format!("{url}{sep}digest={digest}"))
+            .set("Content-Type", "application/octet-stream")
+            .send_bytes(bytes)
+            .unwrap_or_else(|e| panic!("upload blob: {e}"));
+        digest
+    }
+
+    pub fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) {
+        ureq::put(&format!(
+            "http://{}/v2/{repo}/manifests/{reference}",
+            self.host()
+        ))
+        .set("Content-Type", media_type)
+        .send_bytes(bytes)
+        .unwrap_or_else(|e| panic!("put manifest {repo}:{reference}: {e}"));
+    }
+
+    pub fn get_json(&self, repo: &str, what: &str, accept: &str) -> (Vec<u8>, Value) {
+        let resp = ureq::get(&format!("http://{}/v2/{repo}/{what}", self.host()))
+            .set("Accept", accept)
+            .call()
+            .unwrap_or_else(|e| panic!("GET {repo}/{what}: {e}"));
+        let mut body = Vec::new();
+        resp.into_reader()
+            .read_to_end(&mut body)
+            .unwrap_or_else(|e| panic!("read: {e}"));
+        let v = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("json: {e}"));
+        (body, v)
+    }
+
+    pub fn manifest_digest(&self, repo: &str, tag: &str) -> String {
+        let (body, _) = self.get_json(repo, &format!("manifests/{tag}"), MT_OCI_MANIFEST);
+        digest_of(&body)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The busybox image as an OCI layout, with what the tests check against.
+pub struct OciImage {
+    pub _dir: tempfile::TempDir,
+    pub layout: PathBuf,
+    pub config_digest: String,
+    pub layer_digest: String,
+    pub layer_size: u64,
+    pub diff_id: String,
+}
+
+pub fn build_image() -> OciImage {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("husk-oci-{}-", std::process::id()))
+        .tempdir()
+        .unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let layout = dir.path().join("oci");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/mkimage.sh");
+    let out = run(Command::new(&script).arg("--oci-dir").arg(&layout));
+    assert_eq!(out.trim(), format!("oci:{}:latest", layout.display()));
+    let read_json = |p: PathBuf| -> Value {
+        serde_json::from_slice(&fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    let blob = |d: &str| layout.join("blobs/sha256").join(&d["sha256:".len()..]);
+    let index = read_json(layout.join("index.json"));
+    let mdigest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let manifest = read_json(blob(&mdigest));
+    let config_digest = manifest["config"]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let layer_digest = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let layer_size = manifest["layers"][0]["size"].as_u64().unwrap_or_default();
+    let config = read_json(blob(&config_digest));
+    let diff_id = config["rootfs"]["diff_ids"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(diff_id.starts_with("sha256:"), "{config}");
+    OciImage {
+        _dir: dir,
+        layout,
+        config_digest,
+        layer_digest,
+        layer_size,
+        diff_id,
+    }
+}
+
+pub fn push(img: &OciImage, dest: &str, extra: &[&str]) {
+    run(Command::new("skopeo")
+        .arg("copy")
+        .arg("--quiet")
+        .arg("--dest-tls-verify=false")
+        .args(extra)
+        .arg(format!("oci:{}:latest", img.layout.display()))
+        .arg(format!("docker://{dest}")));
 }
