@@ -11,6 +11,7 @@ pub mod container;
 pub mod events;
 pub mod image;
 pub mod image_service;
+pub mod records;
 pub mod runtime_service;
 pub mod sandbox;
 pub mod security;

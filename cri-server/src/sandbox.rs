@@ -24,7 +24,7 @@ use k8s_cri::v1 as cri;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 /// The shim (and husk state root, /run/husk/<ns>) namespace of husk-cri's pods.
 pub const SHIM_NAMESPACE: &str = "k8s.io";
@@ -122,9 +122,7 @@ struct Sandbox {
     shim: Mutex<Option<Shim>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::records::lock;
 
 /// All sandboxes of this husk-cri.
 pub struct Sandboxes {
@@ -160,14 +158,11 @@ pub fn now_ns() -> i64 {
 }
 
 fn write_json(path: &Path, v: &impl Serialize) -> Result<(), SandboxError> {
-    let data = serde_json::to_vec_pretty(v).map_err(|source| SandboxError::Json {
-        what: "encode",
-        path: path.to_path_buf(),
+    crate::records::write_json(path, v).map_err(|(what, path, source)| SandboxError::Io {
+        what,
+        path,
         source,
-    })?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, data).map_err(io_err("write", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err("rename to", path))
+    })
 }
 
 /// Builds `<pause_dir>/rootfs` (catatonit and the mount points the spec needs) once; later
@@ -575,19 +570,10 @@ impl Sandboxes {
 
     /// A full id or a unique prefix of one (as containerd accepts).
     fn find(&self, id: &str) -> Result<(String, Arc<Sandbox>), SandboxError> {
-        let map = lock(&self.by_id);
-        if let Some(s) = map.get(id) {
-            return Ok((id.to_string(), s.clone()));
-        }
-        if id.is_empty() {
-            return Err(SandboxError::NotFound(id.to_string()));
-        }
-        let mut hits = map.iter().filter(|(k, _)| k.starts_with(id));
-        match (hits.next(), hits.next()) {
-            (Some((k, s)), None) => Ok((k.clone(), s.clone())),
-            (Some(_), Some(_)) => Err(SandboxError::Ambiguous(id.to_string())),
-            _ => Err(SandboxError::NotFound(id.to_string())),
-        }
+        crate::records::find(&lock(&self.by_id), id).map_err(|l| match l {
+            crate::records::Lookup::NotFound => SandboxError::NotFound(id.to_string()),
+            crate::records::Lookup::Ambiguous => SandboxError::Ambiguous(id.to_string()),
+        })
     }
 
     /// Marks the sandbox whose pause task exited NOTREADY (from the shims' TaskExit events).

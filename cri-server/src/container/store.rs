@@ -40,9 +40,7 @@ impl Container {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::records::lock;
 
 pub struct Containers {
     shim: ShimConfig,
@@ -69,14 +67,11 @@ fn name_key(c: &cri::ContainerMetadata, pod: &cri::PodSandboxMetadata) -> String
 }
 
 fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<(), ContainerError> {
-    let data = serde_json::to_vec_pretty(v).map_err(|source| ContainerError::Json {
-        what: "encode",
-        path: path.to_path_buf(),
+    crate::records::write_json(path, v).map_err(|(what, path, source)| ContainerError::Io {
+        what,
+        path,
         source,
-    })?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, data).map_err(io_err("write", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err("rename to", path))
+    })
 }
 
 /// Removes a directory tree that must hold no mount (checked first: a leftover rootfs mount is
@@ -149,19 +144,10 @@ impl Containers {
 
     /// A full id or a unique prefix of one (as containerd accepts).
     pub(crate) fn find(&self, id: &str) -> Result<(String, Arc<Container>), ContainerError> {
-        let map = lock(&self.by_id);
-        if let Some(c) = map.get(id) {
-            return Ok((id.to_string(), c.clone()));
-        }
-        if id.is_empty() {
-            return Err(ContainerError::NotFound(id.to_string()));
-        }
-        let mut hits = map.iter().filter(|(k, _)| k.starts_with(id));
-        match (hits.next(), hits.next()) {
-            (Some((k, c)), None) => Ok((k.clone(), c.clone())),
-            (Some(_), Some(_)) => Err(ContainerError::Ambiguous(id.to_string())),
-            _ => Err(ContainerError::NotFound(id.to_string())),
-        }
+        crate::records::find(&lock(&self.by_id), id).map_err(|l| match l {
+            crate::records::Lookup::NotFound => ContainerError::NotFound(id.to_string()),
+            crate::records::Lookup::Ambiguous => ContainerError::Ambiguous(id.to_string()),
+        })
     }
 
     fn all(&self) -> Vec<Arc<Container>> {
