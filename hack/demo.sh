@@ -80,7 +80,7 @@ step "demo: husk-cri: crictl pull, runp, create, start" run_pod
 echo "demo: crictl logs $(cut -c1-13 "$POD/ctr.id")"
 crictl logs "$(cat "$POD/ctr.id")" 2>>"$HUSK_LOG" | sed 's/^/    /'
 echo "demo: crictl exec -s $(cut -c1-13 "$POD/ctr.id") id"
-crictl exec -s "$(cat "$POD/ctr.id")" id 2>>"$HUSK_LOG" | sed 's/^/    /'
+crictl exec -s "$(cat "$POD/ctr.id")" id 2>>"$HUSK_LOG" | sed '/^$/d; s/^/    /'
 stop_pod() {
     crictl stop "$(cat "$POD/ctr.id")"
     crictl rm "$(cat "$POD/ctr.id")"
