@@ -656,15 +656,32 @@ async fn containers_survive_a_sigkilled_husk_cri_and_a_killed_shim() {
         }
     }
     let sock_s = sock.display().to_string();
-    let shims: Vec<_> = processes_with("containerd-shim-husk-v2")
-        .into_iter()
-        .filter(|(_, cmd)| {
-            cmd.contains(&sock_s)
-                || [&running, &three, &created]
-                    .iter()
-                    .any(|id| cmd.contains(id.as_str()))
-        })
-        .collect();
+    // Shims of this test (not husk-cri itself, whose --shim flag names the shim binary): a shim
+    // told to shut down may take a moment to exit, so allow it a few seconds.
+    let our_shims = || -> Vec<(u32, String)> {
+        processes_with("containerd-shim-husk-v2")
+            .into_iter()
+            .filter(|(pid, cmd)| {
+                alive(*pid)
+                    && cmd
+                        .split(' ')
+                        .next()
+                        .is_some_and(|a0| a0.ends_with("containerd-shim-husk-v2"))
+                    && (cmd.contains(&sock_s)
+                        || [&running, &three, &created]
+                            .iter()
+                            .any(|id| cmd.contains(id.as_str())))
+            })
+            .collect()
+    };
+    let mut shims = our_shims();
+    for _ in 0..100 {
+        if shims.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        shims = our_shims();
+    }
     assert!(shims.is_empty(), "shim processes left: {shims:?}");
     for id in [&running, &three, &created] {
         let p = Path::new("/run/husk").join(SHIM_NAMESPACE).join(id);
