@@ -51,6 +51,43 @@ pub fn write_json(
     std::fs::rename(&tmp, path).map_err(|e| ("rename to", path.to_path_buf(), e))
 }
 
+/// One entry of a store's directory as a restarted husk-cri finds it: the directory's name (an
+/// id), its path, and the record `file` in it when it parses and names that same id (None: a
+/// create cut short, or a damaged record: the caller cleans the entry up).
+pub struct Found<R> {
+    pub id: String,
+    pub dir: std::path::PathBuf,
+    pub file: std::path::PathBuf,
+    pub record: Option<R>,
+}
+
+/// Every entry of `dir` with its record `file` (see [`Found`]).
+pub fn load_all<R: serde::de::DeserializeOwned>(
+    dir: &Path,
+    file: &str,
+    id_of: impl Fn(&R) -> &str,
+) -> std::io::Result<Vec<Found<R>>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)?.flatten() {
+        let path = e.path();
+        let Some(id) = path.file_name().and_then(|n| n.to_str()).map(String::from) else {
+            continue;
+        };
+        let rec_path = path.join(file);
+        let record = std::fs::read(&rec_path)
+            .ok()
+            .and_then(|d| serde_json::from_slice::<R>(&d).ok())
+            .filter(|r| id_of(r) == id);
+        out.push(Found {
+            id,
+            dir: path,
+            file: rec_path,
+            record,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +100,30 @@ mod tests {
         assert_eq!(find(&m, "ab"), Err(Lookup::Ambiguous));
         assert_eq!(find(&m, "x"), Err(Lookup::NotFound));
         assert_eq!(find(&m, ""), Err(Lookup::NotFound));
+    }
+
+    #[test]
+    fn load_all_keeps_only_records_naming_their_directory() {
+        let d = tempfile::tempdir().expect("tempdir");
+        for (dir, id) in [("a", "a"), ("b", "other")] {
+            std::fs::create_dir(d.path().join(dir)).expect("mkdir");
+            write_json(
+                &d.path().join(dir).join("r.json"),
+                &serde_json::json!({"id": id}),
+            )
+            .expect("write");
+        }
+        std::fs::create_dir(d.path().join("c")).expect("mkdir");
+        let mut found = load_all::<serde_json::Value>(d.path(), "r.json", |r| {
+            r["id"].as_str().unwrap_or_default()
+        })
+        .expect("load");
+        found.sort_by(|x, y| x.id.cmp(&y.id));
+        let got: Vec<_> = found
+            .iter()
+            .map(|f| (f.id.as_str(), f.record.is_some()))
+            .collect();
+        assert_eq!(got, [("a", true), ("b", false), ("c", false)]);
     }
 
     #[test]

@@ -507,21 +507,16 @@ impl Sandboxes {
     /// Reloads the sandboxes an earlier husk-cri left in the state dir. A bundle without a
     /// record (a RunPodSandbox cut short) is cleaned up and removed.
     fn reload(&self) -> Result<(), SandboxError> {
-        let entries = std::fs::read_dir(&self.dir).map_err(io_err("read", &self.dir))?;
-        for e in entries.flatten() {
-            let bundle = e.path();
-            let Some(id) = bundle
-                .file_name()
-                .and_then(|n| n.to_str())
-                .map(String::from)
-            else {
-                continue;
-            };
-            let rec_path = bundle.join("sandbox.json");
-            let record: Option<Record> = std::fs::read(&rec_path)
-                .ok()
-                .and_then(|d| serde_json::from_slice(&d).ok());
-            let Some(mut record) = record.filter(|r: &Record| r.id == id) else {
+        let found = crate::records::load_all(&self.dir, "sandbox.json", |r: &Record| r.id.as_str())
+            .map_err(io_err("read", &self.dir))?;
+        for crate::records::Found {
+            id,
+            dir: bundle,
+            file: rec_path,
+            record,
+        } in found
+        {
+            let Some(mut record) = record else {
                 tracing::warn!(
                     "sandbox {id}: no usable {}: cleaning up",
                     rec_path.display()

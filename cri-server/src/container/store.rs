@@ -924,21 +924,17 @@ impl Containers {
     /// gone means exit code 255, reason "Unknown", as containerd); a bundle without a record
     /// (a CreateContainer cut short) is removed with its writable layer.
     fn reload(&self) -> Result<(), ContainerError> {
-        let entries = std::fs::read_dir(&self.dir).map_err(io_err("read", &self.dir))?;
-        for e in entries.flatten() {
-            let bundle = e.path();
-            let Some(id) = bundle
-                .file_name()
-                .and_then(|n| n.to_str())
-                .map(String::from)
-            else {
-                continue;
-            };
-            let rec_path = bundle.join("container.json");
-            let record: Option<Record> = std::fs::read(&rec_path)
-                .ok()
-                .and_then(|d| serde_json::from_slice(&d).ok());
-            let Some(mut record) = record.filter(|r: &Record| r.id == id) else {
+        let found =
+            crate::records::load_all(&self.dir, "container.json", |r: &Record| r.id.as_str())
+                .map_err(io_err("read", &self.dir))?;
+        for crate::records::Found {
+            id,
+            dir: bundle,
+            file: rec_path,
+            record,
+        } in found
+        {
+            let Some(mut record) = record else {
                 tracing::warn!(
                     "container {id}: no usable {}: cleaning up",
                     rec_path.display()
