@@ -373,6 +373,17 @@ pub struct SandboxInfo {
     pub runtime_handler: String,
 }
 
+impl SandboxInfo {
+    /// The pod's network namespace as a path a process can `setns` into (port-forward, CNI);
+    /// `None` for a host-network pod (the node's namespace) or a stopped sandbox.
+    pub fn netns_path(&self) -> Option<PathBuf> {
+        if mode(self.namespaces.network) == cri::NamespaceMode::Node || self.pid == 0 {
+            return None;
+        }
+        Some(PathBuf::from(format!("/proc/{}/ns/net", self.pid)))
+    }
+}
+
 /// /etc/resolv.conf for a pod: from its DNSConfig, else the node's (as containerd).
 fn resolv_conf(dns: Option<&cri::DnsConfig>) -> Result<Vec<u8>, SandboxError> {
     let Some(d) = dns else {
