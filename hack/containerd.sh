@@ -13,15 +13,18 @@
 #      SANDBOX_IMAGE  with CRI=1: the pause image (sandbox_image) of the CRI plugin
 #      CRI_RUNTIME=husk  with CRI=1: the CRI plugin's default runtime is containerd-shim-husk-v2
 #                    (runtime_type io.containerd.husk.v2) instead of runc
-#      CNI_BRIDGE=1   with CRI=1: DIR/cni gets a bridge network (bridge hcXXXXXX without an address
-#                    on the host, pods in a private 10.233.N.0/24, IPAM state in DIR/cni-ipam);
-#                    `stop` deletes the bridge; the portmap plugin serves pods' hostPorts
+#      CNI_BRIDGE=1   with CRI=1: DIR/cni gets a bridge network (hack/lib/cni.sh: bridge hcXXXXXX
+#                    without an address on the host, pods in a private 10.233.N.0/24, IPAM state
+#                    in DIR/cni-ipam); `stop` deletes the bridge; the portmap plugin serves
+#                    pods' hostPorts
 #      CNI_GATEWAY=1  with CNI_BRIDGE=1: the bridge gets the subnet's first address, so the host
-#                    reaches pod IPs (and hostPorts, DNATed to them)
+#                    reaches pod IPs (and hostPorts, DNATed to them): the pods' default gateway
 # The socket is DIR/containerd.sock; use `ctr -a DIR/containerd.sock`.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=hack/lib/cni.sh
+. "$repo/hack/lib/cni.sh"
 
 start() {
     local dir=${1:-}
@@ -49,34 +52,9 @@ start() {
             sandbox_line="sandbox_image = \"$SANDBOX_IMAGE\""
         fi
         if [ "${CNI_BRIDGE:-0}" = 1 ]; then
-            local br
-            br=hc$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
-            echo "$br" >"$dir/cni-bridge"
             local gateway=false
             [ "${CNI_GATEWAY:-0}" = 1 ] && gateway=true
-            cat >"$dir/cni/10-husk-bridge.conflist" <<CNI
-{
-  "cniVersion": "0.4.0",
-  "name": "husk-$br",
-  "plugins": [
-    {
-      "type": "bridge",
-      "bridge": "$br",
-      "isGateway": $gateway,
-      "ipMasq": false,
-      "ipam": {
-        "type": "host-local",
-        "ranges": [[{"subnet": "10.233.$((RANDOM % 250)).0/24"}]],
-        "dataDir": "$dir/cni-ipam"
-      }
-    },
-    {
-      "type": "portmap",
-      "capabilities": {"portMappings": true}
-    }
-  ]
-}
-CNI
+            cni_bridge "$dir" "$gateway"
         fi
         local runtime_lines=
         if [ "${CRI_RUNTIME:-runc}" = husk ]; then
@@ -151,9 +129,7 @@ stop() {
             kill -9 "$pid" 2>/dev/null || true
         fi
     fi
-    if [ -f "$dir/cni-bridge" ]; then
-        ip link del "$(cat "$dir/cni-bridge")" 2>/dev/null || true
-    fi
+    cni_bridge_remove "$dir"
     # Unmount whatever is left below DIR (deepest first).
     awk -v d="$dir/" 'index($2, d) == 1 { print $2 }' /proc/self/mounts | sort -r |
         while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" || true; done

@@ -2,8 +2,8 @@
 # The CRI suite (conformance/cri) against husk-cri and, side by side, containerd's CRI plugin,
 # with a real registry (Debian's docker-registry) on loopback holding a busybox image built from
 # busybox-static, and a pause image built from Debian's catatonit (containerd's sandbox_image; husk-cri
-# builds its own pause rootfs). containerd's pods get a bridge CNI network (hack/containerd.sh
-# CNI_BRIDGE=1); husk-cri has no CNI yet. Everything lives under one temp dir, removed at exit.
+# builds its own pause rootfs). Each gets its own bridge CNI network (hack/lib/cni.sh; containerd's
+# through hack/containerd.sh CNI_BRIDGE=1). Everything lives under one temp dir, removed at exit.
 #
 #   bash hack/cri-conformance.sh [--filter S]
 # Env: BIN  directory with husk-cri, husk-cri-conformance, containerd-shim-husk-v2 and husk
@@ -11,6 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/env.sh
+# shellcheck source=hack/lib/cni.sh
+. hack/lib/cni.sh
 bin=${BIN:-$PWD/target/release}
 work=$(mktemp -d /tmp/husk-cri-conf.XXXXXX)
 reg= cri_pid= ctrd=
@@ -25,6 +27,7 @@ cleanup() {
     # overlay layers or mounts husk-cri may have left below the work dir
     awk -v d="$work/" 'index($2, d) == 1 { print $2 }' /proc/self/mounts | sort -r |
         while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" || true; done
+    cni_bridge_remove "$work"
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -36,9 +39,10 @@ port=${port%%/*}
 bash hack/mkimage.sh --pause --oci-dir "$work/pause-oci" >/dev/null
 pause=$(bash hack/registry.sh push "$work/registry" "oci:$work/pause-oci:latest" husk/pause:latest)
 
+cni_bridge "$work" true
 "$bin/husk-cri" --listen "$work/husk-cri.sock" --root "$work/husk-cri-root" \
     --state "$work/husk-cri-state" --shim "$bin/containerd-shim-husk-v2" --runtime "$bin/husk" \
-    --log-level warn > "$work/husk-cri.log" 2>&1 &
+    --cni-conf-dir "$work/cni" --log-level warn > "$work/husk-cri.log" 2>&1 &
 cri_pid=$!
 for _ in $(seq 1 200); do
     [ -S "$work/husk-cri.sock" ] && break

@@ -24,6 +24,8 @@
 #      CRITEST_TIMEOUT  seconds per endpoint (default 1800)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=hack/lib/cni.sh
+. hack/lib/cni.sh
 top=$PWD
 bin=${BIN:-$top/target/release}
 per_run=${CRITEST_TIMEOUT:-1800}
@@ -134,6 +136,7 @@ stop_endpoint() {
     fi
     awk -v d="$work/" 'index($2, d) == 1 { print $2 }' /proc/self/mounts | sort -r |
         while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" || true; done
+    [ -d "$work/husk-cri" ] && cni_bridge_remove "$work/husk-cri"
     remove_new_cgroups
 }
 
@@ -196,9 +199,12 @@ for ep in "${ENDPOINTS[@]}"; do
             ;;
         husk-cri)
             mkdir -p "$work/husk-cri"
+            # the same bridge network containerd gets (hack/lib/cni.sh), its own bridge
+            cni_bridge "$work/husk-cri" true
             "$bin/husk-cri" --listen "$work/husk-cri/husk-cri.sock" --root "$work/husk-cri/root" \
                 --state "$work/husk-cri/state" --shim "$bin/containerd-shim-husk-v2" \
                 --runtime "$bin/husk" --registry-config-dir "$hosts_dir" --log-level info \
+                --cni-conf-dir "$work/husk-cri/cni" \
                 >"$work/husk-cri/husk-cri.log" 2>&1 &
             cri_pid=$!
             wait_socket "$work/husk-cri/husk-cri.sock" "$cri_pid" "$work/husk-cri/husk-cri.log"

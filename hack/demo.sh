@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/lib/step.sh
+# shellcheck source=hack/lib/cni.sh
+. hack/lib/cni.sh
 step_log demo
 bash hack/setup.sh
 HUSK="$PWD/target/release/husk"
@@ -40,6 +42,7 @@ pod_cleanup() {
     [ -e "$POD/registry/registry.pid" ] && bash hack/registry.sh stop "$POD/registry" >>"$HUSK_LOG" 2>&1
     awk -v d="$POD/" 'index($2, d) == 1 { print $2 }' /proc/self/mounts | sort -r |
         while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; done
+    [ -d "$POD" ] && cni_bridge_remove "$POD"
     rm -rf "$BUNDLE"
 }
 trap pod_cleanup EXIT
@@ -61,12 +64,14 @@ pod_setup() {
 JSON
     cat >"$POD/ctr.json" <<JSON
 {"metadata": {"name": "hello"}, "image": {"image": "$image"}, "log_path": "hello.log",
- "command": ["sh", "-c", "echo hello from \$(hostname), a container in a husk-cri pod; sleep 600"]}
+ "command": ["sh", "-c", "echo hello from \$(hostname), a container in a husk-cri pod; mkdir -p /www; echo hello over the pod network > /www/index.html; exec httpd -f -p 8080 -h /www"]}
 JSON
+    # the pod network: a bridge, pods in a private 10.233.N.0/24 (hack/lib/cni.sh)
+    cni_bridge "$POD" true
 }
 step "demo: busybox image in a registry on loopback" pod_setup
 target/release/husk-cri --listen "$POD/husk-cri.sock" --root "$POD/root" --state "$POD/state" \
-    --log-level warn >>"$HUSK_LOG" 2>&1 &
+    --cni-conf-dir "$POD/cni" --log-level warn >>"$HUSK_LOG" 2>&1 &
 CRI_PID=$!
 for _ in $(seq 100); do [ -S "$POD/husk-cri.sock" ] && break; sleep 0.1; done
 run_pod() {
@@ -81,6 +86,13 @@ echo "demo: crictl logs $(cut -c1-13 "$POD/ctr.id")"
 crictl logs "$(cat "$POD/ctr.id")" 2>>"$HUSK_LOG" | sed 's/^/    /'
 echo "demo: crictl exec -s $(cut -c1-13 "$POD/ctr.id") id"
 crictl exec -s "$(cat "$POD/ctr.id")" id 2>>"$HUSK_LOG" | sed '/^$/d; s/^/    /'
+ip=$(crictl inspectp "$(cat "$POD/pod.id")" 2>>"$HUSK_LOG" | jq -r .status.network.ip)
+echo "demo: the pod's IP (CNI bridge): $ip; GET http://$ip:8080/ from the host"
+get_pod_page() {
+    exec 3<>"/dev/tcp/$ip/8080" && printf 'GET / HTTP/1.0\r\n\r\n' >&3 && sed -n '$p' <&3
+}
+for _ in $(seq 30); do page=$(get_pod_page 2>/dev/null) && [ -n "$page" ] && break; sleep 0.1; done
+echo "    ${page:-(no answer)}"
 stop_pod() {
     crictl stop "$(cat "$POD/ctr.id")"
     crictl rm "$(cat "$POD/ctr.id")"
@@ -95,14 +107,16 @@ cat <<EOF2
 Shown: husk, an OCI runtime with runc's command line, ran busybox sh from an OCI bundle
 (rootfs + the config.json of \`husk spec\`) in new pid, network, ipc, uts, mount and cgroup
 namespaces, and returned its exit code; then husk-cri, the CRI server kubelet talks to, ran a
-pod with crictl: the image pulled from a registry, the container's log written in the CRI
-format by containerd-shim-husk-v2, an exec, and everything stopped and removed. Next, by hand
+pod with crictl: the image pulled from a registry, the pod on a CNI bridge network with an IP
+of its own, the container's log written in the CRI format by containerd-shim-husk-v2, an exec,
+a web page fetched from the pod's IP, and everything stopped and removed. Next, by hand
 (as root):
     export PATH=$PWD/target/release:\$PATH
     bash hack/mkbundle.sh /tmp/bundle && cd /tmp/bundle && husk run demo    # sh; exit leaves
     husk create --bundle /tmp/bundle c1 && husk start c1 && husk state c1 && husk delete --force c1
     husk --version; husk features
-    husk-cri --listen /tmp/cri.sock --root /tmp/cri-root --state /tmp/cri-state &
+    husk-cri --listen /tmp/cri.sock --root /tmp/cri-root --state /tmp/cri-state \
+        --cni-conf-dir /tmp/cri-net/cni &   # after: . hack/lib/cni.sh; cni_bridge /tmp/cri-net true
     crictl -r unix:///tmp/cri.sock runp|create|start|logs|exec -s|stop|rm ...  (conformance/cri/README.md)
     bash hack/test.sh    # all suites: unit, OCI conformance vs runc, containerd shim, podman,
                          # CRI: critest and a standalone kubelet on husk-cri beside containerd

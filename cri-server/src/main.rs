@@ -1,12 +1,15 @@
 //! `husk-cri [--listen SOCKET] [--root DIR] [--state DIR] [--shim PATH] [--runtime PATH]
-//! [--registry-config-dir DIR] [--log-level LEVEL]`
+//! [--registry-config-dir DIR] [--cni-conf-dir DIR] [--cni-bin-dir DIR[:DIR...]]
+//! [--cni-conf-template FILE] [--stream-address IP] [--stream-port PORT] [--log-level LEVEL]`
 use anyhow::{bail, Context, Result};
 use husk_cri::server::{serve, Config};
 use std::path::PathBuf;
 
 const USAGE: &str =
     "usage: husk-cri [--listen SOCKET] [--root DIR] [--state DIR] [--shim PATH] [--runtime PATH]
-                [--registry-config-dir DIR] [--log-level error|warn|info|debug|trace]
+                [--registry-config-dir DIR] [--cni-conf-dir DIR] [--cni-bin-dir DIR[:DIR...]]
+                [--cni-conf-template FILE] [--stream-address IP] [--stream-port PORT]
+                [--log-level error|warn|info|debug|trace]
 
   --listen SOCKET   CRI socket (default /run/husk-cri/husk-cri.sock)
   --root DIR        images and other persistent data (default /var/lib/husk-cri)
@@ -16,6 +19,17 @@ const USAGE: &str =
   --registry-config-dir DIR
                     registry mirrors and TLS: DIR/<registry>/hosts.toml in containerd's format
                     (its config_path; default /etc/husk-cri/certs.d; a missing DIR: none)
+  --cni-conf-dir DIR
+                    CNI network configurations, the first valid one by name (default /etc/cni/net.d)
+  --cni-bin-dir DIRS
+                    CNI plugin search path (default /opt/cni/bin:/usr/lib/cni)
+  --cni-conf-template FILE
+                    written to the conf dir as 10-husk-cri.conflist with {{.PodCIDR}} replaced
+                    when kubelet sends the pod CIDR (UpdateRuntimeConfig)
+  --stream-address IP
+                    where the exec/attach/port-forward URLs point (default 127.0.0.1)
+  --stream-port PORT
+                    their port (default 0: an ephemeral one)
   --log-level L     default info";
 
 fn parse() -> Result<(Config, tracing::Level)> {
@@ -44,6 +58,23 @@ fn parse() -> Result<(Config, tracing::Level)> {
             "--shim" => cfg.shim_bin = PathBuf::from(val()?),
             "--runtime" => cfg.runtime = PathBuf::from(val()?),
             "--registry-config-dir" => cfg.registry_config_dir = PathBuf::from(val()?),
+            "--cni-conf-dir" => cfg.cni_conf_dir = PathBuf::from(val()?),
+            "--cni-bin-dir" => {
+                cfg.cni_bin_dirs = std::env::split_paths(&val()?).collect();
+            }
+            "--cni-conf-template" => cfg.cni_conf_template = Some(PathBuf::from(val()?)),
+            "--stream-address" => {
+                let v = val()?;
+                cfg.stream_address = v
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--stream-address {v:?}: not an IP address"))?
+            }
+            "--stream-port" => {
+                let v = val()?;
+                cfg.stream_port = v
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--stream-port {v:?}: not a port"))?
+            }
             "--log-level" => {
                 let v = val()?;
                 level = v

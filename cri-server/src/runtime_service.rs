@@ -1,8 +1,8 @@
 //! CRI RuntimeService: a thin layer over `sandbox` (pod sandboxes) and `container`
 //! (containers, ExecSync, stats); each handler validates its request, runs the blocking work
-//! off the async runtime and maps errors to gRPC codes. Streaming (Exec, Attach,
-//! PortForward) and CheckpointContainer answer UNIMPLEMENTED naming themselves until they
-//! land, so a client gets a clear error, never a silent no-op.
+//! off the async runtime and maps errors to gRPC codes. Exec, Attach and PortForward answer a
+//! URL on the streaming server (`crate::streaming`); CheckpointContainer answers UNIMPLEMENTED
+//! naming itself, so a client gets a clear error, never a silent no-op.
 
 use crate::container::blocking as cblocking;
 use crate::sandbox::blocking;
@@ -30,8 +30,8 @@ impl Runtime {
 
 fn not_yet(method: &str) -> Status {
     Status::unimplemented(format!(
-        "husk-cri: {method} is not implemented yet (streaming exec/attach/port-forward and \
-         checkpointing through CRI are the next milestones)"
+        "husk-cri: {method} is not implemented yet (checkpointing through CRI is the next \
+         milestone)"
     ))
 }
 
@@ -52,9 +52,47 @@ impl Runtime {
 
 type Res<T> = Result<Response<T>, Status>;
 
-/// The conditions kubelet reads: the runtime is ready once the server runs; the network is
-/// reported not ready (with the reason) until CNI set-up exists in husk-cri.
-pub fn conditions() -> Vec<cri::RuntimeCondition> {
+/// The stream flags of Exec and Attach as kubelet and containerd check them.
+/// (The error message for INVALID_ARGUMENT.)
+fn stream_flags(
+    method: &str,
+    tty: bool,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+) -> Result<(), String> {
+    if tty && stderr {
+        return Err(format!("{method}: tty and stderr cannot both be true"));
+    }
+    if !(stdin || stdout || stderr) {
+        return Err(format!(
+            "{method}: one of stdin, stdout, or stderr must be set"
+        ));
+    }
+    Ok(())
+}
+
+impl Runtime {
+    /// NotFound for an unknown container, FailedPrecondition for one that does not run.
+    async fn check_running(&self, id: &str, method: &'static str) -> Result<(), Status> {
+        let c = self.state.containers.clone();
+        let i = id.to_string();
+        cblocking(id, method, move || c.running(&i).map(|_| ())).await?;
+        Ok(())
+    }
+
+    /// A URL on the streaming server for `p`.
+    fn stream_url(&self, p: crate::streaming::Pending) -> Result<String, Box<Status>> {
+        self.state
+            .streaming
+            .register(p)
+            .map_err(|e| Box::new(Status::internal(format!("streaming token: {e}"))))
+    }
+}
+
+/// The conditions kubelet reads: the runtime is ready once the server runs; the network while
+/// a CNI configuration loads and its plugins are installed (with the reason otherwise).
+pub fn conditions(network: &crate::network::Network) -> Vec<cri::RuntimeCondition> {
     vec![
         cri::RuntimeCondition {
             r#type: "RuntimeReady".into(),
@@ -62,12 +100,7 @@ pub fn conditions() -> Vec<cri::RuntimeCondition> {
             reason: String::new(),
             message: String::new(),
         },
-        cri::RuntimeCondition {
-            r#type: "NetworkReady".into(),
-            status: false,
-            reason: "NetworkPluginNotReady".into(),
-            message: "husk-cri: CNI pod networking is not implemented yet".into(),
-        },
+        network.condition(),
     ]
 }
 
@@ -88,14 +121,15 @@ impl RuntimeService for Runtime {
             let cfg = serde_json::json!({
                 "root": self.state.root.display().to_string(),
                 "state": self.state.state_dir.display().to_string(),
-                "podCIDR": self.state.pod_cidr(),
+                "podCIDR": self.state.network.pod_cidr(),
+                "cni": self.state.network.describe(),
                 "cgroupDriver": "cgroupfs",
             });
             info.insert("config".to_string(), cfg.to_string());
         }
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
-                conditions: conditions(),
+                conditions: conditions(&self.state.network),
             }),
             info,
             runtime_handlers: vec![cri::RuntimeHandler {
@@ -135,7 +169,11 @@ impl RuntimeService for Runtime {
             .and_then(|c| c.network_config)
             .map(|n| n.pod_cidr)
         {
-            self.state.set_pod_cidr(cidr);
+            let net = self.state.network.clone();
+            blocking("runtime-config", "set the pod CIDR", move || {
+                net.set_pod_cidr(&cidr).map_err(Into::into)
+            })
+            .await?;
         }
         Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
@@ -347,17 +385,59 @@ impl RuntimeService for Runtime {
             exit_code,
         }))
     }
-    async fn exec(&self, _r: Request<cri::ExecRequest>) -> Res<cri::ExecResponse> {
-        Err(not_yet("Exec"))
+    async fn exec(&self, r: Request<cri::ExecRequest>) -> Res<cri::ExecResponse> {
+        let r = r.into_inner();
+        if r.cmd.is_empty() {
+            return Err(Status::invalid_argument("Exec: cmd is empty"));
+        }
+        stream_flags("Exec", r.tty, r.stdin, r.stdout, r.stderr)
+            .map_err(Status::invalid_argument)?;
+        self.check_running(&r.container_id, "Exec").await?;
+        let url = self
+            .stream_url(crate::streaming::Pending::Exec(r))
+            .map_err(|e| *e)?;
+        Ok(Response::new(cri::ExecResponse { url }))
     }
-    async fn attach(&self, _r: Request<cri::AttachRequest>) -> Res<cri::AttachResponse> {
-        Err(not_yet("Attach"))
+    async fn attach(&self, r: Request<cri::AttachRequest>) -> Res<cri::AttachResponse> {
+        let r = r.into_inner();
+        stream_flags("Attach", r.tty, r.stdin, r.stdout, r.stderr)
+            .map_err(Status::invalid_argument)?;
+        self.check_running(&r.container_id, "Attach").await?;
+        let url = self
+            .stream_url(crate::streaming::Pending::Attach(r))
+            .map_err(|e| *e)?;
+        Ok(Response::new(cri::AttachResponse { url }))
     }
     async fn port_forward(
         &self,
-        _r: Request<cri::PortForwardRequest>,
+        r: Request<cri::PortForwardRequest>,
     ) -> Res<cri::PortForwardResponse> {
-        Err(not_yet("PortForward"))
+        let r = r.into_inner();
+        if let Some(p) = r.port.iter().find(|p| !(1..=65535).contains(*p)) {
+            return Err(Status::invalid_argument(format!(
+                "PortForward: invalid port {p}"
+            )));
+        }
+        let sb = self.state.sandboxes.clone();
+        let id = r.pod_sandbox_id.clone();
+        let info = tokio::task::spawn_blocking(move || sb.info(&id))
+            .await
+            .map_err(|e| Status::internal(format!("PortForward: {e}")))?
+            .map_err(Status::from)?;
+        if !info.ready {
+            return Err(Status::failed_precondition(format!(
+                "PortForward: pod sandbox {} is not ready",
+                info.id
+            )));
+        }
+        let r = cri::PortForwardRequest {
+            pod_sandbox_id: info.id,
+            port: r.port,
+        };
+        let url = self
+            .stream_url(crate::streaming::Pending::PortForward(r))
+            .map_err(|e| *e)?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
     }
     async fn container_stats(
         &self,

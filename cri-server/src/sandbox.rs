@@ -12,13 +12,16 @@
 //! - cgroups (cgroupfs driver): `<cgroup_parent>/<id>`; an empty parent means
 //!   [`DEFAULT_CGROUP_PARENT`] (husk creates it when missing and removes it with the last sandbox
 //!   when it made it and it is empty).
-//! - Pod networking (CNI) is not implemented: a sandbox's network namespace only has `lo`, and
-//!   its status reports no IP.
+//! - Pod networking (see `network`): a pod that is not host-network gets a network namespace
+//!   pinned at `<state>/netns/<id>` and attached through CNI before the pause process starts
+//!   in it; the record holds the pin and the IPs before and after ADD, so a stop (or a restart's
+//!   garbage collection) can always undo it. StopPodSandbox runs CNI DEL and unpins.
 //! - State is kept in memory and in the JSON records. husk-cri leaves sandboxes running when it
 //!   exits (as containerd does); the next husk-cri with the same state dir reloads the records,
 //!   reconnects to the running shims (the `address` file in each bundle) and marks sandboxes whose
 //!   pause process or shim is gone NOTREADY (their stop then cleans up with `shim delete`).
 
+use crate::network::{Network, NetworkError};
 use crate::shim::{Event, Shim, ShimConfig, ShimError, TaskIo};
 use k8s_cri::v1 as cri;
 use serde::{Deserialize, Serialize};
@@ -59,6 +62,8 @@ pub enum SandboxError {
     Unsupported(String),
     #[error("pod sandbox {id}: {source}")]
     Shim { id: String, source: Box<ShimError> },
+    #[error(transparent)]
+    Network(#[from] NetworkError),
     #[error("pod sandbox {id}: {what}: {source}")]
     Task {
         id: String,
@@ -101,6 +106,13 @@ pub struct Record {
     pub cgroups_path: String,
     /// What was used (echoed in PodSandboxStatus).
     pub namespaces: cri::NamespaceOption,
+    /// The pinned network namespace while the pod holds one (set before CNI ADD, cleared once
+    /// CNI DEL and the unpinning succeeded).
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
+    /// The pod's IPs from CNI (IPv4 first).
+    #[serde(default)]
+    pub ips: Vec<String>,
 }
 
 impl Record {
@@ -127,6 +139,7 @@ use crate::records::lock;
 /// All sandboxes of this husk-cri.
 pub struct Sandboxes {
     shim: ShimConfig,
+    net: Arc<Network>,
     /// `<state>/sandboxes`
     dir: PathBuf,
     /// `<root>/pause`
@@ -232,6 +245,7 @@ fn pause_spec(
     ns: &cri::NamespaceOption,
     rootfs: &Path,
     cgroups_path: &str,
+    netns: Option<&Path>,
 ) -> Result<serde_json::Value, SandboxError> {
     let linux = cfg.linux.clone().unwrap_or_default();
     let caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
@@ -256,7 +270,10 @@ fn pause_spec(
     let host_net = mode(ns.network) == cri::NamespaceMode::Node;
     let mut namespaces = vec![serde_json::json!({"type": "mount"})];
     if !host_net {
-        namespaces.push(serde_json::json!({"type": "network"}));
+        namespaces.push(match netns {
+            Some(p) => serde_json::json!({"type": "network", "path": p}),
+            None => serde_json::json!({"type": "network"}),
+        });
         namespaces.push(serde_json::json!({"type": "uts"}));
     }
     if mode(ns.ipc) != cri::NamespaceMode::Node {
@@ -371,16 +388,21 @@ pub struct SandboxInfo {
     /// IPC namespace), bind-mounted into every container of the pod.
     pub files_dir: PathBuf,
     pub runtime_handler: String,
+    /// The pinned network namespace (None for a host-network pod).
+    pub netns: Option<PathBuf>,
 }
 
 impl SandboxInfo {
     /// The pod's network namespace as a path a process can `setns` into (port-forward, CNI);
     /// `None` for a host-network pod (the node's namespace) or a stopped sandbox.
     pub fn netns_path(&self) -> Option<PathBuf> {
-        if mode(self.namespaces.network) == cri::NamespaceMode::Node || self.pid == 0 {
+        if mode(self.namespaces.network) == cri::NamespaceMode::Node {
             return None;
         }
-        Some(PathBuf::from(format!("/proc/{}/ns/net", self.pid)))
+        if let Some(p) = &self.netns {
+            return Some(p.clone());
+        }
+        (self.pid != 0).then(|| PathBuf::from(format!("/proc/{}/ns/net", self.pid)))
     }
 }
 
@@ -461,6 +483,20 @@ fn write_pod_files(
     Ok(())
 }
 
+/// The pod's own line in its hosts file (`<ip>\t<hostname>`), as containerd writes it.
+fn add_pod_ip_to_hosts(dir: &Path, r: &Record) -> Result<(), SandboxError> {
+    let (Some(ip), false) = (r.ips.first(), r.config.hostname.is_empty()) else {
+        return Ok(());
+    };
+    let p = dir.join("hosts");
+    let mut hosts = std::fs::read(&p).map_err(io_err("read", &p))?;
+    if !hosts.is_empty() && !hosts.ends_with(b"\n") {
+        hosts.push(b'\n');
+    }
+    hosts.extend_from_slice(format!("{ip}\t{}\n", r.config.hostname).as_bytes());
+    std::fs::write(&p, hosts).map_err(io_err("write", &p))
+}
+
 /// Unmounts the pod's shm tmpfs, if mounted (lazily when busy: a container that still holds it
 /// keeps its own reference).
 fn unmount_shm(dir: &Path) {
@@ -499,19 +535,33 @@ fn teardown(cfg: &ShimConfig, shim: Shim) -> Result<(), SandboxError> {
 
 impl Sandboxes {
     /// `state_dir/sandboxes` holds the bundles, `root/pause` the shared pause rootfs.
-    pub fn new(shim: ShimConfig, root: &Path, state_dir: &Path) -> Result<Sandboxes, SandboxError> {
+    pub fn new(
+        shim: ShimConfig,
+        net: Arc<Network>,
+        root: &Path,
+        state_dir: &Path,
+    ) -> Result<Sandboxes, SandboxError> {
         let dir = state_dir.join("sandboxes");
         std::fs::create_dir_all(&dir).map_err(io_err("mkdir", &dir))?;
         let pause_dir = root.join("pause");
         ensure_pause_rootfs(&pause_dir)?;
         let sandboxes = Sandboxes {
             shim,
+            net,
             dir,
             pause_dir,
             by_id: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
         };
         sandboxes.reload()?;
+        // Attachments and pins of sandboxes that were never recorded (a husk-cri killed
+        // mid-RunPodSandbox) or whose record is gone.
+        let keep = lock(&sandboxes.by_id)
+            .iter()
+            .filter(|(_, sb)| lock(&sb.record).netns.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        sandboxes.net.gc(&keep);
         Ok(sandboxes)
     }
 
@@ -663,7 +713,9 @@ impl Sandboxes {
             format!("/{parent}/{id}")
         };
         let rootfs = ensure_pause_rootfs(&self.pause_dir)?;
-        let spec = pause_spec(&cfg, &ns, &rootfs, &cgroups_path)?;
+        let pod_net = mode(ns.network) != cri::NamespaceMode::Node;
+        let pin = pod_net.then(|| self.net.netns_path(id));
+        let spec = pause_spec(&cfg, &ns, &rootfs, &cgroups_path, pin.as_deref())?;
         let bundle = self.dir.join(id);
         {
             use std::os::unix::fs::DirBuilderExt;
@@ -671,11 +723,6 @@ impl Sandboxes {
                 .mode(0o700)
                 .create(&bundle)
                 .map_err(io_err("mkdir", &bundle))?;
-        }
-        if let Err(e) = write_pod_files(&bundle, &cfg, &ns) {
-            unmount_shm(&bundle);
-            let _ = std::fs::remove_dir_all(&bundle);
-            return Err(e);
         }
         let mut record = Record {
             id: id.to_string(),
@@ -686,15 +733,58 @@ impl Sandboxes {
             pid: 0,
             cgroups_path,
             namespaces: ns,
+            netns: None,
+            ips: vec![],
         };
+        // Undoes what was made so far (network, shm, bundle); errors are logged: the one
+        // returned is the cause.
+        let undo = |record: &Record| {
+            if record.netns.is_some() {
+                if let Err(e) = self.net.detach(id, &record.config) {
+                    tracing::warn!("sandbox {id}: undoing its network: {e}");
+                }
+            }
+            unmount_shm(&bundle);
+            let _ = std::fs::remove_dir_all(&bundle);
+        };
+        if let Err(e) = write_pod_files(&bundle, &record.config, &record.namespaces) {
+            undo(&record);
+            return Err(e);
+        }
+        if pod_net {
+            // Recorded before CNI ADD: whatever happens next, a stop or the next husk-cri's
+            // garbage collection finds the attachment to undo.
+            let made = self
+                .net
+                .create_netns(id)
+                .map_err(SandboxError::from)
+                .and_then(|p| {
+                    record.netns = Some(p);
+                    write_json(&bundle.join("sandbox.json"), &record)
+                })
+                .and_then(|_| {
+                    self.net.attach(id, &record.config).map_err(|e| {
+                        // ADD undid itself and the namespace is gone: nothing to detach.
+                        record.netns = None;
+                        SandboxError::from(e)
+                    })
+                })
+                .and_then(|ips| {
+                    record.ips = ips;
+                    add_pod_ip_to_hosts(&bundle, &record)
+                });
+            if let Err(e) = made {
+                undo(&record);
+                return Err(e);
+            }
+        }
         let started = write_json(&bundle.join("config.json"), &spec)
             .and_then(|_| write_json(&bundle.join("sandbox.json"), &record))
             .and_then(|_| self.start_pause(id, &bundle));
         let (shim, pid) = match started {
             Ok(s) => s,
             Err(e) => {
-                unmount_shm(&bundle);
-                let _ = std::fs::remove_dir_all(&bundle);
+                undo(&record);
                 return Err(e);
             }
         };
@@ -702,8 +792,7 @@ impl Sandboxes {
         record.pid = pid;
         if let Err(e) = write_json(&bundle.join("sandbox.json"), &record) {
             let _ = teardown(&self.shim, shim);
-            unmount_shm(&bundle);
-            let _ = std::fs::remove_dir_all(&bundle);
+            undo(&record);
             return Err(e);
         }
         tracing::info!("sandbox {id} running, pause pid {pid}");
@@ -782,6 +871,12 @@ impl Sandboxes {
             r.pid = 0;
             write_json(&self.dir.join(&id).join("sandbox.json"), &*r)?;
         }
+        // CNI DEL and the namespace pin (a failing DEL fails the stop; kubelet retries).
+        if r.netns.is_some() {
+            self.net.detach(&id, &r.config)?;
+            r.netns = None;
+            write_json(&self.dir.join(&id).join("sandbox.json"), &*r)?;
+        }
         Ok(())
     }
 
@@ -804,6 +899,7 @@ impl Sandboxes {
             namespaces: r.namespaces,
             cgroup_parent,
             runtime_handler: r.runtime_handler,
+            netns: r.netns,
         })
     }
 
@@ -876,7 +972,9 @@ impl Sandboxes {
                 "cgroupsPath": r.cgroups_path,
                 "bundle": self.dir.join(&r.id).display().to_string(),
                 "image": "husk-cri built-in pause (catatonit -P)",
-                "network": "CNI is not implemented: the network namespace only has lo",
+                "netns": r.netns,
+                "ips": r.ips,
+                "cni": self.net.describe(),
             });
             info.insert("info".to_string(), v.to_string());
         }
@@ -886,7 +984,15 @@ impl Sandboxes {
                 metadata: r.metadata(),
                 state: r.state(),
                 created_at: r.created_at,
-                network: Some(cri::PodSandboxNetworkStatus::default()),
+                network: Some(cri::PodSandboxNetworkStatus {
+                    ip: r.ips.first().cloned().unwrap_or_default(),
+                    additional_ips: r
+                        .ips
+                        .iter()
+                        .skip(1)
+                        .map(|ip| cri::PodIp { ip: ip.clone() })
+                        .collect(),
+                }),
                 linux: Some(cri::LinuxPodSandboxStatus {
                     namespaces: Some(cri::Namespace {
                         options: Some(r.namespaces.clone()),
@@ -995,7 +1101,7 @@ mod tests {
     fn pod_network_gets_its_own_net_and_uts_and_the_hostname() {
         let cfg = config(cri::NamespaceMode::Pod);
         let ns = namespace_options(&cfg).expect("namespaces");
-        let spec = pause_spec(&cfg, &ns, Path::new("/r"), "/husk-cri/x").expect("spec");
+        let spec = pause_spec(&cfg, &ns, Path::new("/r"), "/husk-cri/x", None).expect("spec");
         assert_eq!(ns_types(&spec), ["mount", "network", "uts", "ipc", "pid"]);
         assert_eq!(spec["hostname"], "pod-host");
         assert_eq!(spec["linux"]["cgroupsPath"], "/husk-cri/x");
@@ -1008,18 +1114,18 @@ mod tests {
         let mut cfg = config(cri::NamespaceMode::Node);
         let ns = namespace_options(&cfg).expect("namespaces");
         assert!(matches!(
-            pause_spec(&cfg, &ns, Path::new("/r"), "/p/x"),
+            pause_spec(&cfg, &ns, Path::new("/r"), "/p/x", None),
             Err(SandboxError::Invalid(_))
         ));
         cfg.hostname.clear();
-        let spec = pause_spec(&cfg, &ns, Path::new("/r"), "/p/x").expect("spec");
+        let spec = pause_spec(&cfg, &ns, Path::new("/r"), "/p/x", None).expect("spec");
         assert_eq!(ns_types(&spec), ["mount", "ipc", "pid"]);
         assert!(spec.get("hostname").is_none());
         if let Some(l) = cfg.linux.as_mut() {
             l.sysctls.insert("net.ipv4.ip_forward".into(), "1".into());
         }
         assert!(matches!(
-            pause_spec(&cfg, &ns, Path::new("/r"), "/p/x"),
+            pause_spec(&cfg, &ns, Path::new("/r"), "/p/x", None),
             Err(SandboxError::Invalid(_))
         ));
     }

@@ -3,10 +3,12 @@
 use crate::container::{ContainerError, Containers};
 use crate::events::EventHub;
 use crate::image::ImageStore;
+use crate::network::cni::CniSettings;
+use crate::network::Network;
 use crate::sandbox::Sandboxes;
 use crate::shim::{EventServer, ShimConfig};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Where husk-cri keeps things.
 #[derive(Debug, Clone)]
@@ -24,6 +26,15 @@ pub struct Config {
     /// Registry mirrors and TLS settings: `DIR/<registry>/hosts.toml` in containerd's format
     /// (its `config_path`); a missing directory means none.
     pub registry_config_dir: PathBuf,
+    /// CNI network configurations (the first valid one is used; default /etc/cni/net.d).
+    pub cni_conf_dir: PathBuf,
+    /// CNI plugin search path (default /opt/cni/bin and /usr/lib/cni, Debian's).
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// A CNI conflist written to the conf dir with the pod CIDR of UpdateRuntimeConfig.
+    pub cni_conf_template: Option<PathBuf>,
+    /// The streaming server (Exec/Attach/PortForward URLs): its address; port 0 = ephemeral.
+    pub stream_address: std::net::IpAddr,
+    pub stream_port: u16,
 }
 
 /// `name` next to this executable, else found on PATH, else the bare name (the error when it is
@@ -54,6 +65,11 @@ impl Default for Config {
             shim_bin: sibling_or_path("containerd-shim-husk-v2"),
             runtime: sibling_or_path("husk"),
             registry_config_dir: PathBuf::from("/etc/husk-cri/certs.d"),
+            cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
+            cni_bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+            cni_conf_template: None,
+            stream_address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            stream_port: 0,
         }
     }
 }
@@ -65,23 +81,8 @@ pub struct State {
     pub sandboxes: Arc<Sandboxes>,
     pub containers: Arc<Containers>,
     pub events: EventHub,
-    pod_cidr: Mutex<String>,
-}
-
-impl State {
-    pub fn pod_cidr(&self) -> String {
-        self.pod_cidr
-            .lock()
-            .map(|c| c.clone())
-            .unwrap_or_else(|e| e.into_inner().clone())
-    }
-    pub fn set_pod_cidr(&self, cidr: String) {
-        let mut c = self.pod_cidr.lock().unwrap_or_else(|e| e.into_inner());
-        if *c != cidr {
-            tracing::info!("pod CIDR set to {cidr:?}");
-            *c = cidr;
-        }
-    }
+    pub network: Arc<Network>,
+    pub streaming: Arc<crate::streaming::StreamServer>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,7 +194,23 @@ pub async fn serve(
     };
     let store = Arc::new(store);
     let hub = EventHub::new();
-    let sandboxes = Arc::new(Sandboxes::new(shim_cfg.clone(), &cfg.root, &cfg.state_dir)?);
+    let network = Arc::new(Network::new(
+        CniSettings {
+            conf_dir: cfg.cni_conf_dir.clone(),
+            bin_dirs: cfg.cni_bin_dirs.clone(),
+            // Persistent: host-local's IP allocations outlive a reboot, so must what DEL needs.
+            cache_dir: cfg.root.join("cni"),
+            timeout: std::time::Duration::from_secs(60),
+        },
+        &cfg.state_dir,
+        cfg.cni_conf_template.clone(),
+    ));
+    let sandboxes = Arc::new(Sandboxes::new(
+        shim_cfg.clone(),
+        network.clone(),
+        &cfg.root,
+        &cfg.state_dir,
+    )?);
     let containers = Arc::new(Containers::new(
         shim_cfg,
         &cfg.root,
@@ -221,13 +238,22 @@ pub async fn serve(
                 source,
             })?;
     }
+    let stream_addr = std::net::SocketAddr::new(cfg.stream_address, cfg.stream_port);
+    let streaming =
+        crate::streaming::StreamServer::start(stream_addr, containers.clone(), sandboxes.clone())
+            .map_err(|source| ServerError::Io {
+            what: "streaming server: listen on",
+            path: PathBuf::from(stream_addr.to_string()),
+            source,
+        })?;
     let state = Arc::new(State {
         root: cfg.root.clone(),
         state_dir: cfg.state_dir.clone(),
         sandboxes,
         containers,
         events: hub,
-        pod_cidr: Mutex::new(String::new()),
+        network,
+        streaming,
     });
 
     let runtime = crate::runtime_service::Runtime::new(state);

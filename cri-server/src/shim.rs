@@ -293,6 +293,31 @@ impl Shim {
         Ok(())
     }
 
+    /// CloseIO: closes the stdin of process `exec_id` ("" = the container's init).
+    pub fn close_io(&self, exec_id: &str) -> Result<(), ShimError> {
+        let req = api::CloseIORequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            stdin: true,
+            ..Default::default()
+        };
+        self.rpc("CloseIO", self.task.close_io(ctx(QUICK), &req))?;
+        Ok(())
+    }
+
+    /// ResizePty: the terminal size of process `exec_id` ("" = the container's init).
+    pub fn resize_pty(&self, exec_id: &str, width: u32, height: u32) -> Result<(), ShimError> {
+        let req = api::ResizePtyRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            width,
+            height,
+            ..Default::default()
+        };
+        self.rpc("ResizePty", self.task.resize_pty(ctx(QUICK), &req))?;
+        Ok(())
+    }
+
     /// Update: new cgroup resources (runtime-spec `linux.resources` JSON) and/or annotations
     /// (`io.husk.cri.reopen-log` asks the shim to reopen the container's CRI log file).
     pub fn update(
@@ -350,8 +375,18 @@ impl Shim {
         Ok(())
     }
 
-    /// After a shim died: `shim delete` in the bundle (kills and deletes what it left).
+    /// Ends whatever a shim left of container `id`. A shim that still answers (one whose task
+    /// ended while no husk-cri was there to delete it, say) is asked to kill, delete and shut
+    /// down, so its process exits; then `shim delete` in the bundle kills and deletes what is
+    /// left (a shim that died).
     pub fn cleanup(cfg: &ShimConfig, ns: &str, id: &str, bundle: &Path) -> Result<(), ShimError> {
+        if let Ok(shim) = Shim::connect(ns, id, bundle) {
+            let _ = shim.kill("", libc::SIGKILL as u32, true);
+            let _ = shim.wait_for("", Duration::from_secs(2));
+            if let Err(e) = shim.delete("").and_then(|_| shim.shutdown()) {
+                tracing::debug!("shim {id}: {e}");
+            }
+        }
         run_action(cfg, ns, id, bundle, "delete").map(|_| ())
     }
 }

@@ -170,6 +170,8 @@ fn start_server(b: &Bins, dir: &Path) -> Child {
         .arg(&b.shim)
         .arg("--runtime")
         .arg(&b.husk)
+        .arg("--cni-conf-dir")
+        .arg(dir.join("cni"))
         .args(["--log-level", "info"])
         .stdin(Stdio::null())
         .stdout(log)
@@ -337,6 +339,8 @@ async fn containers_survive_a_sigkilled_husk_cri_and_a_killed_shim() {
         .tempdir()
         .expect("tempdir");
     let dir = tmp.path().to_path_buf();
+    // A private bridge network in <dir>/cni (start_server points husk-cri there).
+    let _net = common::CniNet::new(&dir);
     let sock = dir.join("cri.sock");
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).expect("mkdir logs");
@@ -682,8 +686,7 @@ async fn containers_survive_a_sigkilled_husk_cri_and_a_killed_shim() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // No shim of this test is left once husk-cri has exited (not husk-cri itself, whose --shim
-    // flag names the shim binary). Checked after husk-cri's exit: a removed container's shim
-    // can linger until its client connection closes (a known defect, noted in issue 12).
+    // flag names the shim binary).
     let our_shims = || -> Vec<(u32, String)> {
         processes_with("containerd-shim-husk-v2")
             .into_iter()
@@ -707,18 +710,22 @@ async fn containers_survive_a_sigkilled_husk_cri_and_a_killed_shim() {
         std::thread::sleep(Duration::from_millis(100));
         shims = our_shims();
     }
-    // KNOWN DEFECT (issue 12, open): in about one run in three the shim of the container that
-    // was running across the restart stays alive after its removal (its task is deleted; the
-    // shim process does not exit). Until that is fixed it is reported and ended here instead of
-    // failing every CI run; everything else below (state, bundles, layers) is still asserted.
+    // A container whose task ended while husk-cri was down keeps a live shim until its removal
+    // asks that shim (not only `shim delete`) to delete and shut down (issue 12).
     if !shims.is_empty() {
-        eprintln!("KNOWN DEFECT: shim processes left after removal: {shims:?}");
         for (pid, _) in &shims {
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "for t in /proc/{pid}/task/*; do echo \"== $t $(cat $t/comm) $(cat $t/wchan)\"; done; ls -l /proc/{pid}/fd"
+                ))
+                .status();
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(*pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+        panic!("shim processes left after removal: {shims:?}\n{}", server_log(&dir));
     }
     drop(guard);
     drop(reg);

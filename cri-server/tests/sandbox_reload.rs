@@ -86,6 +86,7 @@ async fn running_sandboxes_survive_a_restart_and_are_reloaded() {
         .prefix("husk-cri-reload-")
         .tempdir()
         .expect("tempdir");
+    let net = common::CniNet::new(tmp.path());
     let cfg = Config {
         listen: tmp.path().join("cri.sock"),
         root: tmp.path().join("root"),
@@ -93,6 +94,8 @@ async fn running_sandboxes_survive_a_restart_and_are_reloaded() {
         shim_bin: cfg_shim.clone(),
         runtime: husk.clone(),
         registry_config_dir: tmp.path().join("certs.d"),
+        cni_conf_dir: net.conf_dir.clone(),
+        ..Config::default()
     };
     let mut cleanup = Cleanup {
         shim: ShimConfig {

@@ -135,6 +135,7 @@ fn cases() -> Vec<(&'static str, CaseFn)> {
         ),
         case!("sandbox.host-network", sandbox_host_network),
         case!("sandbox.own-namespaces", sandbox_own_namespaces),
+        case!("sandbox.pod-network-ip-through-cni", sandbox_pod_ip),
         case!("sandbox.pause-exit-makes-it-notready", sandbox_pause_exit),
         case!("sandbox.pod-user-and-groups", sandbox_user),
         case!("container.lifecycle", containers::lifecycle),
@@ -821,6 +822,41 @@ async fn sandbox_own_namespaces(c: &mut Cri) -> Result<()> {
             "the pod shares the host's {kind} namespace {host}"
         );
     }
+    Ok(())
+}
+
+/// With a CNI network configured (the harness gives every endpoint a bridge network), the
+/// runtime says NetworkReady, a pod gets an IP in PodSandboxStatus, and that address is on eth0
+/// in the pod's network namespace.
+async fn sandbox_pod_ip(c: &mut Cri) -> Result<()> {
+    let s =
+        c.rt.status(cri::StatusRequest { verbose: false })
+            .await
+            .context("Status")?
+            .into_inner();
+    let conds = s.status.map(|s| s.conditions).unwrap_or_default();
+    ensure!(
+        conds
+            .iter()
+            .any(|c| c.r#type == "NetworkReady" && c.status),
+        "NetworkReady with a CNI network configured: {conds:?}"
+    );
+    let id = c.pod(pod_config("podip")).await?;
+    let st = c.status_of(&id).await?;
+    let ip = st.network.map(|n| n.ip).unwrap_or_default();
+    let addr: std::net::IpAddr = ip
+        .parse()
+        .map_err(|_| anyhow!("PodSandboxStatus network.ip {ip:?} is not an address"))?;
+    let pid = c.pause_pid(&id).await?;
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n", "ip", "-o", "addr", "show", "dev", "eth0"])
+        .output()
+        .context("nsenter ip addr")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        text.contains(&format!(" {addr}/")),
+        "eth0 in the pod's network namespace does not have {addr}: {text}"
+    );
     Ok(())
 }
 

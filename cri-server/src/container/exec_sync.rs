@@ -54,7 +54,8 @@ impl Stream {
     }
 }
 
-fn mkfifo(p: &Path) -> Result<File, ContainerError> {
+/// Makes FIFO `p` and opens its read side, non-blocking (shared with streaming exec).
+pub(crate) fn mkfifo(p: &Path) -> Result<File, ContainerError> {
     nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600))
         .map_err(|e| io_err("mkfifo", p)(e.into()))?;
     // Non-blocking: opening the read side must not wait for the shim, and reads must not

@@ -56,6 +56,10 @@ pub struct Containers {
     by_id: Mutex<HashMap<String, Arc<Container>>>,
     /// name key → id, reserved from CreateContainer to RemoveContainer.
     names: Mutex<HashMap<String, String>>,
+    /// husk-cri's write side (opened read-write) of the stdin FIFO of each container created
+    /// with stdin, from StartContainer on: the shim's stdin copier must find a writer (a FIFO
+    /// without one reads as EOF), and attach sessions write through copies of it.
+    stdin_writers: Mutex<HashMap<String, std::fs::File>>,
 }
 
 /// containerd's container name: `<name>_<pod name>_<pod namespace>_<pod uid>_<attempt>`.
@@ -129,6 +133,7 @@ impl Containers {
             events,
             by_id: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
+            stdin_writers: Mutex::new(HashMap::new()),
         };
         c.reload()?;
         Ok(c)
@@ -136,6 +141,36 @@ impl Containers {
 
     fn bundle(&self, id: &str) -> PathBuf {
         self.dir.join(id)
+    }
+
+    /// The stdin FIFO of a container created with `stdin` (Attach writes to it).
+    pub(crate) fn stdin_fifo(&self, id: &str) -> PathBuf {
+        self.bundle(id).join("stdin")
+    }
+
+    /// The CRI log the shim writes the container's output to: its log path, else (no log
+    /// directory or path, e.g. a crictl or critest container) `output.log` in its bundle, so
+    /// that Attach can still follow the output; that one is not rotated and goes with the
+    /// bundle at RemoveContainer.
+    pub(crate) fn output_log(&self, r: &Record) -> PathBuf {
+        if r.log_path.is_empty() {
+            self.bundle(&r.id).join("output.log")
+        } else {
+            PathBuf::from(&r.log_path)
+        }
+    }
+
+    /// A copy of the writer of container `id`'s stdin FIFO (None: no stdin, or closed).
+    pub(crate) fn stdin_writer(&self, id: &str) -> Option<std::fs::File> {
+        lock(&self.stdin_writers)
+            .get(id)
+            .and_then(|f| f.try_clone().ok())
+    }
+
+    /// Drops husk-cri's writer of container `id`'s stdin (`stdin_once`, removal): once the
+    /// copies are closed too, the container reads EOF.
+    pub(crate) fn close_stdin_writer(&self, id: &str) {
+        lock(&self.stdin_writers).remove(id);
     }
 
     fn save(&self, r: &Record) -> Result<(), ContainerError> {
@@ -485,13 +520,28 @@ impl Containers {
             }
         }
         let rootfs = self.overlay(r)?;
-        let log = if r.log_path.is_empty() {
-            String::new()
+        let log = format!("crilog://{}", self.output_log(r).display());
+        // A container created with stdin reads it from a FIFO in its bundle that Attach writes
+        // to (the shim opens it without waiting for a writer).
+        let stdin = if r.config.stdin {
+            let fifo = self.stdin_fifo(&r.id);
+            match nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => return Err(io_err("mkfifo", &fifo)(e.into())),
+            }
+            // Read-write: opening never blocks and the FIFO always has this writer.
+            let w = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&fifo)
+                .map_err(io_err("open stdin fifo", &fifo))?;
+            lock(&self.stdin_writers).insert(r.id.clone(), w);
+            fifo.display().to_string()
         } else {
-            format!("crilog://{}", r.log_path)
+            String::new()
         };
         let io = TaskIo {
-            stdin: String::new(),
+            stdin,
             stdout: log.clone(),
             stderr: if r.config.tty { String::new() } else { log },
             terminal: r.config.tty,
@@ -714,6 +764,7 @@ impl Containers {
             Err(e) => return Err(e),
         };
         self.stop(&id, 0)?;
+        self.close_stdin_writer(&id);
         let shim = c.lock().shim.take();
         if let Some(shim) = shim {
             self.finish_task(&id, shim);

@@ -271,3 +271,237 @@ pub fn push(img: &OciImage, dest: &str, extra: &[&str]) {
         .arg(format!("oci:{}:latest", img.layout.display()))
         .arg(format!("docker://{dest}")));
 }
+
+/// A private CNI network for one test (what hack/lib/cni.sh writes for the harnesses): Debian's
+/// bridge + host-local + portmap plugins, a bridge `hcXXXXXX` that is the pods' gateway, a
+/// 10.234.N.0/24 no route of this machine uses, IPAM state in the test's own dir. Dropping it
+/// deletes the bridge (the plugins never do).
+pub struct CniNet {
+    pub conf_dir: PathBuf,
+    pub ipam_dir: PathBuf,
+    pub bridge: String,
+    /// "10.234.N"
+    pub prefix: String,
+}
+
+impl CniNet {
+    pub fn new(dir: &Path) -> CniNet {
+        let mut b = [0u8; 3];
+        fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut b))
+            .expect("urandom");
+        let bridge = format!("hc{:02x}{:02x}{:02x}", b[0], b[1], b[2]);
+        let routes = run(Command::new("ip").args(["-4", "route", "show"]));
+        let n = (0..250u32)
+            .map(|i| (u32::from(b[0]) + i) % 250)
+            .find(|n| !routes.contains(&format!("10.234.{n}.")))
+            .expect("a free 10.234.N.0/24");
+        let prefix = format!("10.234.{n}");
+        let conf_dir = dir.join("cni");
+        let ipam_dir = dir.join("cni-ipam");
+        fs::create_dir_all(&conf_dir).expect("mkdir cni");
+        let conf = serde_json::json!({
+            "cniVersion": "0.4.0",
+            "name": format!("husk-{bridge}"),
+            "plugins": [
+                {
+                    "type": "bridge", "bridge": bridge, "isGateway": true,
+                    "isDefaultGateway": true, "hairpinMode": true, "ipMasq": false,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": format!("{prefix}.0/24")}]],
+                        "dataDir": ipam_dir,
+                    }
+                },
+                {"type": "portmap", "capabilities": {"portMappings": true}}
+            ]
+        });
+        fs::write(
+            conf_dir.join("10-husk-bridge.conflist"),
+            serde_json::to_vec_pretty(&conf).expect("json"),
+        )
+        .expect("write conflist");
+        CniNet {
+            conf_dir,
+            ipam_dir,
+            bridge,
+            prefix,
+        }
+    }
+
+    /// host-local's allocations (one file per allocated IP).
+    pub fn allocations(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.ipam_dir.join(self.network_name()))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&self.prefix))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    pub fn network_name(&self) -> String {
+        format!("husk-{}", self.bridge)
+    }
+
+    /// The host ends of pods' veths on this bridge.
+    pub fn veths(&self) -> Vec<String> {
+        // No bridge yet (the first ADD makes it): no veths.
+        let out = Command::new("ip")
+            .args(["-br", "link", "show", "master", &self.bridge])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        out.lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .collect()
+    }
+}
+
+impl Drop for CniNet {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// husk-cri (the release binary) as a child process with everything under `dir`
+/// (`cri.sock`, `root`, `state`, `husk-cri.log`), extra flags appended. Dropping it kills
+/// the server, the shims it started and unmounts what is left below `dir`.
+pub struct CriServer {
+    pub dir: PathBuf,
+    pub extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl CriServer {
+    pub fn start(dir: &Path, extra: &[&str]) -> CriServer {
+        let mut s = CriServer {
+            dir: dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        s.spawn();
+        s
+    }
+
+    pub fn sock(&self) -> PathBuf {
+        self.dir.join("cri.sock")
+    }
+
+    pub fn log(&self) -> String {
+        let s = fs::read_to_string(self.dir.join("husk-cri.log")).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    fn spawn(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("husk-cri.log"))
+            .expect("husk-cri log");
+        let log2 = log.try_clone().expect("log");
+        let bin = binary("HUSK_CRI", "husk-cri");
+        let child = Command::new(&bin)
+            .arg("--listen")
+            .arg(self.sock())
+            .arg("--root")
+            .arg(self.dir.join("root"))
+            .arg("--state")
+            .arg(self.dir.join("state"))
+            .arg("--shim")
+            .arg(binary("SHIM_BIN", "containerd-shim-husk-v2"))
+            .arg("--runtime")
+            .arg(binary("HUSK_RUNTIME", "husk"))
+            .args(["--log-level", "info"])
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        self.child = Some(child);
+    }
+
+    /// SIGKILL (as a crash), then start a new husk-cri on the same dirs.
+    pub fn kill_and_restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A CRI channel once the server accepts connections.
+    pub async fn channel(&mut self) -> tonic::transport::Channel {
+        use tonic::transport::{Endpoint, Uri};
+        for _ in 0..400 {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("husk-cri exited with {st}: {}", self.log());
+                }
+            }
+            if tokio::net::UnixStream::connect(self.sock()).await.is_ok() {
+                let path = self.sock();
+                return Endpoint::try_from("http://[::1]:1")
+                    .expect("endpoint")
+                    .connect_with_connector(tower::service_fn(move |_: Uri| {
+                        let path = path.clone();
+                        async move {
+                            let s = tokio::net::UnixStream::connect(path).await?;
+                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                        }
+                    }))
+                    .await
+                    .expect("connect to husk-cri");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "husk-cri did not listen on {}: {}",
+            self.sock().display(),
+            self.log()
+        );
+    }
+}
+
+impl Drop for CriServer {
+    fn drop(&mut self) {
+        self.kill();
+        let sock = self.sock().display().to_string();
+        for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains("containerd-shim-husk-v2") && cmd.contains(&sock) {
+                if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut mounts: Vec<PathBuf> = info
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(PathBuf::from)
+            .filter(|m| m.starts_with(&self.dir))
+            .collect();
+        mounts.sort();
+        for m in mounts.iter().rev() {
+            let _ = nix::mount::umount2(m.as_path(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
