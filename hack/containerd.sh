@@ -11,8 +11,9 @@
 #      CRI=1         enable containerd's CRI plugin (socket DIR/containerd.sock, CNI config dir
 #                    DIR/cni (empty), registry hosts config in DIR/certs.d/HOST/hosts.toml)
 #      SANDBOX_IMAGE  with CRI=1: the pause image (sandbox_image) of the CRI plugin
-#      CRI_RUNTIME=husk  with CRI=1: the CRI plugin's default runtime is containerd-shim-husk-v2
-#                    (runtime_type io.containerd.husk.v2) instead of runc
+#      CRI_RUNTIME=husk  with CRI=1: the CRI plugin's default runtime handler is husk
+#                    (containerd-shim-husk-v2, runtime_type io.containerd.husk.v2) instead of
+#                    runc; both handlers are always there (a pod picks one by RuntimeHandler)
 #      CNI_BRIDGE=1   with CRI=1: DIR/cni gets a bridge network (hack/lib/cni.sh: bridge hcXXXXXX
 #                    without an address on the host, pods in a private 10.233.N.0/24, IPAM state
 #                    in DIR/cni-ipam); `stop` deletes the bridge; the portmap plugin serves
@@ -56,14 +57,15 @@ start() {
             [ "${CNI_GATEWAY:-0}" = 1 ] && gateway=true
             cni_bridge "$dir" "$gateway"
         fi
-        local runtime_lines=
-        if [ "${CRI_RUNTIME:-runc}" = husk ]; then
-            runtime_lines="
+        # Two runtime handlers, as a cluster with a RuntimeClass for husk has: runc and husk
+        # (containerd-shim-husk-v2); CRI_RUNTIME picks the default.
+        local runtime_lines="
   [plugins.\"io.containerd.grpc.v1.cri\".containerd]
-    default_runtime_name = \"husk\"
+    default_runtime_name = \"${CRI_RUNTIME:-runc}\"
+    [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]
+      runtime_type = \"io.containerd.runc.v2\"
     [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.husk]
       runtime_type = \"io.containerd.husk.v2\""
-        fi
         cri="
 [plugins.\"io.containerd.grpc.v1.cri\"]
   enable_selinux = false

@@ -171,3 +171,57 @@ fn update_runtime_config_renders_the_template_with_the_pod_cidr() {
     assert_eq!(net.pod_cidr(), "10.244.3.0/24");
     assert!(net.condition().status, "the rendered configuration is ready");
 }
+
+#[test]
+fn status_and_gc_reach_plugins_of_spec_1_1_only() {
+    let tmp = tempfile::Builder::new().prefix("husk-cni-gc-").tempdir().expect("tmp");
+    let dir = tmp.path();
+    let bin = dir.join("bin");
+    let conf_dir = dir.join("conf");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    std::fs::create_dir_all(&conf_dir).expect("mkdir");
+    let log = dir.join("calls");
+    // A plugin that records each call (command and its configuration on stdin).
+    script(
+        &bin,
+        "recorder",
+        &format!(
+            "echo \"$CNI_COMMAND $(cat | tr -d '\\n')\" >> {}\n\
+             [ \"$CNI_COMMAND\" = ADD ] && echo '{{\"cniVersion\":\"1.1.0\",\"ips\":[{{\"address\":\"10.9.9.9/24\"}}]}}'\n\
+             exit 0\n",
+            log.display()
+        ),
+    );
+    std::fs::write(
+        conf_dir.join("10-rec.conflist"),
+        r#"{"cniVersion":"1.1.0","name":"rec","plugins":[{"type":"recorder"}]}"#,
+    )
+    .expect("write");
+    let cni = Cni::new(settings(&conf_dir, vec![bin.clone()], &dir.join("cache"), Duration::from_secs(5)));
+    cni.status().expect("STATUS");
+    let keep = attachment("gc-keep", Path::new(""));
+    let r = cni.add(&keep).expect("ADD");
+    assert_eq!(husk_cri::network::cni::result_ips(&r, "eth0"), ["10.9.9.9"]);
+    cni.gc(std::slice::from_ref(&keep)).expect("GC");
+    let calls = std::fs::read_to_string(&log).expect("calls");
+    let lines: Vec<&str> = calls.lines().collect();
+    assert_eq!(lines.len(), 3, "{calls}");
+    assert!(lines[0].starts_with("STATUS "), "{calls}");
+    assert!(lines[1].starts_with("ADD "), "{calls}");
+    assert!(lines[2].starts_with("GC "), "{calls}");
+    assert!(
+        lines[2].contains(r#""cni.dev/valid-attachments":[{"containerID":"gc-keep","ifname":"eth0"}]"#),
+        "{calls}"
+    );
+
+    // A 1.0.0 list: neither STATUS nor GC is sent (the plugins do not know them).
+    std::fs::write(
+        conf_dir.join("10-rec.conflist"),
+        r#"{"cniVersion":"1.0.0","name":"rec","plugins":[{"type":"recorder"}]}"#,
+    )
+    .expect("write");
+    std::fs::remove_file(&log).expect("rm");
+    cni.status().expect("ready");
+    cni.gc(&[]).expect("no GC");
+    assert!(!log.exists(), "no call for a 1.0.0 list");
+}

@@ -5,7 +5,7 @@
 //!   config and IP; stop and remove leave no veth, IP allocation, iptables rule or namespace;
 //! - NetworkReady follows the conf dir (re-read), with a reason when it is not usable;
 //! - a failing plugin fails RunPodSandbox with the plugin's message and leaves nothing;
-//! - husk-cri SIGKILLed in the middle of CNI ADD leaves nothing once it restarts;
+//! - husk-cri SIGKILLed in the middle of CNI ADD or DEL leaves nothing once it restarts;
 //! - 200 pods created and removed (husk-cri killed now and then) leave the host as it was.
 //!
 //! Listeners and clients inside a pod's network namespace are sockets this test opens from a
@@ -370,20 +370,20 @@ async fn network_ready_follows_the_conf_dir_and_a_failing_plugin_leaves_nothing(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn husk_cri_killed_during_cni_add_leaves_nothing_after_restart() {
+async fn husk_cri_killed_during_cni_add_or_del_leaves_nothing_after_restart() {
     let tmp = tmpdir("husk-net-kill-");
     let dir = tmp.path().to_path_buf();
     let net = CniNet::new(&dir);
-    // A bridge plugin that marks when it starts and when it ends, and takes a second: a real
-    // plugin chain (any executable is a plugin), slow enough to kill husk-cri inside ADD.
+    // A bridge plugin that marks when each command starts and ends, and takes a second: a real
+    // plugin chain (any executable is a plugin), slow enough to kill husk-cri inside ADD or DEL.
     let bin = dir.join("cni-bin");
     std::fs::create_dir_all(&bin).expect("mkdir");
     let marks = dir.join("marks");
     std::fs::create_dir_all(&marks).expect("mkdir");
     let script = format!(
-        "#!/bin/sh\nin=$(cat)\n[ \"$CNI_COMMAND\" = ADD ] && touch {m}/started && sleep 1\n\
+        "#!/bin/sh\nin=$(cat)\ntouch {m}/$CNI_COMMAND-started\nsleep 1\n\
          printf '%s' \"$in\" | /usr/lib/cni/bridge\nrc=$?\n\
-         [ \"$CNI_COMMAND\" = ADD ] && touch {m}/done\nexit $rc\n",
+         touch {m}/$CNI_COMMAND-done\nexit $rc\n",
         m = marks.display()
     );
     let slow = bin.join("slow-bridge");
@@ -415,22 +415,22 @@ async fn husk_cri_killed_during_cni_add_leaves_nothing_after_restart() {
         .await
     });
     for _ in 0..200 {
-        if marks.join("started").exists() {
+        if marks.join("ADD-started").exists() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert!(marks.join("started").exists(), "ADD started: {}", srv.log());
+    assert!(marks.join("ADD-started").exists(), "ADD started: {}", srv.log());
     srv.kill();
     assert!(pending.await.expect("join").is_err(), "RunPodSandbox cut short");
     // The orphaned plugin finishes its ADD: a veth and an IP now belong to nobody.
     for _ in 0..200 {
-        if marks.join("done").exists() {
+        if marks.join("ADD-done").exists() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert!(marks.join("done").exists(), "the plugin finished");
+    assert!(marks.join("ADD-done").exists(), "the plugin finished");
     assert_eq!(net.veths().len(), 1, "the orphan's veth exists before the restart");
     assert_eq!(net.allocations().len(), 1);
     assert_eq!(nsfs_mounts_below(&dir), 1, "the orphan's pin exists before the restart");
@@ -446,6 +446,47 @@ async fn husk_cri_killed_during_cni_add_leaves_nothing_after_restart() {
     for p in &pods {
         remove_pod(&mut rt, &p.id).await;
     }
+    assert_eq!(host_state(&net, &dir, &[]), before, "{}", srv.log());
+    assert_eq!(nsfs_mounts_below(&dir), 0);
+
+    // Killed during DEL: the stop is cut short; the restarted husk-cri still holds the pod with
+    // its network, and its stop and removal DEL again (idempotent) and leave nothing.
+    let id = run_pod(&mut rt, pod_config("net-killed-del")).await;
+    for m in ["DEL-started", "DEL-done"] {
+        let _ = std::fs::remove_file(marks.join(m));
+    }
+    let mut rt2 = rt.clone();
+    let id2 = id.clone();
+    let pending = tokio::spawn(async move {
+        rt2.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id2 })
+            .await
+    });
+    for _ in 0..200 {
+        if marks.join("DEL-started").exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(marks.join("DEL-started").exists(), "DEL started: {}", srv.log());
+    srv.kill();
+    assert!(pending.await.expect("join").is_err(), "StopPodSandbox cut short");
+    for _ in 0..200 {
+        if marks.join("DEL-done").exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    srv.kill_and_restart();
+    rt = RuntimeServiceClient::new(srv.channel().await);
+    let pods = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+        .expect("list")
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 1, "the pod whose stop was cut short: {pods:?}");
+    assert_eq!(pods[0].id, id);
+    remove_pod(&mut rt, &id).await;
     assert_eq!(host_state(&net, &dir, &[]), before, "{}", srv.log());
     assert_eq!(nsfs_mounts_below(&dir), 0);
 }
