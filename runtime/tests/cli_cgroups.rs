@@ -58,6 +58,22 @@ fn memory_limit_oom_kills_and_update_raises_it() {
     let dir = cgroup_dir(e.pid(&id), "memory");
     let limit = std::fs::read_to_string(dir.join("memory.limit_in_bytes")).expect("read limit");
     assert_eq!(limit.trim(), (128u64 << 20).to_string());
+    // --kernel-memory / --kernel-memory-tcp: accepted and ignored with a warning, as runc and
+    // crun (current kernels have no separate kernel memory limit); the memory limit stays.
+    let o = e.husk(&["update", "--kernel-memory", "64m", "--kernel-memory-tcp", "8m", &id]);
+    assert!(
+        o.status.success(),
+        "update --kernel-memory: {:?} {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("ignored"),
+        "a warning: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let limit = std::fs::read_to_string(dir.join("memory.limit_in_bytes")).expect("read limit");
+    assert_eq!(limit.trim(), (128u64 << 20).to_string());
     let o = e.husk(&alloc);
     assert!(o.status.success(), "after update: {:?}", o.status);
     assert!(String::from_utf8_lossy(&o.stdout).contains("survived"));

@@ -438,7 +438,12 @@ fn real_main(cli: Cli, log_fd: Option<i32>) -> anyhow::Result<i32> {
         },
         Cmd::Update(ref a) => {
             if a.kernel_memory.is_some() || a.kernel_memory_tcp.is_some() {
-                anyhow::bail!("update: kernel memory limits (--kernel-memory, --kernel-memory-tcp) are not supported by this kernel");
+                // As runc and crun: kernel memory accounting has no separate limit on current
+                // kernels; the flags are accepted and ignored, with a warning.
+                tracing::warn!(
+                    "update: --kernel-memory and --kernel-memory-tcp are ignored (kernel memory \
+                     has no separate limit on this kernel)"
+                );
             }
             let f = husk::cgroup_ops::UpdateFlags {
                 resources: a.resources.clone(),
