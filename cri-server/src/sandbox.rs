@@ -10,8 +10,8 @@
 //!   uts with the pod's hostname (not with network NODE: a host-network pod sees the node's
 //!   hostname, as with containerd), new pid (not with pid NODE).
 //! - cgroups (cgroupfs driver): `<cgroup_parent>/<id>`; an empty parent means
-//!   [`DEFAULT_CGROUP_PARENT`] (husk creates it when missing and removes it with the last sandbox
-//!   when it made it and it is empty).
+//!   [`DEFAULT_CGROUP_PARENT`] (husk creates it when missing; husk-cri removes it from every
+//!   hierarchy when the last sandbox under it is removed).
 //! - Pod networking (see `network`): a pod that is not host-network gets a network namespace
 //!   pinned at `<state>/netns/<id>` and attached through CNI before the pause process starts
 //!   in it; the record holds the pin and the IPs before and after ADD, so a stop (or a restart's
@@ -147,6 +147,9 @@ pub struct Sandboxes {
     by_id: Mutex<HashMap<String, Arc<Sandbox>>>,
     /// name key (name_uid_namespace_attempt) → id, reserved from RunPodSandbox to removal.
     names: Mutex<HashMap<String, String>>,
+    /// Held (shared) while a pause process is created under the default cgroup parent, and
+    /// (exclusive) while that parent is removed: a removal never races a creation.
+    cgroup_parent: std::sync::RwLock<()>,
 }
 
 fn name_key(m: &cri::PodSandboxMetadata) -> String {
@@ -552,6 +555,7 @@ impl Sandboxes {
             pause_dir,
             by_id: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
+            cgroup_parent: std::sync::RwLock::new(()),
         };
         sandboxes.reload()?;
         // Attachments and pins of sandboxes that were never recorded (a husk-cri killed
@@ -778,9 +782,15 @@ impl Sandboxes {
                 return Err(e);
             }
         }
-        let started = write_json(&bundle.join("config.json"), &spec)
-            .and_then(|_| write_json(&bundle.join("sandbox.json"), &record))
-            .and_then(|_| self.start_pause(id, &bundle));
+        let started = {
+            let _creating = self
+                .cgroup_parent
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            write_json(&bundle.join("config.json"), &spec)
+                .and_then(|_| write_json(&bundle.join("sandbox.json"), &record))
+                .and_then(|_| self.start_pause(id, &bundle))
+        };
         let (shim, pid) = match started {
             Ok(s) => s,
             Err(e) => {
@@ -933,8 +943,44 @@ impl Sandboxes {
         }
         // husk's state root for the namespace, if this was its last container.
         let _ = std::fs::remove_dir(Path::new("/run/husk").join(SHIM_NAMESPACE));
+        self.remove_default_cgroup_parent();
         tracing::info!("sandbox {id} removed");
         Ok(())
+    }
+
+    /// The default cgroup parent is husk-cri's own (kubelet's parents are kubelet's): once no
+    /// sandbox is under it, it goes from every hierarchy (one still in use stays: rmdir says so).
+    fn remove_default_cgroup_parent(&self) {
+        let prefix = format!("{DEFAULT_CGROUP_PARENT}/");
+        let in_use = lock(&self.by_id)
+            .values()
+            .any(|sb| lock(&sb.record).cgroups_path.starts_with(&prefix));
+        if in_use {
+            return;
+        }
+        let Ok(host) = husk::cgroups::Host::detect() else {
+            return;
+        };
+        let _removing = self
+            .cgroup_parent
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut dirs: Vec<PathBuf> = host
+            .v1
+            .values()
+            .chain(host.unified.iter())
+            .filter(|m| m.root == "/")
+            .map(|m| m.mountpoint.join(DEFAULT_CGROUP_PARENT.trim_start_matches('/')))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        for d in dirs {
+            match std::fs::remove_dir(&d) {
+                Ok(()) => tracing::debug!("removed the empty cgroup parent {}", d.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::debug!("cgroup parent {} kept: {e}", d.display()),
+            }
+        }
     }
 
     /// PodSandboxStatus.

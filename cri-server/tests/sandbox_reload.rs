@@ -207,6 +207,19 @@ async fn running_sandboxes_survive_a_restart_and_are_reloaded() {
         !Path::new("/run/husk/k8s.io").join(&id).exists(),
         "husk still has state for the sandbox"
     );
+    // The default cgroup parent (/husk-cri) is husk-cri's: with its last sandbox gone, it is
+    // gone from every hierarchy (unless something else on this machine still uses it).
+    for ctrl in ["cpu", "memory", "pids"] {
+        let p = Path::new("/sys/fs/cgroup").join(ctrl).join("husk-cri");
+        let children = std::fs::read_dir(&p)
+            .map(|rd| rd.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()).count())
+            .unwrap_or(0);
+        assert!(
+            !p.exists() || children > 0,
+            "{} is empty and still there after the last sandbox went",
+            p.display()
+        );
+    }
     cleanup.id = None;
     drop(c);
     let _ = stop2.send(());
