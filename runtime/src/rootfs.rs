@@ -992,7 +992,11 @@ pub fn apply_root_propagation(spec: &Spec) -> Result<()> {
 }
 
 /// maskedPaths: a directory gets an empty read-only tmpfs, anything else /dev/null bound over it.
+/// /dev/null is opened without following a symlink and must be the null device (1:3), and the
+/// bind is made from that fd: a /dev/null that is (or was swapped for) a symlink to another file
+/// would otherwise bind that file over the masked path (CVE-2025-31133).
 pub fn mask_paths(paths: &[String]) -> Result<()> {
+    let mut null: Option<OwnedFd> = None;
     for p in paths {
         let path = Path::new(p);
         let meta = match std::fs::metadata(path) {
@@ -1010,17 +1014,35 @@ pub fn mask_paths(paths: &[String]) -> Result<()> {
                 || format!("mask {p}"),
             )?;
         } else {
-            mount(
-                Some(Path::new("/dev/null")),
-                path,
-                None,
-                MsFlags::MS_BIND,
-                None,
-                || format!("mask {p}"),
-            )?;
+            if null.is_none() {
+                null = Some(open_dev_null()?);
+            }
+            let fd = null
+                .as_ref()
+                .map(|f| sys::fd_path(f.as_fd()))
+                .unwrap_or_default();
+            mount(Some(&fd), path, None, MsFlags::MS_BIND, None, || {
+                format!("mask {p}")
+            })?;
         }
     }
     Ok(())
+}
+
+/// The container's /dev/null, checked to be the null character device and not a symlink.
+fn open_dev_null() -> Result<OwnedFd> {
+    let fd = sys::open(Path::new("/dev/null"), libc::O_PATH | libc::O_NOFOLLOW)
+        .ctx(|| "maskedPaths: open /dev/null".into())?;
+    let st =
+        std::fs::metadata(sys::fd_path(fd.as_fd())).ctx(|| "maskedPaths: stat /dev/null".into())?;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if !st.file_type().is_char_device() || st.rdev() != libc::makedev(1, 3) {
+        return Err(Error::container(
+            "maskedPaths: /dev/null is not the null device (a symlink or another file): refusing \
+             to bind it over masked paths",
+        ));
+    }
+    Ok(fd)
 }
 
 /// readonlyPaths: bind each path onto itself and remount it read-only.
@@ -1056,19 +1078,21 @@ pub fn readonly_root() -> Result<()> {
 /// Find the pty slave of a master and bind it onto /dev/console (after pivot_root).
 pub fn bind_console(slave_path: &Path) -> Result<()> {
     let console = Path::new("/dev/console");
-    match std::fs::OpenOptions::new()
+    // Opened without following a symlink and mounted on through that fd, so a /dev/console that
+    // is (or is swapped for) a symlink cannot redirect the bind (CVE-2025-52565).
+    let target = match std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .mode_for_console()
         .open(console)
     {
-        Ok(_) => {}
+        Ok(f) => f,
         Err(e) => return Err(Error::sys("create /dev/console", e)),
-    }
+    };
     mount(
         Some(slave_path),
-        console,
+        &sys::fd_path(target.as_fd()),
         None,
         MsFlags::MS_BIND,
         None,
@@ -1086,12 +1110,35 @@ impl ConsoleMode for std::fs::OpenOptions {
     }
 }
 
-/// Write namespaced sysctls through /proc/sys (validated in `spec`).
+/// Write namespaced sysctls through /proc/sys (validated in `spec`). Each file is opened beneath
+/// the procfs mount at /proc without crossing a mount or following a symlink, so a file (or
+/// another procfs entry) mounted over a /proc/sys entry cannot receive the write (CVE-2025-52881).
 pub fn apply_sysctls(sysctl: &std::collections::HashMap<String, String>) -> Result<()> {
+    if sysctl.is_empty() {
+        return Ok(());
+    }
+    let proc_dir = sys::open(Path::new("/proc"), libc::O_PATH | libc::O_DIRECTORY)
+        .ctx(|| "sysctl: open /proc".into())?;
+    let fs = nix::sys::statfs::fstatfs(&proc_dir).ctx(|| "sysctl: statfs /proc".into())?;
+    if fs.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {
+        return Err(Error::container("sysctl: /proc is not a procfs mount"));
+    }
     for (k, v) in sysctl {
-        let path = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
-        std::fs::write(&path, v.as_bytes())
-            .ctx(|| format!("sysctl {k}={v} ({})", path.display()))?;
+        let rel = PathBuf::from("sys").join(k.replace('.', "/"));
+        let f = sys::openat2(
+            proc_dir.as_fd(),
+            &rel,
+            libc::O_WRONLY | libc::O_NOCTTY,
+            sys::RESOLVE_BENEATH | sys::RESOLVE_NO_XDEV | sys::RESOLVE_NO_SYMLINKS,
+        )
+        .ctx(|| {
+            format!(
+                "sysctl {k}={v}: open /proc/{} (within procfs, crossing no mount or symlink)",
+                rel.display()
+            )
+        })?;
+        std::io::Write::write_all(&mut std::fs::File::from(f), v.as_bytes())
+            .ctx(|| format!("sysctl {k}={v} (/proc/{})", rel.display()))?;
     }
     Ok(())
 }

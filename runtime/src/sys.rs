@@ -85,6 +85,10 @@ pub unsafe fn clone3_into_cgroup(
 pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 pub const RESOLVE_IN_ROOT: u64 = 0x10;
 
+pub const RESOLVE_NO_XDEV: u64 = 0x01;
+pub const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+pub const RESOLVE_BENEATH: u64 = 0x08;
+
 /// openat2(2) with RESOLVE_IN_ROOT: `path` is resolved as if `root` were "/", so neither ".." nor an
 /// absolute symlink can leave the rootfs.
 pub fn openat_in_root(
@@ -92,16 +96,27 @@ pub fn openat_in_root(
     path: &Path,
     flags: libc::c_int,
 ) -> io::Result<OwnedFd> {
+    openat2(root, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+}
+
+/// openat2(2) with the given RESOLVE_* flags (O_CLOEXEC always added, mode 0).
+pub fn openat2(
+    dir: BorrowedFd<'_>,
+    path: &Path,
+    flags: libc::c_int,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
     let c = cstr(path)?;
+    // SAFETY: open_how is plain data; zeroed is a valid value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
     how.mode = 0;
-    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    how.resolve = resolve;
     // SAFETY: `c` and `how` outlive the call; the kernel validates the pointers' contents.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_openat2,
-            root.as_raw_fd(),
+            dir.as_raw_fd(),
             c.as_ptr(),
             &how as *const libc::open_how,
             std::mem::size_of::<libc::open_how>(),

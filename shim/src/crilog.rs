@@ -62,7 +62,7 @@ impl Stream {
 /// The path of a `crilog://` URI, or None for another kind of stdio.
 pub fn parse_uri(uri: &str) -> Option<Result<PathBuf, CriLogError>> {
     let rest = uri.strip_prefix(SCHEME)?;
-    let path = crate::stdio::percent_decode(rest);
+    let path = crate::uri::percent_decode(rest);
     if !path.starts_with('/') {
         return Some(Err(CriLogError::NotAbsolute {
             uri: uri.to_string(),

@@ -22,6 +22,7 @@ mod runtime;
 mod server;
 mod service;
 mod stdio;
+mod uri;
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -182,6 +183,12 @@ fn start(flags: &Flags) -> Result<()> {
         }
         Err(e) => return Err(e).with_context(|| format!("bind {path}")),
     };
+    // Only root may talk to the shim (as containerd's shims: CVE-2020-15257).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("chmod {path}"))?;
+    }
     let exe = std::env::current_exe().context("current_exe")?;
     let mut cmd = Command::new(exe);
     // Stacks of finished request threads go back to the kernel instead of glibc's cache (the

@@ -144,30 +144,13 @@ impl ProcIo {
     }
 }
 
+use crate::uri::percent_decode;
+
 fn is_uri(p: &str) -> bool {
     p.starts_with("binary://")
         || p.starts_with("file://")
         || p.starts_with("fifo://")
         || p.starts_with(crilog::SCHEME)
-}
-
-pub fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
-            if let Ok(v) = u8::from_str_radix(hex, 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn pipe() -> Result<(File, File), IoError> {

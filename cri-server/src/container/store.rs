@@ -123,6 +123,13 @@ impl Containers {
         for d in [&dir, &snapshots, &exec_dir] {
             std::fs::create_dir_all(d).map_err(io_err("mkdir", d))?;
         }
+        // Bundles and writable layers (setuid programs a container wrote) are root's only
+        // (CVE-2021-41103).
+        for d in [&dir, &snapshots] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
+                .map_err(io_err("chmod", d))?;
+        }
         let c = Containers {
             shim,
             dir,
