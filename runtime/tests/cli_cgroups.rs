@@ -60,7 +60,14 @@ fn memory_limit_oom_kills_and_update_raises_it() {
     assert_eq!(limit.trim(), (128u64 << 20).to_string());
     // --kernel-memory / --kernel-memory-tcp: accepted and ignored with a warning, as runc and
     // crun (current kernels have no separate kernel memory limit); the memory limit stays.
-    let o = e.husk(&["update", "--kernel-memory", "64m", "--kernel-memory-tcp", "8m", &id]);
+    let o = e.husk(&[
+        "update",
+        "--kernel-memory",
+        "64m",
+        "--kernel-memory-tcp",
+        "8m",
+        &id,
+    ]);
     assert!(
         o.status.success(),
         "update --kernel-memory: {:?} {}",

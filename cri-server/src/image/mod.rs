@@ -17,7 +17,7 @@
 //! All calls are blocking; run them off the async runtime (`spawn_blocking`).
 
 pub mod hosts;
-mod manifest;
+pub mod manifest;
 pub mod reference;
 mod registry;
 pub mod unpack;
