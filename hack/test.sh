@@ -24,7 +24,7 @@ RUNC=$(command -v runc)
 BATS_ENV=(PTY_RUN="$R/husk-pty-run" BATS_TEST_TIMEOUT=240)
 
 # unit + integration tests (--no-fail-fast: every test binary runs, so the counts are complete)
-suite cargo-test 1200 env HUSK_RUNTIME="$HUSK" cargo test --release --workspace --locked --no-fail-fast
+suite cargo-test 1800 env HUSK_RUNTIME="$HUSK" cargo test --release --workspace --locked --no-fail-fast
 # OCI conformance: husk, with runc side by side (fails on husk's regressions against runc)
 suite oci-conformance 600 "$R/husk-conformance" --runtime "$HUSK" --runtime "$RUNC" --reference runc --report target/conformance-report.md
 # containerd shim with husk, driven by a real containerd (ctr)
