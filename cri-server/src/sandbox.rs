@@ -783,10 +783,7 @@ impl Sandboxes {
             }
         }
         let started = {
-            let _creating = self
-                .cgroup_parent
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
+            let _creating = self.cgroup_parent.read().unwrap_or_else(|e| e.into_inner());
             write_json(&bundle.join("config.json"), &spec)
                 .and_then(|_| write_json(&bundle.join("sandbox.json"), &record))
                 .and_then(|_| self.start_pause(id, &bundle))
@@ -970,7 +967,10 @@ impl Sandboxes {
             .values()
             .chain(host.unified.iter())
             .filter(|m| m.root == "/")
-            .map(|m| m.mountpoint.join(DEFAULT_CGROUP_PARENT.trim_start_matches('/')))
+            .map(|m| {
+                m.mountpoint
+                    .join(DEFAULT_CGROUP_PARENT.trim_start_matches('/'))
+            })
             .collect();
         dirs.sort();
         dirs.dedup();

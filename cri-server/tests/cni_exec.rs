@@ -12,7 +12,12 @@ use std::time::{Duration, Instant};
 mod common;
 use common::CniNet;
 
-fn settings(conf_dir: &Path, bin_dirs: Vec<PathBuf>, cache: &Path, timeout: Duration) -> CniSettings {
+fn settings(
+    conf_dir: &Path,
+    bin_dirs: Vec<PathBuf>,
+    cache: &Path,
+    timeout: Duration,
+) -> CniSettings {
     CniSettings {
         conf_dir: conf_dir.to_path_buf(),
         bin_dirs,
@@ -40,14 +45,22 @@ fn script(dir: &Path, name: &str, body: &str) {
 
 #[test]
 fn add_check_del_with_real_plugins_and_a_cache_that_survives_a_restart() {
-    let tmp = tempfile::Builder::new().prefix("husk-cni-exec-").tempdir().expect("tmp");
+    let tmp = tempfile::Builder::new()
+        .prefix("husk-cni-exec-")
+        .tempdir()
+        .expect("tmp");
     let dir = tmp.path();
     let net = CniNet::new(dir);
     // Dual stack: host-local hands out one IPv4 and one IPv6 address.
     let conf = net.conf_dir.join("10-husk-bridge.conflist");
     let mut v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&conf).expect("read")).expect("json");
-    let n: u32 = net.prefix.rsplit('.').next().and_then(|x| x.parse().ok()).expect("n");
+    let n: u32 = net
+        .prefix
+        .rsplit('.')
+        .next()
+        .and_then(|x| x.parse().ok())
+        .expect("n");
     v["plugins"][0]["ipam"]["ranges"]
         .as_array_mut()
         .expect("ranges")
@@ -96,7 +109,10 @@ fn add_check_del_with_real_plugins_and_a_cache_that_survives_a_restart() {
 
 #[test]
 fn plugin_errors_carry_the_message_and_stderr_and_a_slow_plugin_is_killed() {
-    let tmp = tempfile::Builder::new().prefix("husk-cni-err-").tempdir().expect("tmp");
+    let tmp = tempfile::Builder::new()
+        .prefix("husk-cni-err-")
+        .tempdir()
+        .expect("tmp");
     let dir = tmp.path();
     let bin = dir.join("bin");
     let conf_dir = dir.join("conf");
@@ -115,11 +131,22 @@ fn plugin_errors_carry_the_message_and_stderr_and_a_slow_plugin_is_killed() {
         r#"{"cniVersion":"1.0.0","name":"f","plugins":[{"type":"fails"}]}"#,
     )
     .expect("write");
-    let cni = Cni::new(settings(&conf_dir, vec![bin.clone()], &dir.join("cache"), Duration::from_secs(2)));
-    let e = cni.add(&attachment("err-a", Path::new(""))).expect_err("ADD fails").to_string();
+    let cni = Cni::new(settings(
+        &conf_dir,
+        vec![bin.clone()],
+        &dir.join("cache"),
+        Duration::from_secs(2),
+    ));
+    let e = cni
+        .add(&attachment("err-a", Path::new("")))
+        .expect_err("ADD fails")
+        .to_string();
     assert!(e.contains("CNI ADD fails (f)"), "{e}");
     assert!(e.contains("cannot attach: no bridge (code 11)"), "{e}");
-    assert!(e.contains("stderr: plugin stderr: the bridge is on fire"), "{e}");
+    assert!(
+        e.contains("stderr: plugin stderr: the bridge is on fire"),
+        "{e}"
+    );
     assert!(cni.cached().is_empty(), "a failed ADD is not cached");
 
     std::fs::write(
@@ -128,7 +155,10 @@ fn plugin_errors_carry_the_message_and_stderr_and_a_slow_plugin_is_killed() {
     )
     .expect("write");
     let t = Instant::now();
-    let e = cni.add(&attachment("err-b", Path::new(""))).expect_err("ADD times out").to_string();
+    let e = cni
+        .add(&attachment("err-b", Path::new("")))
+        .expect_err("ADD times out")
+        .to_string();
     assert!(e.contains("timed out after 2s (killed)"), "{e}");
     // ADD and the undoing DEL each hit the timeout; not the plugin's 30 s.
     assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
@@ -149,7 +179,10 @@ fn plugin_errors_carry_the_message_and_stderr_and_a_slow_plugin_is_killed() {
 
 #[test]
 fn update_runtime_config_renders_the_template_with_the_pod_cidr() {
-    let tmp = tempfile::Builder::new().prefix("husk-cni-tpl-").tempdir().expect("tmp");
+    let tmp = tempfile::Builder::new()
+        .prefix("husk-cni-tpl-")
+        .tempdir()
+        .expect("tmp");
     let dir = tmp.path();
     let tpl = dir.join("template.conflist");
     std::fs::write(
@@ -160,7 +193,12 @@ fn update_runtime_config_renders_the_template_with_the_pod_cidr() {
     .expect("write");
     let conf_dir = dir.join("net.d");
     let net = Network::new(
-        settings(&conf_dir, vec![PathBuf::from("/usr/lib/cni")], &dir.join("cache"), Duration::from_secs(5)),
+        settings(
+            &conf_dir,
+            vec![PathBuf::from("/usr/lib/cni")],
+            &dir.join("cache"),
+            Duration::from_secs(5),
+        ),
         &dir.join("state"),
         Some(tpl),
     );
@@ -169,12 +207,18 @@ fn update_runtime_config_renders_the_template_with_the_pod_cidr() {
     let written = std::fs::read_to_string(conf_dir.join("10-husk-cri.conflist")).expect("read");
     assert!(written.contains(r#""subnet":"10.244.3.0/24""#), "{written}");
     assert_eq!(net.pod_cidr(), "10.244.3.0/24");
-    assert!(net.condition().status, "the rendered configuration is ready");
+    assert!(
+        net.condition().status,
+        "the rendered configuration is ready"
+    );
 }
 
 #[test]
 fn status_and_gc_reach_plugins_of_spec_1_1_only() {
-    let tmp = tempfile::Builder::new().prefix("husk-cni-gc-").tempdir().expect("tmp");
+    let tmp = tempfile::Builder::new()
+        .prefix("husk-cni-gc-")
+        .tempdir()
+        .expect("tmp");
     let dir = tmp.path();
     let bin = dir.join("bin");
     let conf_dir = dir.join("conf");
@@ -197,7 +241,12 @@ fn status_and_gc_reach_plugins_of_spec_1_1_only() {
         r#"{"cniVersion":"1.1.0","name":"rec","plugins":[{"type":"recorder"}]}"#,
     )
     .expect("write");
-    let cni = Cni::new(settings(&conf_dir, vec![bin.clone()], &dir.join("cache"), Duration::from_secs(5)));
+    let cni = Cni::new(settings(
+        &conf_dir,
+        vec![bin.clone()],
+        &dir.join("cache"),
+        Duration::from_secs(5),
+    ));
     cni.status().expect("STATUS");
     let keep = attachment("gc-keep", Path::new(""));
     let r = cni.add(&keep).expect("ADD");
@@ -210,7 +259,8 @@ fn status_and_gc_reach_plugins_of_spec_1_1_only() {
     assert!(lines[1].starts_with("ADD "), "{calls}");
     assert!(lines[2].starts_with("GC "), "{calls}");
     assert!(
-        lines[2].contains(r#""cni.dev/valid-attachments":[{"containerID":"gc-keep","ifname":"eth0"}]"#),
+        lines[2]
+            .contains(r#""cni.dev/valid-attachments":[{"containerID":"gc-keep","ifname":"eth0"}]"#),
         "{calls}"
     );
 

@@ -725,7 +725,10 @@ async fn containers_survive_a_sigkilled_husk_cri_and_a_killed_shim() {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        panic!("shim processes left after removal: {shims:?}\n{}", server_log(&dir));
+        panic!(
+            "shim processes left after removal: {shims:?}\n{}",
+            server_log(&dir)
+        );
     }
     drop(guard);
     drop(reg);

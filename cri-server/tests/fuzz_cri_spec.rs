@@ -138,8 +138,31 @@ fn req() -> impl Strategy<Value = Req> {
     let c = (namespaces(), s(), v(s()), v(s()), s(), map(), s());
     (a, b, c).prop_map(
         |(
-            (name, command, args, working_dir, envs, mounts, devices, labels, annotations, log_path, tty),
-            (privileged, caps, run_as_user, run_as_group, run_as_username, masked, readonly, seccomp, apparmor, legacy),
+            (
+                name,
+                command,
+                args,
+                working_dir,
+                envs,
+                mounts,
+                devices,
+                labels,
+                annotations,
+                log_path,
+                tty,
+            ),
+            (
+                privileged,
+                caps,
+                run_as_user,
+                run_as_group,
+                run_as_username,
+                masked,
+                readonly,
+                seccomp,
+                apparmor,
+                legacy,
+            ),
             (ns, image_user, image_env, image_volumes, image_workdir, pod_sysctls, cgroup_parent),
         )| Req {
             name,

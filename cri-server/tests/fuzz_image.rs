@@ -115,7 +115,13 @@ fn entry() -> impl Strategy<Value = Entry> {
     (
         path(),
         kind(),
-        prop_oneof![Just(0o644u32), Just(0o755), Just(0o4755), Just(0), any::<u32>()],
+        prop_oneof![
+            Just(0o644u32),
+            Just(0o755),
+            Just(0o4755),
+            Just(0),
+            any::<u32>()
+        ],
         prop_oneof![Just((0u64, 0u64)), (0u64..70000, 0u64..70000)],
     )
         .prop_map(|(name, kind, mode, ids)| Entry {
@@ -262,7 +268,9 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
         let Ok(rd) = fs::read_dir(dir) else { return };
         for e in rd.flatten() {
             let p = e.path();
-            let Ok(m) = fs::symlink_metadata(&p) else { continue };
+            let Ok(m) = fs::symlink_metadata(&p) else {
+                continue;
+            };
             let rel = p.strip_prefix(root).unwrap_or(&p).to_path_buf();
             let desc = if m.file_type().is_symlink() {
                 format!("link {:?}", fs::read_link(&p).ok())
@@ -294,7 +302,9 @@ fn inodes(dir: &Path, out: &mut Vec<(u64, u64, PathBuf)>) {
     let Ok(rd) = fs::read_dir(dir) else { return };
     for e in rd.flatten() {
         let p = e.path();
-        let Ok(m) = fs::symlink_metadata(&p) else { continue };
+        let Ok(m) = fs::symlink_metadata(&p) else {
+            continue;
+        };
         out.push((m.dev(), m.ino(), p.clone()));
         if m.is_dir() {
             inodes(&p, out);
@@ -366,7 +376,10 @@ fn check_unpack(
     // Nothing outside dest changed.
     let after = snapshot(&canary);
     prop_assert_eq!(&before, &after, "the canary directory changed");
-    prop_assert_eq!(fs::read(root.join("sibling")).ok(), Some(b"sibling".to_vec()));
+    prop_assert_eq!(
+        fs::read(root.join("sibling")).ok(),
+        Some(b"sibling".to_vec())
+    );
     let mut after_root: Vec<_> = fs::read_dir(&root)
         .expect("read tmp")
         .flatten()
@@ -497,16 +510,25 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| Value::from(n)),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
         ".{0,12}".prop_map(Value::String),
         prop::sample::select(vec![
-            "sha256:", "application/vnd.oci.image.manifest.v1+json",
+            "sha256:",
+            "application/vnd.oci.image.manifest.v1+json",
             "application/vnd.oci.image.index.v1+json",
             "application/vnd.docker.distribution.manifest.v2+json",
             "application/vnd.docker.distribution.manifest.list.v2+json",
             "application/vnd.docker.distribution.manifest.v1+prettyjws",
-            "application/vnd.oci.image.layer.v1.tar+gzip", "linux", "amd64", "arm64", "v8", "layers",
-        ]).prop_map(|s| Value::String(s.to_string())),
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "linux",
+            "amd64",
+            "arm64",
+            "v8",
+            "layers",
+        ])
+        .prop_map(|s| Value::String(s.to_string())),
         (0usize..4).prop_map(|n| Value::String(format!("sha256:{}", "a".repeat(64 - n)))),
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {
@@ -514,12 +536,38 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
             prop::collection::vec(inner.clone(), 0..5).prop_map(serde_json::Value::Array),
             prop::collection::btree_map(
                 prop::sample::select(vec![
-                    "schemaVersion", "mediaType", "config", "layers", "manifests", "digest",
-                    "size", "platform", "architecture", "os", "variant", "os.version",
-                    "os.features", "annotations", "rootfs", "type", "diff_ids", "Env", "Cmd",
-                    "Entrypoint", "User", "WorkingDir", "ExposedPorts", "Volumes", "Labels",
-                    "StopSignal", "urls", "subject", "artifactType", "x",
-                ]).prop_map(String::from),
+                    "schemaVersion",
+                    "mediaType",
+                    "config",
+                    "layers",
+                    "manifests",
+                    "digest",
+                    "size",
+                    "platform",
+                    "architecture",
+                    "os",
+                    "variant",
+                    "os.version",
+                    "os.features",
+                    "annotations",
+                    "rootfs",
+                    "type",
+                    "diff_ids",
+                    "Env",
+                    "Cmd",
+                    "Entrypoint",
+                    "User",
+                    "WorkingDir",
+                    "ExposedPorts",
+                    "Volumes",
+                    "Labels",
+                    "StopSignal",
+                    "urls",
+                    "subject",
+                    "artifactType",
+                    "x",
+                ])
+                .prop_map(String::from),
                 inner,
                 0..6,
             )
@@ -690,10 +738,34 @@ proptest! {
 fn reference_string() -> impl Strategy<Value = String> {
     let part = prop_oneof![
         prop::sample::select(vec![
-            "docker.io", "localhost", "localhost:5000", "[::1]:5000", "127.0.0.1", "registry-1.docker.io",
-            "library", "busybox", "a", "a.b", "a__b", "a--b", "A", ":", "@", "/", "sha256:",
-            ":latest", "@sha256:", "[", "]", "..", "-", "_", ".", "::",
-        ]).prop_map(String::from),
+            "docker.io",
+            "localhost",
+            "localhost:5000",
+            "[::1]:5000",
+            "127.0.0.1",
+            "registry-1.docker.io",
+            "library",
+            "busybox",
+            "a",
+            "a.b",
+            "a__b",
+            "a--b",
+            "A",
+            ":",
+            "@",
+            "/",
+            "sha256:",
+            ":latest",
+            "@sha256:",
+            "[",
+            "]",
+            "..",
+            "-",
+            "_",
+            ".",
+            "::",
+        ])
+        .prop_map(String::from),
         "[a-z0-9._:/@-]{0,10}",
         (60usize..70).prop_map(|n| "a".repeat(n)),
         (0usize..66).prop_map(|n| "0123456789abcdef".repeat(5)[..n].to_string()),

@@ -98,7 +98,9 @@ fn in_netns<T: Send + 'static>(ns: &Path, f: impl FnOnce() -> T + Send + 'static
 
 /// A listener in the pod's namespace answering every connection with `reply`.
 fn serve_in(ns: &Path, port: u16, reply: &'static str) {
-    let l = in_netns(ns, move || TcpListener::bind(("0.0.0.0", port)).expect("bind in pod"));
+    let l = in_netns(ns, move || {
+        TcpListener::bind(("0.0.0.0", port)).expect("bind in pod")
+    });
     std::thread::spawn(move || {
         for mut s in l.incoming().flatten() {
             let _ = s.write_all(reply.as_bytes());
@@ -108,7 +110,8 @@ fn serve_in(ns: &Path, port: u16, reply: &'static str) {
 
 fn fetch(s: std::io::Result<TcpStream>) -> String {
     let mut s = s.unwrap_or_else(|e| panic!("connect: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
@@ -172,7 +175,11 @@ fn nsfs_mounts_below(dir: &Path) -> usize {
         .unwrap_or_default()
         .lines()
         .filter(|l| l.contains(" - nsfs "))
-        .filter(|l| l.split(' ').nth(4).is_some_and(|m| Path::new(m).starts_with(dir)))
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|m| Path::new(m).starts_with(dir))
+        })
         .count()
 }
 
@@ -184,10 +191,7 @@ fn tmpdir(prefix: &str) -> tempfile::TempDir {
 }
 
 fn cni_flags(net: &CniNet) -> Vec<String> {
-    vec![
-        "--cni-conf-dir".into(),
-        net.conf_dir.display().to_string(),
-    ]
+    vec!["--cni-conf-dir".into(), net.conf_dir.display().to_string()]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,14 +206,12 @@ async fn pods_get_ips_talk_to_each_other_and_the_host_and_leave_nothing() {
     let mut rt = RuntimeServiceClient::new(srv.channel().await);
 
     let mut a_cfg = pod_config("net-a");
-    a_cfg.port_mappings = vec![
-        cri::PortMapping {
-            protocol: cri::Protocol::Tcp as i32,
-            container_port: 8080,
-            host_port: host_port as i32,
-            host_ip: String::new(),
-        },
-    ];
+    a_cfg.port_mappings = vec![cri::PortMapping {
+        protocol: cri::Protocol::Tcp as i32,
+        container_port: 8080,
+        host_port: host_port as i32,
+        host_ip: String::new(),
+    }];
     a_cfg.dns_config = Some(cri::DnsConfig {
         servers: vec!["10.10.10.10".into()],
         searches: vec!["example.test".into()],
@@ -218,8 +220,14 @@ async fn pods_get_ips_talk_to_each_other_and_the_host_and_leave_nothing() {
     let a = run_pod(&mut rt, a_cfg).await;
     let b = run_pod(&mut rt, pod_config("net-b")).await;
     let (ip_a, ip_b) = (pod_ip(&mut rt, &a).await, pod_ip(&mut rt, &b).await);
-    assert!(ip_a.starts_with(&format!("{}.", net.prefix)), "pod a ip {ip_a:?}");
-    assert!(ip_b.starts_with(&format!("{}.", net.prefix)), "pod b ip {ip_b:?}");
+    assert!(
+        ip_a.starts_with(&format!("{}.", net.prefix)),
+        "pod a ip {ip_a:?}"
+    );
+    assert!(
+        ip_b.starts_with(&format!("{}.", net.prefix)),
+        "pod b ip {ip_b:?}"
+    );
     assert_ne!(ip_a, ip_b);
     assert_eq!(net.veths().len(), 2, "one veth per pod on {}", net.bridge);
     assert_eq!(net.allocations(), {
@@ -231,7 +239,10 @@ async fn pods_get_ips_talk_to_each_other_and_the_host_and_leave_nothing() {
     // resolv.conf from the DNS config, hosts with the pod's own name and IP.
     let files = dir.join("state").join("sandboxes").join(&a);
     let resolv = std::fs::read_to_string(files.join("resolv.conf")).expect("resolv.conf");
-    assert_eq!(resolv, "search example.test\nnameserver 10.10.10.10\noptions ndots:8\n");
+    assert_eq!(
+        resolv,
+        "search example.test\nnameserver 10.10.10.10\noptions ndots:8\n"
+    );
     let hosts = std::fs::read_to_string(files.join("hosts")).expect("hosts");
     assert!(hosts.ends_with(&format!("{ip_a}\tnet-a\n")), "{hosts}");
 
@@ -241,16 +252,29 @@ async fn pods_get_ips_talk_to_each_other_and_the_host_and_leave_nothing() {
     serve_in(&pin_a, 8080, "from-pod-a");
     assert_eq!(fetch(connect(&format!("{ip_a}:8080"))), "from-pod-a");
     let to_a = format!("{ip_a}:8080");
-    assert_eq!(in_netns(&pin_b, move || fetch(connect(&to_a))), "from-pod-a");
+    assert_eq!(
+        in_netns(&pin_b, move || fetch(connect(&to_a))),
+        "from-pod-a"
+    );
     let host = TcpListener::bind("0.0.0.0:0").expect("host listener");
-    let host_addr = format!("{}.1:{}", net.prefix, host.local_addr().expect("addr").port());
+    let host_addr = format!(
+        "{}.1:{}",
+        net.prefix,
+        host.local_addr().expect("addr").port()
+    );
     std::thread::spawn(move || {
         for mut s in host.incoming().flatten() {
             let _ = s.write_all(b"from-host");
         }
     });
-    assert_eq!(in_netns(&pin_b, move || fetch(connect(&host_addr))), "from-host");
-    assert_eq!(fetch(connect(&format!("127.0.0.1:{host_port}"))), "from-pod-a");
+    assert_eq!(
+        in_netns(&pin_b, move || fetch(connect(&host_addr))),
+        "from-host"
+    );
+    assert_eq!(
+        fetch(connect(&format!("127.0.0.1:{host_port}"))),
+        "from-pod-a"
+    );
     // lo is up in the pod.
     assert_eq!(
         in_netns(&pin_a, || fetch(connect("127.0.0.1:8080"))),
@@ -271,7 +295,10 @@ async fn pods_get_ips_talk_to_each_other_and_the_host_and_leave_nothing() {
     .await
     .expect("stop a");
     assert_eq!(net.veths().len(), 1);
-    assert!(connect(&format!("127.0.0.1:{host_port}")).is_err(), "hostPort gone after stop");
+    assert!(
+        connect(&format!("127.0.0.1:{host_port}")).is_err(),
+        "hostPort gone after stop"
+    );
     remove_pod(&mut rt, &a).await;
     remove_pod(&mut rt, &b).await;
     assert_eq!(host_state(&net, &dir, &[host_port]), before);
@@ -307,7 +334,11 @@ async fn network_ready_follows_the_conf_dir_and_a_failing_plugin_leaves_nothing(
     let c = ready(&mut rt).await;
     assert!(!c.status);
     assert_eq!(c.reason, "NetworkPluginNotReady");
-    assert!(c.message.contains("no CNI network configuration"), "{}", c.message);
+    assert!(
+        c.message.contains("no CNI network configuration"),
+        "{}",
+        c.message
+    );
     // A pod cannot get a network without a configuration: refused, nothing left.
     let e = rt
         .run_pod_sandbox(cri::RunPodSandboxRequest {
@@ -420,9 +451,16 @@ async fn husk_cri_killed_during_cni_add_or_del_leaves_nothing_after_restart() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert!(marks.join("ADD-started").exists(), "ADD started: {}", srv.log());
+    assert!(
+        marks.join("ADD-started").exists(),
+        "ADD started: {}",
+        srv.log()
+    );
     srv.kill();
-    assert!(pending.await.expect("join").is_err(), "RunPodSandbox cut short");
+    assert!(
+        pending.await.expect("join").is_err(),
+        "RunPodSandbox cut short"
+    );
     // The orphaned plugin finishes its ADD: a veth and an IP now belong to nobody.
     for _ in 0..200 {
         if marks.join("ADD-done").exists() {
@@ -431,9 +469,17 @@ async fn husk_cri_killed_during_cni_add_or_del_leaves_nothing_after_restart() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(marks.join("ADD-done").exists(), "the plugin finished");
-    assert_eq!(net.veths().len(), 1, "the orphan's veth exists before the restart");
+    assert_eq!(
+        net.veths().len(),
+        1,
+        "the orphan's veth exists before the restart"
+    );
     assert_eq!(net.allocations().len(), 1);
-    assert_eq!(nsfs_mounts_below(&dir), 1, "the orphan's pin exists before the restart");
+    assert_eq!(
+        nsfs_mounts_below(&dir),
+        1,
+        "the orphan's pin exists before the restart"
+    );
 
     srv.kill_and_restart();
     rt = RuntimeServiceClient::new(srv.channel().await);
@@ -458,8 +504,10 @@ async fn husk_cri_killed_during_cni_add_or_del_leaves_nothing_after_restart() {
     let mut rt2 = rt.clone();
     let id2 = id.clone();
     let pending = tokio::spawn(async move {
-        rt2.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id2 })
-            .await
+        rt2.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id2,
+        })
+        .await
     });
     for _ in 0..200 {
         if marks.join("DEL-started").exists() {
@@ -467,9 +515,16 @@ async fn husk_cri_killed_during_cni_add_or_del_leaves_nothing_after_restart() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert!(marks.join("DEL-started").exists(), "DEL started: {}", srv.log());
+    assert!(
+        marks.join("DEL-started").exists(),
+        "DEL started: {}",
+        srv.log()
+    );
     srv.kill();
-    assert!(pending.await.expect("join").is_err(), "StopPodSandbox cut short");
+    assert!(
+        pending.await.expect("join").is_err(),
+        "StopPodSandbox cut short"
+    );
     for _ in 0..200 {
         if marks.join("DEL-done").exists() {
             break;

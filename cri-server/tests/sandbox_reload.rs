@@ -212,7 +212,11 @@ async fn running_sandboxes_survive_a_restart_and_are_reloaded() {
     for ctrl in ["cpu", "memory", "pids"] {
         let p = Path::new("/sys/fs/cgroup").join(ctrl).join("husk-cri");
         let children = std::fs::read_dir(&p)
-            .map(|rd| rd.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()).count())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter(|e| e.path().is_dir())
+                    .count()
+            })
             .unwrap_or(0);
         assert!(
             !p.exists() || children > 0,

@@ -41,12 +41,30 @@ const OPS: &[&str] = &[
     "SCMP_CMP_MASKED_EQ",
 ];
 const ARCHES: &[&str] = &[
-    "SCMP_ARCH_NATIVE", "SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_ARM",
-    "SCMP_ARCH_AARCH64", "SCMP_ARCH_MIPS", "SCMP_ARCH_MIPS64", "SCMP_ARCH_MIPS64N32",
-    "SCMP_ARCH_MIPSEL", "SCMP_ARCH_MIPSEL64", "SCMP_ARCH_MIPSEL64N32", "SCMP_ARCH_PPC",
-    "SCMP_ARCH_PPC64", "SCMP_ARCH_PPC64LE", "SCMP_ARCH_S390", "SCMP_ARCH_S390X",
-    "SCMP_ARCH_PARISC", "SCMP_ARCH_PARISC64", "SCMP_ARCH_RISCV64", "SCMP_ARCH_LOONGARCH64",
-    "SCMP_ARCH_M68K", "SCMP_ARCH_SH", "SCMP_ARCH_SHEB",
+    "SCMP_ARCH_NATIVE",
+    "SCMP_ARCH_X86",
+    "SCMP_ARCH_X86_64",
+    "SCMP_ARCH_X32",
+    "SCMP_ARCH_ARM",
+    "SCMP_ARCH_AARCH64",
+    "SCMP_ARCH_MIPS",
+    "SCMP_ARCH_MIPS64",
+    "SCMP_ARCH_MIPS64N32",
+    "SCMP_ARCH_MIPSEL",
+    "SCMP_ARCH_MIPSEL64",
+    "SCMP_ARCH_MIPSEL64N32",
+    "SCMP_ARCH_PPC",
+    "SCMP_ARCH_PPC64",
+    "SCMP_ARCH_PPC64LE",
+    "SCMP_ARCH_S390",
+    "SCMP_ARCH_S390X",
+    "SCMP_ARCH_PARISC",
+    "SCMP_ARCH_PARISC64",
+    "SCMP_ARCH_RISCV64",
+    "SCMP_ARCH_LOONGARCH64",
+    "SCMP_ARCH_M68K",
+    "SCMP_ARCH_SH",
+    "SCMP_ARCH_SHEB",
 ];
 const FLAGS: &[&str] = &[
     "SECCOMP_FILTER_FLAG_TSYNC",
@@ -55,10 +73,38 @@ const FLAGS: &[&str] = &[
     "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
 ];
 const NAMES: &[&str] = &[
-    "read", "write", "open", "openat", "close", "socket", "socketcall", "ipc", "clone", "clone3",
-    "personality", "mmap", "mmap2", "_llseek", "ptrace", "keyctl", "execve", "kill", "ioctl",
-    "fcntl64", "getuid32", "arch_prctl", "set_tls", "cacheflush", "sync_file_range2",
-    "uselib", "riscv_flush_icache", "s390_runtime_instr", "bind", "shmget", "semop", "",
+    "read",
+    "write",
+    "open",
+    "openat",
+    "close",
+    "socket",
+    "socketcall",
+    "ipc",
+    "clone",
+    "clone3",
+    "personality",
+    "mmap",
+    "mmap2",
+    "_llseek",
+    "ptrace",
+    "keyctl",
+    "execve",
+    "kill",
+    "ioctl",
+    "fcntl64",
+    "getuid32",
+    "arch_prctl",
+    "set_tls",
+    "cacheflush",
+    "sync_file_range2",
+    "uselib",
+    "riscv_flush_icache",
+    "s390_runtime_instr",
+    "bind",
+    "shmget",
+    "semop",
+    "",
 ];
 
 /// One of the known strings, or an arbitrary one.
@@ -161,10 +207,22 @@ fn check_program(prog: &[libc::sock_filter]) -> Result<(), TestCaseError> {
             // BPF_JMP
             if ins.code & 0xf0 == 0x00 {
                 // BPF_JA
-                prop_assert!(i + 1 + (ins.k as usize) < prog.len(), "ja out of range at {}", i);
+                prop_assert!(
+                    i + 1 + (ins.k as usize) < prog.len(),
+                    "ja out of range at {}",
+                    i
+                );
             } else {
-                prop_assert!(i + 1 + (ins.jt as usize) < prog.len(), "jt out of range at {}", i);
-                prop_assert!(i + 1 + (ins.jf as usize) < prog.len(), "jf out of range at {}", i);
+                prop_assert!(
+                    i + 1 + (ins.jt as usize) < prog.len(),
+                    "jt out of range at {}",
+                    i
+                );
+                prop_assert!(
+                    i + 1 + (ins.jf as usize) < prog.len(),
+                    "jf out of range at {}",
+                    i
+                );
             }
         }
     }
@@ -176,7 +234,9 @@ fn check_program(prog: &[libc::sock_filter]) -> Result<(), TestCaseError> {
 fn names_a_field(e: &SeccompError) -> bool {
     let m = e.to_string();
     match e {
-        SeccompError::Invalid(_) => m.contains("linux.seccomp") || m.contains("syscall") || m.contains("syscalls["),
+        SeccompError::Invalid(_) => {
+            m.contains("linux.seccomp") || m.contains("syscall") || m.contains("syscalls[")
+        }
         SeccompError::TooLong { .. } => m.contains("4096"),
         _ => !m.is_empty(),
     }
@@ -213,7 +273,12 @@ fn probes() -> impl Strategy<Value = Vec<(u32, u32, [u64; 6])>> {
     prop::collection::vec(
         (
             prop_oneof![0u32..500, any::<u32>(), Just(0x4000_0000u32 + 1)],
-            prop_oneof![Just(0xc000_003eu32), Just(0x4000_0003), Just(0xc000_00b7), any::<u32>()],
+            prop_oneof![
+                Just(0xc000_003eu32),
+                Just(0x4000_0003),
+                Just(0xc000_00b7),
+                any::<u32>()
+            ],
             prop::array::uniform6(u64v()),
         ),
         1..4,
@@ -257,9 +322,21 @@ fn any_json() -> impl Strategy<Value = Value> {
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
             prop::collection::btree_map(
                 prop::sample::select(vec![
-                    "defaultAction", "defaultErrnoRet", "architectures", "flags", "syscalls",
-                    "names", "action", "errnoRet", "args", "index", "value", "valueTwo", "op",
-                    "listenerPath", "listenerMetadata",
+                    "defaultAction",
+                    "defaultErrnoRet",
+                    "architectures",
+                    "flags",
+                    "syscalls",
+                    "names",
+                    "action",
+                    "errnoRet",
+                    "args",
+                    "index",
+                    "value",
+                    "valueTwo",
+                    "op",
+                    "listenerPath",
+                    "listenerMetadata",
                 ])
                 .prop_map(String::from),
                 inner,

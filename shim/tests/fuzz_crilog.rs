@@ -49,7 +49,13 @@ fn parse_ts(ts: &[u8]) -> Option<(u64, u32)> {
         None => (s, None),
     };
     let b = main.as_bytes();
-    if b.len() != 19 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+    if b.len() != 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
@@ -59,7 +65,14 @@ fn parse_ts(ts: &[u8]) -> Option<(u64, u32)> {
         }
         t.parse().ok()
     };
-    let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let (y, mo, d, h, mi, se) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 59 {
         return None;
     }
@@ -67,7 +80,11 @@ fn parse_ts(ts: &[u8]) -> Option<(u64, u32)> {
         None => 0,
         Some(f) => {
             // 1..9 digits, no trailing zero (Go trims them).
-            if f.is_empty() || f.len() > 9 || f.ends_with('0') || !f.bytes().all(|c| c.is_ascii_digit()) {
+            if f.is_empty()
+                || f.len() > 9
+                || f.ends_with('0')
+                || !f.bytes().all(|c| c.is_ascii_digit())
+            {
                 return None;
             }
             let mut v: u32 = f.parse().ok()?;
@@ -83,12 +100,20 @@ fn parse_ts(ts: &[u8]) -> Option<(u64, u32)> {
 }
 
 /// Checks every record of `out` and returns the messages reconstructed (P: msg, F: msg + \n).
-fn records(out: &[u8], stream: Stream, max: usize, times: &[SystemTime]) -> Result<Vec<u8>, TestCaseError> {
+fn records(
+    out: &[u8],
+    stream: Stream,
+    max: usize,
+    times: &[SystemTime],
+) -> Result<Vec<u8>, TestCaseError> {
     let tag: &[u8] = match stream {
         Stream::Stdout => b"stdout",
         Stream::Stderr => b"stderr",
     };
-    prop_assert!(out.is_empty() || out.ends_with(b"\n"), "output does not end with a newline");
+    prop_assert!(
+        out.is_empty() || out.ends_with(b"\n"),
+        "output does not end with a newline"
+    );
     let mut rebuilt = Vec::new();
     for line in out.split(|&b| b == b'\n').filter(|_| true) {
         // split leaves one empty slice after the final \n
@@ -101,16 +126,32 @@ fn records(out: &[u8], stream: Stream, max: usize, times: &[SystemTime]) -> Resu
         let pf = parts.next().unwrap_or_default();
         let msg = parts.next();
         let Some(msg) = msg else {
-            return Err(TestCaseError::fail(format!("short record {:?}", String::from_utf8_lossy(line))));
+            return Err(TestCaseError::fail(format!(
+                "short record {:?}",
+                String::from_utf8_lossy(line)
+            )));
         };
         let (secs, nanos) = parse_ts(ts).ok_or_else(|| {
             TestCaseError::fail(format!("bad timestamp {:?}", String::from_utf8_lossy(ts)))
         })?;
         let t = UNIX_EPOCH + Duration::new(secs, nanos);
-        prop_assert!(times.contains(&t), "timestamp {:?} is not a time the data was fed at", String::from_utf8_lossy(ts));
+        prop_assert!(
+            times.contains(&t),
+            "timestamp {:?} is not a time the data was fed at",
+            String::from_utf8_lossy(ts)
+        );
         prop_assert_eq!(st, tag);
-        prop_assert!(pf == b"P" || pf == b"F", "tag {:?}", String::from_utf8_lossy(pf));
-        prop_assert!(msg.len() <= max, "message of {} bytes, max {}", msg.len(), max);
+        prop_assert!(
+            pf == b"P" || pf == b"F",
+            "tag {:?}",
+            String::from_utf8_lossy(pf)
+        );
+        prop_assert!(
+            msg.len() <= max,
+            "message of {} bytes, max {}",
+            msg.len(),
+            max
+        );
         rebuilt.extend_from_slice(msg);
         if pf == b"F" {
             rebuilt.push(b'\n');
@@ -164,8 +205,19 @@ fn data() -> impl Strategy<Value = Vec<u8>> {
 fn time() -> impl Strategy<Value = SystemTime> {
     // Up to year 9999 (four-digit years), any nanoseconds (incl. 0 and trailing zeros).
     (
-        prop_oneof![0u64..253_402_300_800, Just(0), Just(951_782_400), Just(4_107_542_399)],
-        prop_oneof![0u32..1_000_000_000, Just(0), Just(500_000_000), Just(120), Just(999_999_999)],
+        prop_oneof![
+            0u64..253_402_300_800,
+            Just(0),
+            Just(951_782_400),
+            Just(4_107_542_399)
+        ],
+        prop_oneof![
+            0u32..1_000_000_000,
+            Just(0),
+            Just(500_000_000),
+            Just(120),
+            Just(999_999_999)
+        ],
     )
         .prop_map(|(s, n)| UNIX_EPOCH + Duration::new(s, n))
 }
@@ -190,7 +242,12 @@ fn run(
     let mut rest = data;
     let mut i = 0;
     while !rest.is_empty() {
-        let n = cuts.get(i % cuts.len().max(1)).copied().unwrap_or(rest.len()).max(1).min(rest.len());
+        let n = cuts
+            .get(i % cuts.len().max(1))
+            .copied()
+            .unwrap_or(rest.len())
+            .max(1)
+            .min(rest.len());
         let t = times[i % times.len()];
         used.push(t);
         s.feed(&rest[..n], t, &mut out);

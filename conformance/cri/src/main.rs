@@ -836,9 +836,7 @@ async fn sandbox_pod_ip(c: &mut Cri) -> Result<()> {
             .into_inner();
     let conds = s.status.map(|s| s.conditions).unwrap_or_default();
     ensure!(
-        conds
-            .iter()
-            .any(|c| c.r#type == "NetworkReady" && c.status),
+        conds.iter().any(|c| c.r#type == "NetworkReady" && c.status),
         "NetworkReady with a CNI network configured: {conds:?}"
     );
     let id = c.pod(pod_config("podip")).await?;
@@ -849,7 +847,17 @@ async fn sandbox_pod_ip(c: &mut Cri) -> Result<()> {
         .map_err(|_| anyhow!("PodSandboxStatus network.ip {ip:?} is not an address"))?;
     let pid = c.pause_pid(&id).await?;
     let out = std::process::Command::new("nsenter")
-        .args(["-t", &pid.to_string(), "-n", "ip", "-o", "addr", "show", "dev", "eth0"])
+        .args([
+            "-t",
+            &pid.to_string(),
+            "-n",
+            "ip",
+            "-o",
+            "addr",
+            "show",
+            "dev",
+            "eth0",
+        ])
         .output()
         .context("nsenter ip addr")?;
     let text = String::from_utf8_lossy(&out.stdout);

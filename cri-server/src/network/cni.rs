@@ -225,7 +225,8 @@ impl Cni {
             .iter()
             .map(|d| d.join(kind))
             .find(|p| {
-                std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                std::fs::metadata(p)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
             })
             .ok_or_else(|| CniError::PluginNotFound {
                 plugin: kind.to_string(),
@@ -252,10 +253,10 @@ impl Cni {
     }
 
     fn cache_path(&self, network: &str, att: &Attachment) -> PathBuf {
-        self.settings.cache_dir.join("results").join(format!(
-            "{network}-{}-{}",
-            att.container_id, att.ifname
-        ))
+        self.settings
+            .cache_dir
+            .join("results")
+            .join(format!("{network}-{}-{}", att.container_id, att.ifname))
     }
 
     fn write_cache(&self, e: &CacheEntry) -> Result<(), CniError> {
@@ -389,12 +390,11 @@ impl Cni {
             });
         };
         let bytes = serde_json::to_vec(&c.config).unwrap_or_default();
-        let net = NetworkList::parse(&bytes, Path::new("(cache)")).map_err(|why| {
-            CniError::NoConfig {
+        let net =
+            NetworkList::parse(&bytes, Path::new("(cache)")).map_err(|why| CniError::NoConfig {
                 dir: self.settings.cache_dir.clone(),
                 why,
-            }
-        })?;
+            })?;
         if net.disable_check || !version_at_least(&net.cni_version, "0.4.0") {
             return Ok(());
         }
@@ -415,7 +415,13 @@ impl Cni {
         };
         let mut plugin = Map::new();
         plugin.insert("type".into(), Value::String(kind.into()));
-        let v = self.exec("VERSION", &net, &plugin, &Attachment::default(), &Value::Null)?;
+        let v = self.exec(
+            "VERSION",
+            &net,
+            &plugin,
+            &Attachment::default(),
+            &Value::Null,
+        )?;
         Ok(v["supportedVersions"]
             .as_array()
             .map(|a| {
@@ -453,7 +459,10 @@ impl Cni {
             .collect();
         for plugin in &net.plugins {
             let mut p = plugin.clone();
-            p.insert("cni.dev/valid-attachments".into(), Value::Array(attachments.clone()));
+            p.insert(
+                "cni.dev/valid-attachments".into(),
+                Value::Array(attachments.clone()),
+            );
             self.exec("GC", &net, &p, &Attachment::default(), &Value::Null)?;
         }
         Ok(())
@@ -546,8 +555,18 @@ impl Cni {
                 buf
             })
         };
-        let out = read(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
-        let err = read(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+        let out = read(
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        );
+        let err = read(
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        );
         let deadline = Instant::now() + self.settings.timeout;
         let status = loop {
             match child.try_wait() {
@@ -660,8 +679,11 @@ mod tests {
         assert!(e.contains("empty"), "{e}");
         let e = NetworkList::parse(br#"{"plugins":[{"type":"x"}]}"#, Path::new("y")).unwrap_err();
         assert!(e.contains("name"), "{e}");
-        let e = NetworkList::parse(br#"{"name":"n","plugins":[{"type":"../x"}]}"#, Path::new("y"))
-            .unwrap_err();
+        let e = NetworkList::parse(
+            br#"{"name":"n","plugins":[{"type":"../x"}]}"#,
+            Path::new("y"),
+        )
+        .unwrap_err();
         assert!(e.contains("type"), "{e}");
     }
 

@@ -27,7 +27,10 @@ pub enum NetworkError {
     #[error("pod {id}: {source}")]
     Cni { id: String, source: CniError },
     #[error("pod {id}: {source}")]
-    Netns { id: String, source: netns::NetnsError },
+    Netns {
+        id: String,
+        source: netns::NetnsError,
+    },
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -163,7 +166,11 @@ impl Network {
     }
 
     /// CNI DEL and unpinning (idempotent: an unknown or half-made attachment is fine).
-    pub fn detach(&self, sandbox_id: &str, cfg: &cri::PodSandboxConfig) -> Result<(), NetworkError> {
+    pub fn detach(
+        &self,
+        sandbox_id: &str,
+        cfg: &cri::PodSandboxConfig,
+    ) -> Result<(), NetworkError> {
         let pin = self.netns_path(sandbox_id);
         let mut att = attachment(sandbox_id, &pin, cfg);
         if !netns::is_pinned(&pin) {
@@ -187,7 +194,9 @@ impl Network {
             if keep.contains(&id) {
                 continue;
             }
-            tracing::warn!("pod {id}: CNI attachment without a sandbox (husk-cri stopped mid-way): DEL");
+            tracing::warn!(
+                "pod {id}: CNI attachment without a sandbox (husk-cri stopped mid-way): DEL"
+            );
             let pin = self.netns_path(&id);
             let mut att = c.attachment.clone();
             att.netns = if netns::is_pinned(&pin) {
@@ -297,7 +306,9 @@ fn bandwidth(ann: &std::collections::HashMap<String, String>) -> Option<Value> {
 /// A Kubernetes quantity ("10M", "1Gi", "500k", "100") as an integer.
 fn parse_quantity(s: &str) -> Option<u64> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, suffix) = s.split_at(split);
     let n: f64 = num.parse().ok()?;
     let mult: f64 = match suffix {
@@ -354,19 +365,27 @@ mod tests {
                 searches: vec!["svc".into()],
                 options: vec!["ndots:5".into()],
             }),
-            annotations: [("kubernetes.io/ingress-bandwidth".to_string(), "10M".to_string())]
-                .into_iter()
-                .collect(),
+            annotations: [(
+                "kubernetes.io/ingress-bandwidth".to_string(),
+                "10M".to_string(),
+            )]
+            .into_iter()
+            .collect(),
             ..Default::default()
         };
         let a = attachment("abc", Path::new("/run/x/netns/abc"), &cfg);
         assert_eq!(a.ifname, "eth0");
         assert_eq!(a.netns, "/run/x/netns/abc");
         assert!(a.args.contains(&("K8S_POD_NAME".into(), "web".into())));
-        assert!(a.args.contains(&("K8S_POD_INFRA_CONTAINER_ID".into(), "abc".into())));
+        assert!(a
+            .args
+            .contains(&("K8S_POD_INFRA_CONTAINER_ID".into(), "abc".into())));
         let pm = a.capability_args["portMappings"].as_array().expect("ports");
         assert_eq!(pm.len(), 2);
-        assert_eq!(pm[0], json!({"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}));
+        assert_eq!(
+            pm[0],
+            json!({"hostPort": 8080, "containerPort": 80, "protocol": "tcp"})
+        );
         assert_eq!(pm[1]["protocol"], "udp");
         assert_eq!(pm[1]["hostIP"], "127.0.0.1");
         assert_eq!(a.capability_args["dns"]["servers"][0], "10.0.0.10");

@@ -145,7 +145,11 @@ mod tests {
         // lo is up inside: `ip -n` cannot name a path, so enter it with nsenter.
         let out = std::process::Command::new("nsenter")
             .arg(format!("--net={}", pin.display()))
-            .args(["cat", "/sys/class/net/lo/operstate", "/sys/class/net/lo/flags"])
+            .args([
+                "cat",
+                "/sys/class/net/lo/operstate",
+                "/sys/class/net/lo/flags",
+            ])
             .output()
             .expect("nsenter");
         let s = String::from_utf8_lossy(&out.stdout);
