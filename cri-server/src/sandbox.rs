@@ -939,7 +939,7 @@ impl Sandboxes {
             }
         }
         // husk's state root for the namespace, if this was its last container.
-        let _ = std::fs::remove_dir(Path::new("/run/husk").join(SHIM_NAMESPACE));
+        crate::shim::remove_runtime_root(SHIM_NAMESPACE);
         self.remove_default_cgroup_parent();
         tracing::info!("sandbox {id} removed");
         Ok(())

@@ -391,6 +391,24 @@ impl Shim {
     }
 }
 
+/// husk's state root of shim namespace `ns` (`/run/husk/<ns>`), once no container is left in it:
+/// removed with husk's compiled-seccomp cache (only a cache: husk recompiles, and a cache write
+/// that races this removal is logged, never fatal).
+pub fn remove_runtime_root(ns: &str) {
+    let root = Path::new("/run/husk").join(ns);
+    let Ok(rd) = std::fs::read_dir(&root) else {
+        return;
+    };
+    if rd
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name() != ".seccomp-cache")
+    {
+        return;
+    }
+    let _ = std::fs::remove_dir_all(root.join(".seccomp-cache"));
+    let _ = std::fs::remove_dir(&root);
+}
+
 /// One event a shim published.
 #[derive(Debug, Clone)]
 pub struct Event {

@@ -224,6 +224,21 @@ async fn running_sandboxes_survive_a_restart_and_are_reloaded() {
             p.display()
         );
     }
+    // husk's state root for husk-cri's namespace goes with its last container (its seccomp
+    // cache with it), unless something else on this machine still has a container there.
+    let ns_root = Path::new("/run/husk/k8s.io");
+    let others = std::fs::read_dir(ns_root)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.file_name() != ".seccomp-cache")
+                .count()
+        })
+        .unwrap_or(0);
+    assert!(
+        !ns_root.exists() || others > 0,
+        "{} is empty and still there",
+        ns_root.display()
+    );
     cleanup.id = None;
     drop(c);
     let _ = stop2.send(());

@@ -799,7 +799,7 @@ impl Containers {
         }
         // A name whose sandbox is gone already.
         lock(&self.names).retain(|_, v| v != &id);
-        let _ = std::fs::remove_dir(Path::new("/run/husk").join(SHIM_NAMESPACE));
+        crate::shim::remove_runtime_root(SHIM_NAMESPACE);
         tracing::info!("container {id} removed");
         let mut gone = record;
         gone.state = RunState::Exited;
