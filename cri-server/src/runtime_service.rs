@@ -1,8 +1,8 @@
 //! CRI RuntimeService: a thin layer over `sandbox` (pod sandboxes) and `container`
 //! (containers, ExecSync, stats); each handler validates its request, runs the blocking work
 //! off the async runtime and maps errors to gRPC codes. Exec, Attach and PortForward answer a
-//! URL on the streaming server (`crate::streaming`); CheckpointContainer answers UNIMPLEMENTED
-//! naming itself, so a client gets a clear error, never a silent no-op.
+//! URL on the streaming server (`crate::streaming`); CheckpointContainer writes a checkpoint
+//! archive (`crate::container::checkpoint`).
 
 use crate::container::blocking as cblocking;
 use crate::sandbox::blocking;
@@ -26,13 +26,6 @@ impl Runtime {
     pub fn new(state: Arc<State>) -> Runtime {
         Runtime { state }
     }
-}
-
-fn not_yet(method: &str) -> Status {
-    Status::unimplemented(format!(
-        "husk-cri: {method} is not implemented yet (checkpointing through CRI is the next \
-         milestone)"
-    ))
 }
 
 impl Runtime {
@@ -507,9 +500,17 @@ impl RuntimeService for Runtime {
     }
     async fn checkpoint_container(
         &self,
-        _r: Request<cri::CheckpointContainerRequest>,
+        r: Request<cri::CheckpointContainerRequest>,
     ) -> Res<cri::CheckpointContainerResponse> {
-        Err(not_yet("CheckpointContainer"))
+        let r = r.into_inner();
+        let c = self.state.containers.clone();
+        let work = crate::container::checkpoint::work_root(&self.state.state_dir);
+        let id = r.container_id.clone();
+        cblocking(&r.container_id, "CheckpointContainer", move || {
+            crate::container::checkpoint::checkpoint(&c, &work, &id, &r.location, r.timeout)
+        })
+        .await?;
+        Ok(Response::new(cri::CheckpointContainerResponse {}))
     }
 
     type GetContainerEventsStream = Pin<

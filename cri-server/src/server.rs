@@ -220,6 +220,13 @@ pub async fn serve(
         hub.clone(),
     )?);
     containers.watch_running();
+    // Work dirs of checkpoints a killed husk-cri left (none can be in progress yet).
+    let ckpt = crate::container::checkpoint::work_root(&cfg.state_dir);
+    if let Err(e) = std::fs::remove_dir_all(&ckpt) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("remove {}: {e}", ckpt.display());
+        }
+    }
     {
         let sandboxes = sandboxes.clone();
         let containers = containers.clone();

@@ -343,6 +343,39 @@ impl Shim {
         Ok(())
     }
 
+    /// Checkpoint: CRIU images of the running task into `image_path` (`husk checkpoint
+    /// --leave-running`, CRIU's work files and logs in `work_path`); the container goes on.
+    /// Past `timeout` the call answers an error (the shim finishes or fails on its own).
+    pub fn checkpoint(
+        &self,
+        image_path: &Path,
+        work_path: &Path,
+        timeout: Duration,
+    ) -> Result<(), ShimError> {
+        use containerd_shim_protos::shim::oci::CheckpointOptions;
+        let opts = CheckpointOptions {
+            exit: false,
+            image_path: image_path.display().to_string(),
+            work_path: work_path.display().to_string(),
+            ..Default::default()
+        };
+        let mut any = containerd_shim_protos::protobuf::well_known_types::any::Any::new();
+        any.type_url = "containerd.runc.v1.CheckpointOptions".into();
+        any.value = opts.write_to_bytes().map_err(|e| ShimError::Rpc {
+            id: self.id.clone(),
+            method: "Checkpoint",
+            source: ttrpc::Error::Others(format!("encode CheckpointOptions: {e}")),
+        })?;
+        let req = api::CheckpointTaskRequest {
+            id: self.id.clone(),
+            path: image_path.display().to_string(),
+            options: containerd_shim_protos::protobuf::MessageField::some(any),
+            ..Default::default()
+        };
+        self.rpc("Checkpoint", self.task.checkpoint(ctx(timeout), &req))?;
+        Ok(())
+    }
+
     /// Ask the shim to exit (once its task is deleted) and wait for its socket to go away.
     pub fn shutdown(&self) -> Result<(), ShimError> {
         let req = api::ShutdownRequest {

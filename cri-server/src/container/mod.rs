@@ -15,6 +15,7 @@
 //! output straight to its CRI log file. When the process exits, the shim's TaskExit event
 //! records the exit and the task and shim are deleted (the shim unmounts the rootfs); the
 //! writable layer stays until RemoveContainer.
+pub mod checkpoint;
 pub mod exec_sync;
 pub mod record;
 pub mod spec;
