@@ -16,7 +16,7 @@ command -v cargo >/dev/null 2>&1 ||
 
 PKGS=(runc crun containerd busybox-static bats hyperfine skopeo umoci iproute2 jq
       containernetworking-plugins docker-registry libseccomp-dev pkg-config util-linux procps
-      podman conmon catatonit protobuf-compiler openssl iptables)
+      podman conmon catatonit protobuf-compiler openssl iptables strace)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1032,6 +1032,7 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
             .as_ref()
             .map_or(plan.is_new(LinuxNamespaceType::Pid), |m| m.own_pidns),
         host_mounts: None,
+        abandoned: false,
     };
     // a restore killed half-way leaves a state `delete --force` can clean
     locked.save(&st)?;

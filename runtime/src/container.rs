@@ -233,6 +233,7 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
         config: bundle.spec.clone(),
         own_pidns: plan.is_new(LinuxNamespaceType::Pid),
         host_mounts: host_mounts.clone(),
+        abandoned: false,
     };
     let mut guard = CreateGuard {
         locked: &locked,
@@ -254,6 +255,15 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
     if let Some(r) = linux.resources() {
         cg.validate(r)?;
     }
+    // Saved before the first mkdir, naming every directory this create may make: a create
+    // killed half-way through the cgroups leaves a state `delete --force` removes them by
+    // (without it the directories made so far were known to nobody).
+    st.cgroup = Some(
+        serde_json::to_value(planned_cgroups(cg.save()))
+            .map_err(|e| Error::container(format!("serialize cgroup state: {e}")))?,
+    );
+    locked.save(&st)?;
+    st.cgroup = None;
     match cg.create() {
         Ok(()) => {
             st.cgroup = Some(
@@ -338,6 +348,24 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
     guard.done = true;
     save.done();
     Ok(st)
+}
+
+/// The cgroup record of a container whose directories are about to be made: every leaf and every
+/// missing ancestor counted as created (parents before children), so `destroy` removes what
+/// exists of them (missing ones are skipped, parents only when empty).
+fn planned_cgroups(mut st: CgroupState) -> CgroupState {
+    let leaves = st.v1.values().chain(st.unified.iter());
+    let mut planned: Vec<PathBuf> = Vec::new();
+    for leaf in leaves {
+        let missing: Vec<&Path> = leaf.ancestors().take_while(|a| !a.exists()).collect();
+        for d in missing.into_iter().rev() {
+            if !planned.iter().any(|p| p == d) {
+                planned.push(d.to_path_buf());
+            }
+        }
+    }
+    st.created.extend(planned);
+    st
 }
 
 /// Whether `resources` asks for any limit (device rules alone are not a limit).
@@ -441,6 +469,13 @@ pub fn kill(root: &Root, id: &str, sig: Signal, all: bool) -> Result<()> {
     }
     if all {
         return signal_all(&st, sig);
+    }
+    // No init recorded (a create killed before its init was ready): kill(2) of pid 0 would
+    // signal our own process group.
+    if st.pid <= 0 {
+        return Err(Error::container(format!(
+            "container {id} is not running (its create did not finish)"
+        )));
     }
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.pid), sig)
         .ctx(|| format!("kill {} {sig}", st.pid))

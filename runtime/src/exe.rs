@@ -2,9 +2,10 @@
 //! husk re-executes itself from a file that cannot be written through, so /proc/self/exe of every
 //! process that could be reached from inside the container is never a writable host binary.
 //!
-//! Preferred (as crun does): bind the binary read-only onto a temporary file, open it, detach the
-//! mount and execveat the fd: the new image lives on a read-only mount nobody can remount, and
-//! nothing is copied. Without mount privileges (rootless) it falls back to a sealed memfd copy.
+//! Preferred: a detached read-only bind of the binary (open_tree + mount_setattr, never attached
+//! to a path), opened and execveat'd: the new image lives on a read-only mount nobody can reach
+//! or remount, nothing is copied, and a husk killed half-way leaves nothing behind. Without mount
+//! privileges (rootless) it falls back to a sealed memfd copy.
 use crate::error::{Context, Error, Result};
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -44,35 +45,29 @@ pub fn reexec_protected() -> Result<std::convert::Infallible> {
     }
 }
 
-/// Our binary opened through a read-only bind mount that is detached right after the open.
+/// Our binary opened through a read-only bind mount that is never attached anywhere: a detached
+/// clone of it (open_tree OPEN_TREE_CLONE) made read-only (mount_setattr), then reopened. No
+/// path is made for it, so a husk killed at any point leaves neither a file nor a mount behind
+/// (the detached mount goes with its last fd).
 fn ro_bind_image() -> Result<OwnedFd> {
-    use nix::mount::{mount, umount2, MntFlags, MsFlags};
-    let tmp = std::path::PathBuf::from(format!("/run/.husk-exe.{}", std::process::id()));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .ctx(|| format!("create {}", tmp.display()))?;
-    let res = (|| {
-        mount(
-            Some("/proc/self/exe"),
-            &tmp,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .ctx(|| format!("bind /proc/self/exe on {}", tmp.display()))?;
-        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-        let r = mount(None::<&str>, &tmp, None::<&str>, flags, None::<&str>)
-            .ctx(|| format!("remount {} read-only", tmp.display()))
-            .and_then(|_| {
-                crate::sys::open(&tmp, libc::O_RDONLY).ctx(|| format!("open {}", tmp.display()))
-            });
-        let _ = umount2(&tmp, MntFlags::MNT_DETACH);
-        r
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    res
+    let tree = open_tree_clone(c"/proc/self/exe").ctx(|| "open_tree /proc/self/exe".into())?;
+    crate::sys::mount_setattr_recursive(tree.as_fd(), crate::sys::MOUNT_ATTR_RDONLY, 0)
+        .ctx(|| "mount_setattr MOUNT_ATTR_RDONLY on the husk binary's bind".into())?;
+    let path = std::path::PathBuf::from(format!("/proc/self/fd/{}", tree.as_raw_fd()));
+    crate::sys::open(&path, libc::O_RDONLY).ctx(|| format!("open {}", path.display()))
+}
+
+/// open_tree(2) with OPEN_TREE_CLONE: a detached bind mount of `path`, close-on-exec.
+fn open_tree_clone(path: &std::ffi::CStr) -> std::io::Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    // SAFETY: open_tree with a valid C string; returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd from the kernel, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Re-execute the current process from a sealed memfd copy of its binary, with the same argv and

@@ -100,13 +100,22 @@ pub struct ContainerState {
     /// mount namespace, which delete removes (recorded before the init is cloned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_mounts: Option<crate::hostmounts::HostMounts>,
+    /// Not stored: set by `Root::peek` when no init is recorded (pid 0) and no husk holds the
+    /// container's lock, i.e. the create (or restore) that wrote this state was killed before
+    /// its init was ready. Such a container is stopped, not "creating" for ever.
+    #[serde(skip)]
+    pub abandoned: bool,
 }
 
 impl ContainerState {
     /// The live status: derived from the init's existence, the started flag and the freezer.
     pub fn status(&self) -> Status {
         if self.pid <= 0 {
-            return Status::Creating;
+            return if self.abandoned {
+                Status::Stopped
+            } else {
+                Status::Creating
+            };
         }
         match crate::sys::proc_stat(self.pid) {
             Ok((state, start)) if start == self.pid_start && state != 'Z' && state != 'X' => {
@@ -252,7 +261,25 @@ impl Root {
         if !dir.is_dir() {
             return Err(Error::NotFound(id.to_string()));
         }
-        Locked::read_state(&dir)
+        let st = Locked::read_state(&dir)?;
+        if st.pid > 0 {
+            return Ok(st);
+        }
+        // No init recorded: being created (the creator holds the lock), or its creator died.
+        // A shared lock taken without waiting tells which; the state is read again under it, as
+        // the create may have finished between the two reads.
+        let path = dir.join(LOCK_FILE);
+        let Ok(f) = File::open(&path) else {
+            return Ok(st);
+        };
+        // SAFETY: flock on an fd we own for the lifetime of `f`.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } != 0 {
+            return Ok(st);
+        }
+        let mut st = Locked::read_state(&dir)?;
+        st.abandoned = st.pid <= 0;
+        drop(f);
+        Ok(st)
     }
 
     /// IDs of every container under the root.
@@ -392,6 +419,45 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("does not exist"));
+    }
+
+    fn state_without_init(id: &str) -> ContainerState {
+        ContainerState {
+            id: id.to_string(),
+            pid: 0,
+            pid_start: 0,
+            bundle: PathBuf::from("/b"),
+            rootfs: PathBuf::from("/b/rootfs"),
+            created: chrono::Utc::now(),
+            annotations: HashMap::new(),
+            started: false,
+            start_fd: -1,
+            exec_fd: -1,
+            owner: String::new(),
+            cgroup: None,
+            config: oci_spec::runtime::Spec::default(),
+            own_pidns: true,
+            host_mounts: None,
+            abandoned: false,
+        }
+    }
+
+    /// A state without an init (pid 0) is "creating" while its creator holds the lock, and
+    /// "stopped" once nobody does (the create was killed), for `state` and `list`; the creator's
+    /// (or delete's) own view under the lock stays "creating".
+    #[test]
+    fn a_create_killed_before_its_init_was_recorded_is_stopped() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path()).unwrap();
+        let l = root.create("c3").unwrap();
+        l.save(&state_without_init("c3")).unwrap();
+        assert_eq!(root.peek("c3").unwrap().status(), Status::Creating);
+        drop(l);
+        assert_eq!(root.peek("c3").unwrap().status(), Status::Stopped);
+        let l = root.lock("c3").unwrap();
+        assert_eq!(l.load().unwrap().status(), Status::Creating);
+        assert_eq!(root.peek("c3").unwrap().status(), Status::Creating);
+        l.remove().unwrap();
     }
 
     /// A command that opened the lock file before a delete and locks after it must not leave
