@@ -41,6 +41,9 @@ suite runtime-class 300 bash hack/runtime-class.sh
 suite critest 1800 bash hack/critest.sh
 # a standalone kubelet (static pods) on husk-cri, with containerd side by side: target/kubelet-e2e-report.md
 suite kubelet-e2e 900 bash hack/kubelet-e2e.sh
+# leak soak, short (issue 16.7): husk, containerd+husk shim and husk-cri cycles; nothing of the run may
+# grow (mounts, cgroups, processes, fds, veths, netns, state files); full: bash hack/soak.sh
+suite soak-short 600 bash hack/soak.sh --short
 # benchmark, quick mode (keeps hack/bench working; numbers are not asserted): target/bench-quick.md
 suite bench-quick 600 bash hack/bench/run.sh --quick --out target/bench-quick.md
 

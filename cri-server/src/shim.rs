@@ -139,7 +139,24 @@ impl Shim {
 
     /// A client for the shim serving on `address`.
     fn attach(ns: &str, id: &str, bundle: &Path, address: String) -> Result<Shim, ShimError> {
-        let client = ttrpc::Client::connect(&address).map_err(|source| ShimError::Rpc {
+        // ttrpc's sync Client::connect leaks its socket when connect(2) fails (a raw fd and `?`
+        // in ttrpc 0.10), and connecting to a shim that just exited fails: one fd of husk-cri
+        // per `Shim::cleanup` after a racing exit (hack/soak.sh saw it). Connect with std, which
+        // closes the socket on error, and hand the connected fd to ttrpc.
+        let client = match address.strip_prefix("unix://") {
+            Some(path) => {
+                use std::os::unix::io::IntoRawFd;
+                let stream =
+                    std::os::unix::net::UnixStream::connect(path).map_err(|e| ShimError::Rpc {
+                        id: id.to_string(),
+                        method: "connect",
+                        source: ttrpc::Error::Socket(format!("connect {path}: {e}")),
+                    })?;
+                ttrpc::Client::new(stream.into_raw_fd())
+            }
+            None => ttrpc::Client::connect(&address),
+        }
+        .map_err(|source| ShimError::Rpc {
             id: id.to_string(),
             method: "connect",
             source,
