@@ -135,7 +135,7 @@ fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => s
             .rsplit_once(')')
-            .map(|(_, rest)| rest.trim_start().chars().next() != Some('Z'))
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
             .unwrap_or(true),
         Err(_) => false,
     }

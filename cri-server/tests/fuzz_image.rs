@@ -509,7 +509,7 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| Value::from(n)),
+        any::<i64>().prop_map(Value::from),
         any::<f64>()
             .prop_filter("finite", |f| f.is_finite())
             .prop_map(Value::from),
@@ -620,7 +620,7 @@ fn mutate(v: &mut serde_json::Value, steps: &[usize], new: serde_json::Value, de
             *cur = new;
             return;
         }
-        match { cur } {
+        match cur {
             Value::Object(m) => {
                 let key = m.keys().nth(s % m.len()).cloned().expect("key");
                 if last {

@@ -424,12 +424,7 @@ pub fn start(root: &Root, id: &str) -> Result<()> {
     locked.save(&st)?;
     // startContainer hooks run, then execve closes the pipe (or the init dies): EOF either way.
     let mut b = [0u8; 1];
-    loop {
-        match nix::unistd::read(&exec_pipe, &mut b) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            _ => break,
-        }
-    }
+    while let Err(nix::errno::Errno::EINTR) = nix::unistd::read(&exec_pipe, &mut b) {}
     drop(exec_pipe);
     exec_wait.done();
     if let Some(h) = st.config.hooks() {
@@ -502,7 +497,7 @@ fn wait_gone(st: &ContainerState, limit: Duration) -> bool {
     loop {
         // pid 0: state saved before any init existed (a restore killed before CRIU forked)
         let init_gone = st.pid <= 0 || st.status() == Status::Stopped;
-        let cg_empty = cgroup_manager(st).map_or(true, |cg| {
+        let cg_empty = cgroup_manager(st).is_none_or(|cg| {
             cg.procs().map_or(true, |p| {
                 p.iter()
                     .all(|pid| matches!(crate::sys::proc_stat(*pid), Ok(('Z', _)) | Err(_)))

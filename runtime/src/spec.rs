@@ -143,8 +143,8 @@ fn validate_linux(spec: &Spec, linux: &oci_spec::runtime::Linux) -> Result<()> {
         ));
     }
     if plan.is_new(LinuxNamespaceType::User)
-        && (linux.uid_mappings().as_ref().map_or(true, |m| m.is_empty())
-            || linux.gid_mappings().as_ref().map_or(true, |m| m.is_empty()))
+        && (linux.uid_mappings().as_ref().is_none_or(|m| m.is_empty())
+            || linux.gid_mappings().as_ref().is_none_or(|m| m.is_empty()))
     {
         return Err(Error::config(
             "linux.uidMappings/gidMappings: a new user namespace needs both mappings",
@@ -311,6 +311,77 @@ fn validate_sysctl(key: &str, value: &str, plan: &NsPlan) -> Result<()> {
     )))
 }
 
+/// The config.json `husk spec` writes: runc's default (busybox-friendly `sh` with a terminal),
+/// or with `rootless` a user namespace mapping the caller and no network namespace.
+pub fn default_spec(rootless: bool) -> serde_json::Value {
+    let caps = serde_json::json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+    let mut v = serde_json::json!({
+        "ociVersion": OCI_VERSION,
+        "process": {
+            "terminal": true,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["sh"],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps, "ambient": caps},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "husk",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
+        ],
+        "linux": {
+            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}],
+            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    });
+    if rootless {
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        v["linux"]["uidMappings"] =
+            serde_json::json!([{"containerID": 0, "hostID": uid, "size": 1}]);
+        v["linux"]["gidMappings"] =
+            serde_json::json!([{"containerID": 0, "hostID": gid, "size": 1}]);
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}, {"type": "user"}]);
+        v["linux"]["resources"] = serde_json::json!({});
+        let mounts = v["mounts"]
+            .as_array_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for mut m in mounts {
+            if m["destination"] == "/sys" {
+                m = serde_json::json!({"destination": "/sys", "type": "none", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]});
+            }
+            if m["destination"] == "/dev/pts" {
+                m["options"] = serde_json::json!([
+                    "nosuid",
+                    "noexec",
+                    "newinstance",
+                    "ptmxmode=0666",
+                    "mode=0620"
+                ]);
+            }
+            if m["destination"] == "/sys/fs/cgroup" {
+                continue;
+            }
+            out.push(m);
+        }
+        v["mounts"] = serde_json::Value::Array(out);
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,75 +494,4 @@ mod tests {
         v["process"]["args"] = serde_json::json!([]);
         assert!(check(v).is_err());
     }
-}
-
-/// The config.json `husk spec` writes: runc's default (busybox-friendly `sh` with a terminal),
-/// or with `rootless` a user namespace mapping the caller and no network namespace.
-pub fn default_spec(rootless: bool) -> serde_json::Value {
-    let caps = serde_json::json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
-    let mut v = serde_json::json!({
-        "ociVersion": OCI_VERSION,
-        "process": {
-            "terminal": true,
-            "user": {"uid": 0, "gid": 0},
-            "args": ["sh"],
-            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
-            "cwd": "/",
-            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps, "ambient": caps},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-            "noNewPrivileges": true
-        },
-        "root": {"path": "rootfs", "readonly": true},
-        "hostname": "husk",
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
-        ],
-        "linux": {
-            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
-            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}],
-            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-        }
-    });
-    if rootless {
-        // SAFETY: getuid/getgid cannot fail.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        v["linux"]["uidMappings"] =
-            serde_json::json!([{"containerID": 0, "hostID": uid, "size": 1}]);
-        v["linux"]["gidMappings"] =
-            serde_json::json!([{"containerID": 0, "hostID": gid, "size": 1}]);
-        v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}, {"type": "user"}]);
-        v["linux"]["resources"] = serde_json::json!({});
-        let mounts = v["mounts"]
-            .as_array_mut()
-            .map(std::mem::take)
-            .unwrap_or_default();
-        let mut out = Vec::new();
-        for mut m in mounts {
-            if m["destination"] == "/sys" {
-                m = serde_json::json!({"destination": "/sys", "type": "none", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]});
-            }
-            if m["destination"] == "/dev/pts" {
-                m["options"] = serde_json::json!([
-                    "nosuid",
-                    "noexec",
-                    "newinstance",
-                    "ptmxmode=0666",
-                    "mode=0620"
-                ]);
-            }
-            if m["destination"] == "/sys/fs/cgroup" {
-                continue;
-            }
-            out.push(m);
-        }
-        v["mounts"] = serde_json::Value::Array(out);
-    }
-    v
 }

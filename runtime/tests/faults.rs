@@ -514,7 +514,10 @@ fn strace_or_skip() -> bool {
         .arg("-V")
         .output()
         .is_ok_and(|o| o.status.success());
-    assert!(ok, "strace is not installed: bash hack/setup.sh (or apt-get install strace)");
+    assert!(
+        ok,
+        "strace is not installed: bash hack/setup.sh (or apt-get install strace)"
+    );
     ok
 }
 

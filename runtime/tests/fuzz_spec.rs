@@ -235,7 +235,7 @@ fn mutate(v: &mut Value, steps: &[usize], op: Op) {
             }
             return;
         }
-        match { cur } {
+        match cur {
             Value::Object(m) => {
                 let key = m.keys().nth(s % m.len()).cloned().expect("key");
                 if last {

@@ -150,7 +150,7 @@ pub fn rfc3339_nano(t: SystemTime, out: &mut Vec<u8>) {
     let mut nanos = d.subsec_nanos();
     if nanos != 0 {
         let mut digits = 9;
-        while nanos % 10 == 0 {
+        while nanos.is_multiple_of(10) {
             nanos /= 10;
             digits -= 1;
         }

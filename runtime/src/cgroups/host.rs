@@ -114,14 +114,14 @@ impl Host {
             };
             let mount = Mount { mountpoint, root };
             if fstype == "cgroup2" {
-                if unified.as_ref().map_or(true, |(r, _)| rank > *r) {
+                if unified.as_ref().is_none_or(|(r, _)| rank > *r) {
                     unified = Some((rank, mount));
                 }
                 continue;
             }
             for opt in superopts.split(',') {
                 if KNOWN_V1.contains(&opt) || opt.starts_with("name=") {
-                    let better = v1.get(opt).map_or(true, |(r, _)| rank > *r);
+                    let better = v1.get(opt).is_none_or(|(r, _)| rank > *r);
                     if better {
                         v1.insert(opt.to_string(), (rank, mount.clone()));
                     }

@@ -7,6 +7,10 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// What CRIU's notify messages are handed to: the script name, the pid it carries and an fd
+/// that came with it (e.g. the status fd for lazy pages).
+pub type NotifyFn<'a> = dyn FnMut(&str, Option<i32>, Option<OwnedFd>) -> Result<()> + 'a;
+
 /// `criu_req_type` values.
 pub mod req {
     pub const DUMP: u64 = 1;
@@ -378,7 +382,7 @@ impl Swrk {
         typ: u64,
         opts: Option<&Opts>,
         features_mem_track: bool,
-        on_notify: &mut dyn FnMut(&str, Option<i32>, Option<OwnedFd>) -> Result<()>,
+        on_notify: &mut NotifyFn<'_>,
     ) -> Result<Resp> {
         let mut m = Msg::new();
         m.uint32(1, typ as u32);
