@@ -9,8 +9,10 @@
 //! - `network`: pod network namespaces and the CNI executor.
 //! - `streaming`: the HTTP server behind Exec, Attach and PortForward (SPDY, WebSocket).
 //! - `shim`: starting containerd-shim-husk-v2 and its ttrpc Task API; the Events service.
+//! - `failpoint`: test-only crash points (`HUSK_CRI_FAILPOINT`).
 pub mod container;
 pub mod events;
+pub mod failpoint;
 pub mod image;
 pub mod image_service;
 pub mod network;

@@ -590,6 +590,13 @@ impl Sandboxes {
                 let _ = std::fs::remove_dir_all(&bundle);
                 continue;
             };
+            if record.pid == 0 && bundle.join("address").exists() {
+                // A RunPodSandbox cut short once its pause task ran: never recorded, it goes
+                // now (the sandbox stays NOTREADY; its stop undoes the network and shm).
+                tracing::warn!("sandbox {id}: its run was cut short: removing its pause task");
+                let _ = Shim::cleanup(&self.shim, SHIM_NAMESPACE, &id, &bundle);
+                let _ = std::fs::remove_file(bundle.join("address"));
+            }
             let mut shim = None;
             if record.pid != 0 {
                 match Shim::connect(SHIM_NAMESPACE, &id, &bundle) {
@@ -781,6 +788,7 @@ impl Sandboxes {
                 undo(&record);
                 return Err(e);
             }
+            crate::failpoint::hit("sandbox-after-cni");
         }
         let started = {
             let _creating = self.cgroup_parent.read().unwrap_or_else(|e| e.into_inner());
@@ -795,6 +803,7 @@ impl Sandboxes {
                 return Err(e);
             }
         };
+        crate::failpoint::hit("sandbox-after-pause-start");
         record.ready = true;
         record.pid = pid;
         if let Err(e) = write_json(&bundle.join("sandbox.json"), &record) {
@@ -871,6 +880,8 @@ impl Sandboxes {
             }
             None => {}
         }
+        // The shim is gone: a restarted husk-cri must not look for it.
+        let _ = std::fs::remove_file(self.dir.join(&id).join("address"));
         unmount_shm(&self.dir.join(&id));
         let mut r = lock(&sb.record);
         if r.ready || r.pid != 0 {

@@ -5,9 +5,11 @@
 //! - CVE-2022-0811 (sysctl value injection "a=b+c=d"): the unit tests
 //!   `container::spec::tests::sysctls` (cri-server/src/container/spec.rs) and
 //!   `sandbox::tests::host_network_has_no_net_or_uts_namespace_and_refuses_net_sysctls`;
-//! - CVE-2022-23648 (image VOLUMEs with `../`): volumes are cleaned lexically (`..` stops at
-//!   `/`) in container/spec.rs and refused in container/store.rs if any `..` is left; image
-//!   volumes are never bound from a host path (they are directories of the overlay rootfs).
+//! - CVE-2022-23648 (image VOLUMEs with `../`): cri-server/tests/image_volumes.rs and the unit
+//!   tests of container/volumes.rs: a volume path is cleaned lexically (`..` stops at `/`) and
+//!   resolved only inside the image's layers (a detached read-only overlay, openat2
+//!   RESOLVE_IN_ROOT), its content copied into `<bundle>/volumes/<n>`; nothing on the host is
+//!   read or created, whatever `..` or symlinks the image holds.
 //!
 //! The shim and husk-cri tests need root and the release binaries (HUSK_RUNTIME, SHIM_BIN,
 //! HUSK_CRI, by default target/release/).

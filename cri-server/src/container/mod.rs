@@ -5,6 +5,7 @@
 //! - `record`: what husk-cri remembers of a container (container.json) and its CRI views.
 //! - `store`: all containers: create, start, stop, remove, status, list, exit handling, reload.
 //! - `exec_sync`: ExecSync through the shim's Exec, output bounded.
+//! - `checkpoint`: CheckpointContainer, a running container's checkpoint archive (CRIU).
 //! - `stats`: cgroup and writable-layer statistics.
 //!
 //! A container is its record and bundle under `<state>/containers/<id>/` (config.json,
@@ -22,6 +23,7 @@ pub mod spec;
 pub mod stats;
 pub mod store;
 pub mod user;
+pub mod volumes;
 
 pub use record::{Record, RunState};
 pub use store::Containers;

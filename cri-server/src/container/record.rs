@@ -49,6 +49,11 @@ pub struct Record {
     pub stop_signal: String,
     /// The writable layer: `upper` and `work` below it.
     pub snapshot: PathBuf,
+    /// The image's unpacked layers its rootfs stacks (lowest first), as at CreateContainer:
+    /// the image store keeps them while the container exists, even if the image is removed.
+    /// Empty in records of older husk-cri (the image's layers are looked up then).
+    #[serde(default)]
+    pub layers: Vec<PathBuf>,
     /// The mounts the container got (echoed in ContainerStatus).
     pub mounts: Vec<cri::Mount>,
     pub user: Option<cri::ContainerUser>,
@@ -172,6 +177,7 @@ mod tests {
             cgroups_path: "/p/c1".into(),
             stop_signal: "SIGTERM".into(),
             snapshot: PathBuf::from("/s"),
+            layers: vec![],
             mounts: vec![],
             user: None,
             resources: None,
@@ -201,6 +207,14 @@ mod tests {
         r.set_exited(3, 5);
         r.set_exited(UNKNOWN_EXIT_CODE, 9);
         assert_eq!((r.exit_code, r.finished_at), (3, 5));
+    }
+
+    #[test]
+    fn records_without_layers_still_load() {
+        let mut v = serde_json::to_value(record()).expect("json");
+        v.as_object_mut().expect("object").remove("layers");
+        let r: Record = serde_json::from_value(v).expect("an older record loads");
+        assert!(r.layers.is_empty());
     }
 
     #[test]

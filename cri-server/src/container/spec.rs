@@ -10,9 +10,9 @@
 //! What the spec does not carry and why:
 //! - pod sysctls: applied once by the sandbox to the namespaces the containers join (as
 //!   containerd); [`validate_sysctls`] is the check for RunPodSandbox.
-//! - image VOLUMEs: listed in [`BuiltSpec::image_volumes`]; the caller creates their empty
-//!   directories (containerd: `<container dir>/volumes/...`) and adds them with
-//!   [`add_image_volumes`].
+//! - image VOLUMEs: listed in [`BuiltSpec::image_volumes`]; the caller makes their directories
+//!   (`<bundle>/volumes/<n>` with a copy of the image's content: `container::volumes`) and
+//!   adds them with [`add_image_volumes`].
 use crate::container::user::{self, ResolvedUser, UserError};
 use crate::image::ImageConfig;
 use crate::security::{self, SecurityError};
@@ -138,8 +138,9 @@ pub struct BuiltSpec {
     pub stop_signal: String,
     /// The request's mounts, echoed in ContainerStatus (as containerd does).
     pub mounts: Vec<cri::Mount>,
-    /// Image VOLUMEs no CRI mount covers (cleaned absolute paths): the caller creates an empty
-    /// directory for each and adds it with [`add_image_volumes`].
+    /// Image VOLUMEs no CRI mount covers (cleaned absolute paths): the caller makes a
+    /// directory for each (`container::volumes::prepare`) and adds it with
+    /// [`add_image_volumes`].
     pub image_volumes: Vec<String>,
 }
 

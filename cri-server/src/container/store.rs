@@ -261,6 +261,9 @@ impl Containers {
             lock(&self.names).remove(&key);
             let _ = remove_tree(&self.bundle(&id));
             let _ = remove_tree(&self.snapshots.join(&id));
+            if let Err(e) = self.images.release_layers(&id) {
+                tracing::warn!("container {id}: release its image layers: {e}");
+            }
         }
         r.map(|_| id)
     }
@@ -280,15 +283,16 @@ impl Containers {
                 source,
             })?
             .ok_or_else(|| ContainerError::ImageNotFound(image_name.to_string()))?;
+        // Held for this container until RemoveContainer, even if the image is removed.
         let layers = self
             .images
-            .layer_dirs(&image.id)
+            .hold_image_layers(id, &image.id)
             .map_err(|source| ContainerError::Image {
                 image: image_name.to_string(),
                 source,
             })?;
         let target_pid = self.target_pid(&config)?;
-        let built = spec::build(
+        let mut built = spec::build(
             id,
             &config,
             &SandboxRef {
@@ -318,16 +322,12 @@ impl Containers {
         for d in [snapshot.join("upper"), snapshot.join("work")] {
             std::fs::create_dir_all(&d).map_err(io_err("mkdir", &d))?;
         }
-        // The image's volumes, as containerd: empty directories in the writable layer (their
-        // image content stays visible through the layers below).
-        for v in &built.image_volumes {
-            let rel = v.trim_start_matches('/');
-            if rel.is_empty() || rel.split('/').any(|c| c == "..") {
-                return Err(ContainerError::Invalid(format!(
-                    "image {image_name}: volume {v:?} is not a clean absolute path"
-                )));
-            }
-        }
+        // The image's volumes, as containerd: a directory of the container's own each
+        // (`<bundle>/volumes/<n>`, gone with the bundle), holding a copy of the image's content
+        // at that path resolved inside the rootfs only, bound over it (container/volumes.rs).
+        let volumes =
+            super::volumes::prepare(&bundle.join("volumes"), &layers, &built.image_volumes)?;
+        spec::add_image_volumes(&mut built.spec, &volumes);
         let log_path = if sandbox.config.log_directory.is_empty() || config.log_path.is_empty() {
             String::new()
         } else {
@@ -380,12 +380,14 @@ impl Containers {
             cgroups_path,
             stop_signal: built.stop_signal.clone(),
             snapshot,
+            layers,
             mounts: built.mounts.clone(),
             user,
             resources,
             oom_killed: false,
             config,
         };
+        crate::failpoint::hit("container-after-snapshot");
         self.save(&record)?;
         tracing::info!("container {id} created in sandbox {}", sandbox.id);
         self.publish(&record, cri::ContainerEventType::ContainerCreatedEvent);
@@ -425,13 +427,17 @@ impl Containers {
     }
 
     fn overlay(&self, r: &Record) -> Result<containerd_shim_protos::api::Mount, ContainerError> {
-        let layers =
+        // The layers held at CreateContainer (the image may be removed since).
+        let layers = if r.layers.is_empty() {
             self.images
                 .layer_dirs(&r.image_id)
                 .map_err(|source| ContainerError::Image {
                     image: r.image_name.clone(),
                     source,
-                })?;
+                })?
+        } else {
+            r.layers.clone()
+        };
         let lower: Vec<String> = layers
             .iter()
             .rev()
@@ -474,6 +480,7 @@ impl Containers {
         };
         match started {
             Ok((shim, pid)) => {
+                crate::failpoint::hit("container-start-after-task-start");
                 let exited_already = {
                     let mut g = c.lock();
                     if g.record.state == RunState::Exited {
@@ -560,9 +567,10 @@ impl Containers {
                 return Err(shim_err(e));
             }
         };
-        let run = shim
-            .create(&io, vec![rootfs])
-            .and_then(|_| shim.start_task(""));
+        let run = shim.create(&io, vec![rootfs]).and_then(|_| {
+            crate::failpoint::hit("container-start-after-task-create");
+            shim.start_task("")
+        });
         match run {
             Ok(pid) => Ok((shim, pid)),
             Err(e) => {
@@ -624,7 +632,9 @@ impl Containers {
             .unwrap_or_else(now_ns);
         let shim = {
             let mut g = c.lock();
-            if g.record.state == RunState::Exited {
+            // Created: no task of it runs; the exit is that of a task deleted when a start
+            // cut short by a crash was undone (reload), which leaves the container created.
+            if matches!(g.record.state, RunState::Exited | RunState::Created) {
                 return;
             }
             g.record.set_exited(exit.exit_status as i32, at);
@@ -644,7 +654,9 @@ impl Containers {
     /// Watches a running container's task through its shim: the exit is normally recorded from
     /// the TaskExit event first; when the shim itself dies (killed, crashed), its connection
     /// ends the wait with an error and the container is recorded exited with code 255, reason
-    /// "Unknown" (as containerd does when it loses a shim), and `shim delete` cleans up.
+    /// "Error" (as containerd 1.6's CRI: its task Wait fails, the exit is `unknownExitCode`
+    /// and a non-zero code reads "Error"; "Unknown" is for what a restart finds), and `shim
+    /// delete` cleans up.
     fn watch(self: &Arc<Self>, id: String, shim: Arc<Shim>) {
         let this = self.clone();
         let spawned = std::thread::Builder::new()
@@ -662,8 +674,7 @@ impl Containers {
                         if c.lock().record.state != RunState::Running {
                             return;
                         }
-                        tracing::warn!("container {id}: lost its shim ({e}): exited, Unknown");
-                        c.lock().record.reason = "Unknown".into();
+                        tracing::warn!("container {id}: lost its shim ({e}): exited, 255");
                         this.exited(&id, &c, UNKNOWN_EXIT_CODE as u32);
                     }
                 }
@@ -781,10 +792,15 @@ impl Containers {
             // A shim left by a crash between start and exit.
             let _ = Shim::cleanup(&self.shim, SHIM_NAMESPACE, &id, &bundle);
         }
+        crate::failpoint::hit("container-remove-after-task-delete");
         let record = c.lock().record.clone();
         remove_tree(&bundle)?;
         remove_tree(&record.snapshot)?;
         lock(&self.by_id).remove(&id);
+        // Its image's layers: collected now if no image or other container uses them.
+        if let Err(e) = self.images.release_layers(&id) {
+            tracing::warn!("container {id}: release its image layers: {e}");
+        }
         if let (Some(m), Ok(sb)) = (
             record.config.metadata.as_ref(),
             self.sandboxes.status(&record.sandbox_id, false),
@@ -1004,7 +1020,41 @@ impl Containers {
                 let _ = remove_tree(&self.snapshots.join(&id));
                 continue;
             };
+            // The layers it stacks stay held (its image may be removed while it exists).
+            if record.layers.is_empty() {
+                record.layers = self.images.layer_dirs(&record.image_id).unwrap_or_default();
+            }
+            match self.images.hold_layers(&id, &record.layers) {
+                Ok(missing) if !missing.is_empty() => {
+                    tracing::warn!("container {id}: image layers missing: {missing:?}")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("container {id}: hold its image layers: {e}"),
+            }
             let mut shim = None;
+            // A StartContainer cut short left a shim (its `address`) under a record that still
+            // says created. As containerd: a task that never started is deleted (the container
+            // stays created and can be started), one that runs or ended is taken as started.
+            if record.state == RunState::Created && bundle.join("address").exists() {
+                let task = Shim::connect(SHIM_NAMESPACE, &id, &bundle)
+                    .ok()
+                    .and_then(|s| s.state("").ok().map(|st| (s, st)));
+                match task {
+                    Some((s, st))
+                        if st.status.enum_value()
+                            == Ok(containerd_shim_protos::api::Status::CREATED) =>
+                    {
+                        tracing::warn!("container {id}: a start was cut short: task deleted");
+                        self.finish_task(&id, Arc::new(s));
+                    }
+                    Some(_) => record.state = RunState::Starting,
+                    None => {
+                        tracing::warn!("container {id}: a start was cut short: cleaning up");
+                        let _ = Shim::cleanup(&self.shim, SHIM_NAMESPACE, &id, &bundle);
+                        let _ = std::fs::remove_file(bundle.join("address"));
+                    }
+                }
+            }
             if matches!(record.state, RunState::Running | RunState::Starting) {
                 match Shim::connect(SHIM_NAMESPACE, &id, &bundle) {
                     Ok(s) => match s.state("") {
@@ -1064,6 +1114,11 @@ impl Containers {
                     inner: Mutex::new(Inner { record, shim }),
                 }),
             );
+        }
+        // Layers a removed container released just before a crash, once every container's
+        // are held again.
+        if let Err(e) = self.images.gc() {
+            tracing::warn!("image store gc after reload: {e}");
         }
         Ok(())
     }
@@ -1135,7 +1190,7 @@ mod tests {
     fn signals_by_name_or_number() {
         assert_eq!(parse_signal("SIGTERM"), Some(libc::SIGTERM));
         assert_eq!(parse_signal("term"), Some(libc::SIGTERM));
-        assert_eq!(parse_signal("SIGRTMIN+3").is_some(), false);
+        assert!(parse_signal("SIGRTMIN+3").is_none());
         assert_eq!(parse_signal("9"), Some(9));
         assert_eq!(parse_signal("0"), None);
         assert_eq!(parse_signal("NOPE"), None);

@@ -8,11 +8,18 @@
 //! ROOT/tmp/                 downloads and unpacks in progress (renamed into place when complete)
 //! ROOT/locks/               per-blob and per-layer lock files
 //! ROOT/store.lock           shared by pulls, exclusive for remove/gc (so gc never races a pull)
+//!                           (also shared while a container takes hold of its image's layers)
 //! ROOT/records.lock         exclusive while image records are rewritten
 //! ```
 //! Blobs and records are written to a temporary file, fsynced and renamed; a layer is unpacked
 //! into a temporary directory and renamed once its diff_id is verified. A pull that dies leaves
 //! only files under `tmp/`, which the next gc removes.
+//!
+//! Layers in use: a container's overlay rootfs has its image's layers as lowerdirs. As
+//! containerd's leases do, the store keeps (in memory) the layers each container holds
+//! ([`ImageStore::hold_image_layers`] at CreateContainer, [`ImageStore::hold_layers`] when
+//! husk-cri reloads its containers after a restart): RemoveImage of an image in use succeeds,
+//! but gc keeps held layers until [`ImageStore::release_layers`] (RemoveContainer) lets them go.
 //!
 //! All calls are blocking; run them off the async runtime (`spawn_blocking`).
 
@@ -22,12 +29,13 @@ pub mod reference;
 mod registry;
 pub mod unpack;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -229,6 +237,8 @@ pub struct StoreOptions {
 pub struct ImageStore {
     root: PathBuf,
     options: StoreOptions,
+    /// Layers (hex of their diff_id) held by each owner (a container ID): gc keeps them.
+    held: Mutex<HashMap<String, BTreeSet<String>>>,
 }
 
 /// The stored form of a record: the image plus the blobs it keeps alive.
@@ -267,6 +277,7 @@ impl ImageStore {
         let store = ImageStore {
             root: root.to_path_buf(),
             options,
+            held: Mutex::new(HashMap::new()),
         };
         for (dir, mode) in [
             (store.root.clone(), 0o711),
@@ -368,6 +379,7 @@ impl ImageStore {
             manifest::parse_config(&cfg.digest, &cfg_bytes, image_manifest.layers.len())?;
         for (layer, diff_id) in image_manifest.layers.iter().zip(&cfg_file.rootfs.diff_ids) {
             let blob = self.ensure_blob(&client, &shown, &layer.digest, layer.size, &mut stats)?;
+            crate::failpoint::hit("pull-after-blob");
             self.ensure_layer(&blob, &layer.digest, diff_id, &mut stats)?;
         }
         for m in &manifests {
@@ -385,6 +397,7 @@ impl ImageStore {
             config,
             layers: cfg_file.rootfs.diff_ids.clone(),
         };
+        crate::failpoint::hit("pull-before-record");
         let record = self.commit(Stored { image, blobs })?;
         stats.requests = client.requests();
         tracing::info!(image = %shown, id = %record.id, ?stats, "pulled");
@@ -487,6 +500,56 @@ impl ImageStore {
                 Ok(dir)
             })
             .collect()
+    }
+
+    /// [`layer_dirs`](Self::layer_dirs) of image `id`, held for `owner` (a container) until
+    /// [`release_layers`](Self::release_layers): gc keeps them even once no image names them.
+    /// Taken under the shared store lock, so a RemoveImage runs either before (the image is
+    /// gone: `UnknownImage`) or after (its layers are held).
+    pub fn hold_image_layers(&self, owner: &str, id: &str) -> Result<Vec<PathBuf>, ImageError> {
+        let _store_lock = self.lock(&self.root.join("store.lock"), FlockArg::LockShared)?;
+        let dirs = self.layer_dirs(id)?;
+        self.hold_layers_locked(owner, &dirs);
+        Ok(dirs)
+    }
+
+    /// Holds layer directories `owner` recorded (a container reloaded after a restart); those
+    /// that are not layers of this store are ignored. Returns the ones that are missing.
+    pub fn hold_layers(&self, owner: &str, dirs: &[PathBuf]) -> Result<Vec<PathBuf>, ImageError> {
+        let _store_lock = self.lock(&self.root.join("store.lock"), FlockArg::LockShared)?;
+        self.hold_layers_locked(owner, dirs);
+        Ok(dirs.iter().filter(|d| !d.is_dir()).cloned().collect())
+    }
+
+    fn hold_layers_locked(&self, owner: &str, dirs: &[PathBuf]) {
+        let layers = self.root.join("layers");
+        let hexes: BTreeSet<String> = dirs
+            .iter()
+            .filter(|d| d.parent() == Some(layers.as_path()))
+            .filter_map(|d| d.file_name()?.to_str().map(str::to_string))
+            .filter(|h| reference::is_hex64(h))
+            .collect();
+        lock_held(&self.held).insert(owner.to_string(), hexes);
+    }
+
+    /// Lets `owner`'s layers go; those no image and no other owner uses are collected now
+    /// (a gc, which waits for pulls in progress; only then).
+    pub fn release_layers(&self, owner: &str) -> Result<(), ImageError> {
+        let Some(released) = lock_held(&self.held).remove(owner) else {
+            return Ok(());
+        };
+        let mut used = BTreeSet::new();
+        for (_, s) in self.load_all()? {
+            for l in &s.image.layers {
+                used.insert(digest_hex(&s.image.id, l)?.to_string());
+            }
+        }
+        used.extend(lock_held(&self.held).values().flatten().cloned());
+        if released.iter().all(|l| used.contains(l)) {
+            return Ok(());
+        }
+        tracing::info!(owner, "layers no image uses any more were released: gc");
+        self.gc()
     }
 
     /// The path of a blob in the store (it may not exist).
@@ -826,6 +889,8 @@ impl ImageStore {
                 layers.insert(digest_hex(&s.image.id, l)?.to_string());
             }
         }
+        // Layers containers still use (their images may be gone).
+        layers.extend(lock_held(&self.held).values().flatten().cloned());
         let mut removed = (0u32, 0u32);
         for (dir, keep, is_layer) in [
             (self.blob_dir(), &blobs, false),
@@ -853,6 +918,12 @@ impl ImageStore {
         }
         Ok(())
     }
+}
+
+fn lock_held(
+    m: &Mutex<HashMap<String, BTreeSet<String>>>,
+) -> std::sync::MutexGuard<'_, HashMap<String, BTreeSet<String>>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// fsync a directory so renames in it are durable.
@@ -900,4 +971,90 @@ fn unescape_mountinfo(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod held_layer_tests {
+    use super::*;
+
+    /// Writes an image record the way a pull commits it, with its layers unpacked (empty).
+    fn image(store: &ImageStore, tag: &str, layers: &[&str]) -> String {
+        let hex = |s: &str| format!("{:0>64}", s);
+        let id = format!("sha256:{}", hex(tag));
+        let layers: Vec<String> = layers
+            .iter()
+            .map(|l| format!("sha256:{}", hex(l)))
+            .collect();
+        for l in &layers {
+            fs::create_dir_all(store.layer_dir(&l["sha256:".len()..])).expect("mkdir layer");
+        }
+        let stored = Stored {
+            image: ImageRecord {
+                id: id.clone(),
+                repo_tags: vec![format!("example.com/{tag}:latest")],
+                repo_digests: vec![],
+                size: 0,
+                config: ImageConfig::default(),
+                layers,
+            },
+            blobs: BTreeSet::new(),
+        };
+        store.commit(stored).expect("commit");
+        id
+    }
+
+    fn layer_names(store: &ImageStore) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(store.root.join("layers"))
+            .expect("readdir")
+            .map(|e| {
+                let n = e.expect("entry").file_name().to_string_lossy().into_owned();
+                n.trim_start_matches('0').to_string()
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// RemoveImage of an image containers use succeeds; its layers stay until the last of them
+    /// releases them (a layer another image has stays after that too), and a store opened
+    /// again (a restart) keeps what its owners hold again.
+    #[test]
+    fn layers_in_use_outlive_their_image() {
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("husk-cri-held-{}-", std::process::id()))
+            .tempdir()
+            .expect("tempdir");
+        let store = ImageStore::open(tmp.path()).expect("open");
+        let a = image(&store, "a", &["1a", "2a"]);
+        image(&store, "b", &["1a", "3b"]);
+        let dirs = store.hold_image_layers("c1", &a).expect("hold");
+        assert_eq!(dirs.len(), 2);
+        store.hold_image_layers("c2", &a).expect("hold");
+        store.remove(&a).expect("RemoveImage of an image in use");
+        assert!(store.status(&a).expect("status").is_none());
+        assert_eq!(layer_names(&store), ["1a", "2a", "3b"]);
+        store.release_layers("c1").expect("release");
+        assert_eq!(layer_names(&store), ["1a", "2a", "3b"], "c2 still uses 2a");
+        // A restart: the owners hold their recorded layers again.
+        drop(store);
+        let store = ImageStore::open(tmp.path()).expect("reopen");
+        let missing = store.hold_layers("c2", &dirs).expect("hold again");
+        assert!(missing.is_empty(), "{missing:?}");
+        store.gc().expect("gc");
+        assert_eq!(layer_names(&store), ["1a", "2a", "3b"]);
+        store.release_layers("c2").expect("release");
+        assert_eq!(
+            layer_names(&store),
+            ["1a", "3b"],
+            "2a went with its last user"
+        );
+        // Paths outside the store's layers are never held (nor touched).
+        let outside = tmp.path().join("elsewhere");
+        fs::create_dir(&outside).expect("mkdir");
+        store
+            .hold_layers("c3", std::slice::from_ref(&outside))
+            .expect("hold");
+        store.release_layers("c3").expect("release");
+        assert!(outside.is_dir());
+    }
 }

@@ -165,6 +165,7 @@ fn unpack_inner<R: Read>(
                     entry: last.clone(),
                     reason,
                 })?;
+            crate::failpoint::hit("pull-during-unpack");
         }
     }
     ex.finish_dirs()

@@ -377,18 +377,76 @@ impl Drop for CniNet {
 pub struct CriServer {
     pub dir: PathBuf,
     pub extra: Vec<String>,
+    /// Environment variables of the next husk-cri started (see [`CriServer::set_env`]).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
 impl CriServer {
     pub fn start(dir: &Path, extra: &[&str]) -> CriServer {
+        CriServer::start_with_env(dir, extra, &[])
+    }
+
+    /// [`CriServer::start`] with environment variables (e.g. HUSK_CRI_FAILPOINT).
+    pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> CriServer {
         let mut s = CriServer {
             dir: dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: vec![],
             child: None,
         };
+        s.set_env(env);
         s.spawn();
         s
+    }
+
+    /// A CriServer on `dir` that is not running yet ([`CriServer::restart`] starts it).
+    pub fn unstarted(dir: &Path, extra: &[&str]) -> CriServer {
+        CriServer {
+            dir: dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: vec![],
+            child: None,
+        }
+    }
+
+    /// The environment of the husk-cri processes started from now on.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
+    /// Starts husk-cri again (same dirs and flags, the current env) once the last one is gone.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// The running husk-cri's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Waits up to `within` for husk-cri to exit by itself; its exit status (None: it still
+    /// runs).
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let until = std::time::Instant::now() + within;
+        loop {
+            let st = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(st) = st {
+                self.child = None;
+                return Some(st);
+            }
+            if self.child.is_none() || std::time::Instant::now() > until {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn sock(&self) -> PathBuf {
@@ -422,6 +480,7 @@ impl CriServer {
             .arg(binary("HUSK_RUNTIME", "husk"))
             .args(["--log-level", "info"])
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
