@@ -14,6 +14,14 @@ step_log setup
 command -v cargo >/dev/null 2>&1 ||
     fail "setup: a Rust toolchain (cargo >= 1.80) is required: see https://rustup.rs"
 
+# The lint gates of hack/test.sh need rustfmt and clippy (rustup's default profile has both).
+if command -v rustup >/dev/null 2>&1; then
+    for c in rustfmt clippy; do
+        rustup component list --installed 2>/dev/null | grep -q "^$c" ||
+            step "setup: rustup component add $c" rustup component add "$c"
+    done
+fi
+
 PKGS=(runc crun containerd busybox-static bats hyperfine skopeo umoci iproute2 jq
       containernetworking-plugins docker-registry libseccomp-dev pkg-config util-linux procps
       podman conmon catatonit protobuf-compiler openssl iptables strace)

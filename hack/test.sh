@@ -23,6 +23,9 @@ RUNC=$(command -v runc)
 # Every bats test is bounded (BATS_TEST_TIMEOUT) and so is every suite: a hang fails, loudly.
 BATS_ENV=(PTY_RUN="$R/husk-pty-run" BATS_TEST_TIMEOUT=240)
 
+# lint gates first: formatting, and clippy with every warning an error
+suite fmt 300 cargo fmt --all -- --check
+suite clippy 1200 cargo clippy --release --workspace --all-targets --locked -- -D warnings
 # unit + integration tests (--no-fail-fast: every test binary runs, so the counts are complete)
 suite cargo-test 1800 env HUSK_RUNTIME="$HUSK" cargo test --release --workspace --locked --no-fail-fast
 # OCI conformance: husk, with runc side by side (fails on husk's regressions against runc)
