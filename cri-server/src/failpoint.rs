@@ -15,6 +15,9 @@
 //! - `container-after-snapshot`: the writable layer and bundle exist, no record yet.
 //! - `container-start-after-task-create`: the shim's task is created, the record still says
 //!   created.
+//! - `container-start-after-task-start`: the task runs, the record still says created.
+//! - `container-finish-after-task-delete`: a container's task ended and was deleted, its shim
+//!   not yet shut down.
 //! - `container-remove-after-task-delete`: the task and its shim are gone, the bundle, writable
 //!   layer and record are still there.
 //! - `pull-after-blob`: the image config blob is in the content store, no layer or record yet.

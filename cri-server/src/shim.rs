@@ -433,7 +433,12 @@ impl Shim {
         if let Ok(shim) = Shim::connect(ns, id, bundle) {
             let _ = shim.kill("", libc::SIGKILL as u32, true);
             let _ = shim.wait_for("", Duration::from_secs(2));
-            if let Err(e) = shim.delete("").and_then(|_| shim.shutdown()) {
+            // Shutdown even when Delete fails: a task an earlier (killed) husk-cri deleted
+            // already answers NotFound, and its shim would otherwise serve on for ever.
+            if let Err(e) = shim.delete("") {
+                tracing::debug!("shim {id}: {e}");
+            }
+            if let Err(e) = shim.shutdown() {
                 tracing::debug!("shim {id}: {e}");
             }
         }

@@ -50,24 +50,12 @@ pub fn reexec_protected() -> Result<std::convert::Infallible> {
 /// path is made for it, so a husk killed at any point leaves neither a file nor a mount behind
 /// (the detached mount goes with its last fd).
 fn ro_bind_image() -> Result<OwnedFd> {
-    let tree = open_tree_clone(c"/proc/self/exe").ctx(|| "open_tree /proc/self/exe".into())?;
+    let tree = crate::sys::open_tree_clone(std::path::Path::new("/proc/self/exe"), false)
+        .ctx(|| "open_tree /proc/self/exe".into())?;
     crate::sys::mount_setattr_recursive(tree.as_fd(), crate::sys::MOUNT_ATTR_RDONLY, 0)
         .ctx(|| "mount_setattr MOUNT_ATTR_RDONLY on the husk binary's bind".into())?;
     let path = std::path::PathBuf::from(format!("/proc/self/fd/{}", tree.as_raw_fd()));
     crate::sys::open(&path, libc::O_RDONLY).ctx(|| format!("open {}", path.display()))
-}
-
-/// open_tree(2) with OPEN_TREE_CLONE: a detached bind mount of `path`, close-on-exec.
-fn open_tree_clone(path: &std::ffi::CStr) -> std::io::Result<OwnedFd> {
-    const OPEN_TREE_CLONE: libc::c_uint = 1;
-    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
-    // SAFETY: open_tree with a valid C string; returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd from the kernel, owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Re-execute the current process from a sealed memfd copy of its binary, with the same argv and

@@ -5,11 +5,9 @@
 //! MOUNT_ATTR_IDMAP set; the init attaches the tree with move_mount (fd to fd).
 use crate::error::{Context, Error, Result};
 use oci_spec::runtime::{LinuxIdMapping, Mount, Spec};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 const AT_EMPTY_PATH: libc::c_uint = 0x1000;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
@@ -91,8 +89,8 @@ pub fn prepare(spec: &Spec, bundle: &Path) -> Result<Prepared> {
             bundle.join(src)
         };
         let userns = userns_with(&uids, &gids)?;
-        let tree =
-            open_tree(&src, recursive).ctx(|| format!("{what}: open_tree {}", src.display()))?;
+        let tree = crate::sys::open_tree_clone(&src, recursive)
+            .ctx(|| format!("{what}: open_tree {}", src.display()))?;
         set_idmap(&tree, &userns, recursive)
             .ctx(|| format!("{what}: mount_setattr MOUNT_ATTR_IDMAP"))?;
         out.push(Prep {
@@ -102,19 +100,6 @@ pub fn prepare(spec: &Spec, bundle: &Path) -> Result<Prepared> {
         });
     }
     Ok(out)
-}
-
-fn open_tree(src: &Path, recursive: bool) -> std::io::Result<OwnedFd> {
-    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(src.as_os_str()))
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    let flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | if recursive { AT_RECURSIVE } else { 0 };
-    // SAFETY: open_tree with a valid C string; returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd from the kernel.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 fn set_idmap(tree: &OwnedFd, userns: &OwnedFd, recursive: bool) -> std::io::Result<()> {

@@ -206,6 +206,78 @@ pub fn mount_setattr_recursive(fd: BorrowedFd<'_>, set: u64, clr: u64) -> io::Re
     check(ret).map(|_| ())
 }
 
+/// open_tree(2) with OPEN_TREE_CLONE (and AT_RECURSIVE when `recursive`): a detached bind mount
+/// of `path`, attached nowhere, close-on-exec; it goes with its last fd.
+pub fn open_tree_clone(path: &Path, recursive: bool) -> io::Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let c = cstr(path)?;
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | if recursive { AT_RECURSIVE } else { 0 };
+    // SAFETY: `c` is NUL-terminated and outlives the call; the result is checked.
+    let fd =
+        check(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) })?;
+    // SAFETY: a fresh fd from the kernel, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// fsopen(2): a file system context of type `fstype` ("overlay", "tmpfs"), close-on-exec.
+pub fn fsopen(fstype: &str) -> io::Result<OwnedFd> {
+    let n = CString::new(fstype).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `n` is NUL-terminated and outlives the call; the result is checked.
+    let fd = check(unsafe { libc::syscall(libc::SYS_fsopen, n.as_ptr(), libc::FSOPEN_CLOEXEC) })?;
+    // SAFETY: a fresh fd from the kernel, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// fsconfig(2) on a context from [`fsopen`]: FSCONFIG_SET_STRING `key`=`value`, or
+/// FSCONFIG_SET_FLAG `key` when `value` is None.
+pub fn fsconfig_set(fs: BorrowedFd<'_>, key: &str, value: Option<&[u8]>) -> io::Result<()> {
+    let einval = |_| io::Error::from_raw_os_error(libc::EINVAL);
+    let k = CString::new(key).map_err(einval)?;
+    let v = value.map(|v| CString::new(v).map_err(einval)).transpose()?;
+    let (cmd, vp) = match &v {
+        Some(v) => (libc::FSCONFIG_SET_STRING, v.as_ptr()),
+        None => (libc::FSCONFIG_SET_FLAG, std::ptr::null()),
+    };
+    // SAFETY: `k` and `v` are NUL-terminated and outlive the call; `fs` is an open fd.
+    check(unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, k.as_ptr(), vp, 0) })
+        .map(|_| ())
+}
+
+/// fsconfig(2) FSCONFIG_CMD_CREATE: makes the context's superblock.
+pub fn fsconfig_create(fs: BorrowedFd<'_>) -> io::Result<()> {
+    let null = std::ptr::null::<libc::c_char>();
+    // SAFETY: no pointers but NULL are passed; `fs` is an open fd.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            libc::FSCONFIG_CMD_CREATE,
+            null,
+            null,
+            0,
+        )
+    })
+    .map(|_| ())
+}
+
+/// fsmount(2): a detached mount of the context's superblock with the MOUNT_ATTR_* `attr`,
+/// close-on-exec.
+pub fn fsmount(fs: BorrowedFd<'_>, attr: u64) -> io::Result<OwnedFd> {
+    // SAFETY: no pointers are passed; `fs` is an open fd; the result is checked.
+    let fd = check(unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            libc::FSMOUNT_CLOEXEC,
+            attr,
+        )
+    })?;
+    // SAFETY: a fresh fd from the kernel, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// prctl(2) with integer arguments.
 pub fn prctl(
     option: libc::c_int,

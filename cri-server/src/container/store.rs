@@ -587,7 +587,10 @@ impl Containers {
         let done = shim
             .wait_for("", KILL_WAIT)
             .and_then(|_| shim.delete(""))
-            .and_then(|_| shim.shutdown());
+            .and_then(|_| {
+                crate::failpoint::hit("container-finish-after-task-delete");
+                shim.shutdown()
+            });
         if let Err(e) = done {
             tracing::warn!("container {id}: {e}; cleaning up with `shim delete`");
             if let Err(e) = Shim::cleanup(&self.shim, SHIM_NAMESPACE, id, &self.bundle(id)) {

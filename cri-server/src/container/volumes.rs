@@ -23,8 +23,8 @@
 
 use super::ContainerError;
 use husk::sys::{
-    openat2, RESOLVE_BENEATH, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS,
-    RESOLVE_NO_XDEV,
+    fsconfig_create, fsconfig_set, fsmount, fsopen, openat2, RESOLVE_BENEATH, RESOLVE_IN_ROOT,
+    RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_NO_XDEV,
 };
 use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{
@@ -34,9 +34,9 @@ use nix::sys::stat::{
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, Gid, Uid};
 use std::collections::HashMap;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -471,7 +471,7 @@ fn mount_rootfs(layers: &[PathBuf], base: &Path) -> Result<OwnedFd, VolumeError>
     let fs = fsopen("overlay").map_err(err("fsopen"))?;
     let mut one_by_one = true;
     for (i, l) in lower.iter().enumerate() {
-        match fsconfig_string(fs.as_fd(), "lowerdir+", l.as_os_str()) {
+        match fsconfig_set(fs.as_fd(), "lowerdir+", Some(l.as_os_str().as_bytes())) {
             Ok(()) => {}
             Err(e) if i == 0 && e.raw_os_error() == Some(libc::EINVAL) => {
                 one_by_one = false;
@@ -495,8 +495,7 @@ fn mount_rootfs(layers: &[PathBuf], base: &Path) -> Result<OwnedFd, VolumeError>
             }
             all.extend_from_slice(b);
         }
-        fsconfig_string(fs.as_fd(), "lowerdir", OsStr::from_bytes(&all))
-            .map_err(err("fsconfig lowerdir"))?;
+        fsconfig_set(fs.as_fd(), "lowerdir", Some(&all)).map_err(err("fsconfig lowerdir"))?;
     }
     fsconfig_create(fs.as_fd()).map_err(err("fsconfig create"))?;
     fsmount(
@@ -507,80 +506,6 @@ fn mount_rootfs(layers: &[PathBuf], base: &Path) -> Result<OwnedFd, VolumeError>
             | libc::MOUNT_ATTR_NOEXEC,
     )
     .map_err(err("fsmount"))
-}
-
-fn cstring(s: &OsStr) -> io::Result<CString> {
-    CString::new(s.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
-/// fsopen(2) of file system type `name`.
-fn fsopen(name: &str) -> io::Result<OwnedFd> {
-    let n = cstring(OsStr::new(name))?;
-    // SAFETY: `n` is NUL-terminated and outlives the call; the result is checked.
-    let fd = unsafe { libc::syscall(libc::SYS_fsopen, n.as_ptr(), libc::FSOPEN_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new fd the kernel returned, owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// fsconfig(2) FSCONFIG_SET_STRING `key`=`value` on a file system context.
-fn fsconfig_string(fs: BorrowedFd<'_>, key: &str, value: &OsStr) -> io::Result<()> {
-    let k = cstring(OsStr::new(key))?;
-    let v = cstring(value)?;
-    // SAFETY: `k` and `v` are NUL-terminated and outlive the call; `fs` is an open fd.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            libc::FSCONFIG_SET_STRING,
-            k.as_ptr(),
-            v.as_ptr(),
-            0,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// fsconfig(2) FSCONFIG_CMD_CREATE: makes the superblock.
-fn fsconfig_create(fs: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: no pointers are passed; `fs` is an open fd.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            libc::FSCONFIG_CMD_CREATE,
-            std::ptr::null::<libc::c_char>(),
-            std::ptr::null::<libc::c_char>(),
-            0,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// fsmount(2): a detached mount of the context's superblock with the MOUNT_ATTR_* `attr`.
-fn fsmount(fs: BorrowedFd<'_>, attr: u64) -> io::Result<OwnedFd> {
-    // SAFETY: no pointers are passed; `fs` is an open fd; the result is checked.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_fsmount,
-            fs.as_raw_fd(),
-            libc::FSMOUNT_CLOEXEC,
-            attr,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new fd the kernel returned, owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 #[cfg(test)]
