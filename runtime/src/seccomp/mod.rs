@@ -30,6 +30,8 @@ mod cache;
 mod compile;
 mod notify;
 mod spec;
+/// The names a seccomp config may use (actions, operators, architectures, flags).
+pub use spec::{ACTIONS, ARCHES, FLAGS, OPERATORS};
 #[rustfmt::skip]
 mod syscall_tables;
 

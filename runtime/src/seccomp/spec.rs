@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::{Result, SeccompError};
 
-const ACTIONS: &[&str] = &[
+pub const ACTIONS: &[&str] = &[
     "SCMP_ACT_KILL",
     "SCMP_ACT_KILL_PROCESS",
     "SCMP_ACT_KILL_THREAD",
@@ -21,7 +21,7 @@ const ACTIONS: &[&str] = &[
     "SCMP_ACT_LOG",
     "SCMP_ACT_NOTIFY",
 ];
-const OPERATORS: &[&str] = &[
+pub const OPERATORS: &[&str] = &[
     "SCMP_CMP_NE",
     "SCMP_CMP_LT",
     "SCMP_CMP_LE",
@@ -30,7 +30,7 @@ const OPERATORS: &[&str] = &[
     "SCMP_CMP_GT",
     "SCMP_CMP_MASKED_EQ",
 ];
-const ARCHES: &[&str] = &[
+pub const ARCHES: &[&str] = &[
     "SCMP_ARCH_NATIVE",
     "SCMP_ARCH_X86",
     "SCMP_ARCH_X86_64",
@@ -56,7 +56,7 @@ const ARCHES: &[&str] = &[
     "SCMP_ARCH_SH",
     "SCMP_ARCH_SHEB",
 ];
-const FLAGS: &[&str] = &[
+pub const FLAGS: &[&str] = &[
     "SECCOMP_FILTER_FLAG_TSYNC",
     "SECCOMP_FILTER_FLAG_LOG",
     "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
