@@ -37,6 +37,8 @@ suite podman-husk 600 env "${BATS_ENV[@]}" RUNTIME="$HUSK" bats conformance/clie
 reference podman-runc 600 env "${BATS_ENV[@]}" RUNTIME="$RUNC" bats conformance/clients/podman.bats
 # CRI suite: husk-cri, and containerd's CRI plugin side by side (registry on loopback)
 suite cri 600 bash hack/cri-conformance.sh
+# image corpus (issue 20): every format and layer quirk pulled and run by husk-cri and containerd, rootfs diffed
+suite image-corpus 600 bash hack/image-corpus.sh
 # husk as a runtime class in containerd's CRI plugin (handlers runc and husk, a pod picks husk)
 suite runtime-class 300 bash hack/runtime-class.sh
 # Kubernetes' own CRI suite (critest v1.32) against containerd+runc, containerd+husk and husk-cri:

@@ -47,7 +47,20 @@ pub fn write_json(
     let data = serde_json::to_vec_pretty(v)
         .map_err(|e| ("encode", path.to_path_buf(), std::io::Error::other(e)))?;
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, data).map_err(|e| ("write", tmp.clone(), e))?;
+    // Owner-only: a record holds the container's config (its env may hold secrets), and the
+    // bundle of a user-namespaced pod is searchable by others (mode 0711).
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&data))
+            .map_err(|e| ("write", tmp.clone(), e))?;
+    }
     std::fs::rename(&tmp, path).map_err(|e| ("rename to", path.to_path_buf(), e))
 }
 

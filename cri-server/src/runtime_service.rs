@@ -130,8 +130,9 @@ impl RuntimeService for Runtime {
                 features: Some(cri::RuntimeHandlerFeatures {
                     // husk applies "rro" with mount_setattr(AT_RECURSIVE) (kernel >= 5.12).
                     recursive_read_only_mounts: true,
-                    // Pod user namespaces (NamespaceMode POD for userns) are refused for now.
-                    user_namespaces: false,
+                    // Pod user namespaces (mode POD, one uid and one gid range): the image
+                    // layers seen through idmapped mounts (sandbox/userns.rs).
+                    user_namespaces: true,
                 }),
             }],
             features: Some(cri::RuntimeFeatures {

@@ -5,21 +5,8 @@
 //! MOUNT_ATTR_IDMAP set; the init attaches the tree with move_mount (fd to fd).
 use crate::error::{Context, Error, Result};
 use oci_spec::runtime::{LinuxIdMapping, Mount, Spec};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-
-const AT_RECURSIVE: libc::c_uint = 0x8000;
-const AT_EMPTY_PATH: libc::c_uint = 0x1000;
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
 
 /// Whether a mount asks to be idmapped, and if so whether recursively.
 pub fn wants_idmap(m: &Mount) -> Option<bool> {
@@ -91,7 +78,7 @@ pub fn prepare(spec: &Spec, bundle: &Path) -> Result<Prepared> {
         let userns = userns_with(&uids, &gids)?;
         let tree = crate::sys::open_tree_clone(&src, recursive)
             .ctx(|| format!("{what}: open_tree {}", src.display()))?;
-        set_idmap(&tree, &userns, recursive)
+        crate::sys::mount_setattr_idmap(tree.as_fd(), userns.as_fd(), recursive)
             .ctx(|| format!("{what}: mount_setattr MOUNT_ATTR_IDMAP"))?;
         out.push(Prep {
             index: i,
@@ -102,53 +89,10 @@ pub fn prepare(spec: &Spec, bundle: &Path) -> Result<Prepared> {
     Ok(out)
 }
 
-fn set_idmap(tree: &OwnedFd, userns: &OwnedFd, recursive: bool) -> std::io::Result<()> {
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
-    };
-    let flags = AT_EMPTY_PATH | if recursive { AT_RECURSIVE } else { 0 };
-    // SAFETY: mount_setattr on our tree fd with a struct that lives for the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            flags,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// In the init's mount namespace: attach the prepared tree at `target`.
 pub fn mount_at(p: &Prep, target: std::os::fd::BorrowedFd<'_>, what: &Path) -> Result<()> {
-    let tree = &p.tree;
-    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
-    // SAFETY: move_mount between two fds we hold, with empty paths.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            target.as_raw_fd(),
-            c"".as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
-        )
-    };
-    if r < 0 {
-        return Err(Error::sys(
-            format!("move_mount idmapped tree to {}", what.display()),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
+    crate::sys::move_mount_fd(p.tree.as_fd(), target)
+        .map_err(|e| Error::sys(format!("move_mount idmapped tree to {}", what.display()), e))
 }
 
 /// A user namespace with the given mappings, held by its fd (the process that made it is gone).

@@ -182,6 +182,24 @@ pub const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 const AT_EMPTY_PATH: libc::c_uint = 0x1000;
 
+/// mount_setattr(2) on the mount at `fd` (the whole tree below it when `recursive`).
+fn mount_setattr(fd: BorrowedFd<'_>, recursive: bool, attr: &MountAttr) -> io::Result<()> {
+    let empty = c"";
+    let flags = AT_EMPTY_PATH | if recursive { AT_RECURSIVE } else { 0 };
+    // SAFETY: `attr` and `empty` outlive the call; size matches the struct we pass.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            flags,
+            attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    check(ret).map(|_| ())
+}
+
 /// mount_setattr(2) with AT_RECURSIVE on the mount at `fd`: sets/clears attributes on a whole tree
 /// (the "rro", "rnosuid", ... options).
 pub fn mount_setattr_recursive(fd: BorrowedFd<'_>, set: u64, clr: u64) -> io::Result<()> {
@@ -191,16 +209,40 @@ pub fn mount_setattr_recursive(fd: BorrowedFd<'_>, set: u64, clr: u64) -> io::Re
         propagation: 0,
         userns_fd: 0,
     };
+    mount_setattr(fd, true, &attr)
+}
+
+/// MOUNT_ATTR_IDMAP: the detached mount at `tree` (from [`open_tree_clone`]) shows file
+/// ownership through the id mappings of the user namespace `userns`.
+pub fn mount_setattr_idmap(
+    tree: BorrowedFd<'_>,
+    userns: BorrowedFd<'_>,
+    recursive: bool,
+) -> io::Result<()> {
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    mount_setattr(tree, recursive, &attr)
+}
+
+/// move_mount(2) from fd to fd: attaches the detached mount `tree` on the directory `target`.
+pub fn move_mount_fd(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> io::Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
     let empty = c"";
-    // SAFETY: `attr` and `empty` outlive the call; size matches the struct we pass.
+    // SAFETY: two fds the caller holds, empty paths that outlive the call.
     let ret = unsafe {
         libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
             empty.as_ptr(),
-            AT_EMPTY_PATH | AT_RECURSIVE,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
+            target.as_raw_fd(),
+            empty.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
         )
     };
     check(ret).map(|_| ())

@@ -41,6 +41,8 @@ pub enum CriLogError {
     NotAbsolute { uri: String },
     #[error("open CRI log {path}: {source}")]
     Open { path: PathBuf, source: io::Error },
+    #[error("crilog URI {uri:?}: {what:?} is not a known setting (max-size=BYTES)")]
+    Query { uri: String, what: String },
 }
 
 /// Which stream a record comes from.
@@ -59,22 +61,61 @@ impl Stream {
     }
 }
 
-/// The path of a `crilog://` URI, or None for another kind of stdio.
-pub fn parse_uri(uri: &str) -> Option<Result<PathBuf, CriLogError>> {
+/// Where a `crilog://` URI writes: `crilog:///ABS/PATH[?max-size=BYTES]`. With a max size
+/// the shim rotates the file itself once it grows past it (renamed to `PATH.1`, replacing the
+/// one before): for a log nobody rotates (husk-cri's `output.log` of a container without a
+/// log path, which attach reads). A `?` in the path is written `%3F`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub path: PathBuf,
+    pub max_size: Option<u64>,
+}
+
+/// The target of a `crilog://` URI, or None for another kind of stdio.
+pub fn parse_uri(uri: &str) -> Option<Result<Target, CriLogError>> {
     let rest = uri.strip_prefix(SCHEME)?;
-    let path = crate::uri::percent_decode(rest);
+    let (raw_path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    let path = crate::uri::percent_decode(raw_path);
     if !path.starts_with('/') {
         return Some(Err(CriLogError::NotAbsolute {
             uri: uri.to_string(),
         }));
     }
-    Some(Ok(PathBuf::from(path)))
+    let mut max_size = None;
+    for kv in query.into_iter().flat_map(|q| q.split('&')) {
+        match kv.split_once('=') {
+            Some(("max-size", v)) => match v.parse::<u64>() {
+                Ok(n) if n > 0 => max_size = Some(n),
+                _ => {
+                    return Some(Err(CriLogError::Query {
+                        uri: uri.to_string(),
+                        what: kv.to_string(),
+                    }))
+                }
+            },
+            _ => {
+                return Some(Err(CriLogError::Query {
+                    uri: uri.to_string(),
+                    what: kv.to_string(),
+                }))
+            }
+        }
+    }
+    Some(Ok(Target {
+        path: PathBuf::from(path),
+        max_size,
+    }))
 }
 
 /// The log file of one process (shared by its stdout and stderr); reopened on request.
 pub struct CriLog {
     path: PathBuf,
-    file: Mutex<File>,
+    max_size: Option<u64>,
+    /// The open file and how many bytes it holds.
+    file: Mutex<(File, u64)>,
 }
 
 fn open(path: &Path) -> Result<File, CriLogError> {
@@ -92,12 +133,18 @@ fn open(path: &Path) -> Result<File, CriLogError> {
         })
 }
 
+fn size_of(f: &File) -> u64 {
+    f.metadata().map(|m| m.len()).unwrap_or(0)
+}
+
 impl CriLog {
-    pub fn open(path: PathBuf) -> Result<CriLog, CriLogError> {
-        let file = open(&path)?;
+    pub fn open(target: Target) -> Result<CriLog, CriLogError> {
+        let file = open(&target.path)?;
+        let size = size_of(&file);
         Ok(CriLog {
-            path,
-            file: Mutex::new(file),
+            path: target.path,
+            max_size: target.max_size,
+            file: Mutex::new((file, size)),
         })
     }
 
@@ -109,16 +156,34 @@ impl CriLog {
     /// new file. On error the old file stays in use.
     pub fn reopen(&self) -> Result<(), CriLogError> {
         let file = open(&self.path)?;
-        *self.file.lock().unwrap_or_else(|e| e.into_inner()) = file;
+        let size = size_of(&file);
+        *self.file.lock().unwrap_or_else(|e| e.into_inner()) = (file, size);
         Ok(())
     }
 
-    /// Appends whole records (each ends in `\n`).
+    /// Appends whole records (each ends in `\n`); past the max size, rotates first.
     fn write(&self, records: &[u8]) {
-        let f = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = (&*f).write_all(records) {
+        let mut g = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(max) = self.max_size {
+            if g.1 > 0 && g.1 + records.len() as u64 > max {
+                let mut old = self.path.clone().into_os_string();
+                old.push(".1");
+                match std::fs::rename(&self.path, &old).map_err(|source| CriLogError::Open {
+                    path: PathBuf::from(&old),
+                    source,
+                }) {
+                    Ok(()) => match open(&self.path) {
+                        Ok(f) => *g = (f, 0),
+                        Err(e) => tracing::warn!("rotate CRI log: {e}"),
+                    },
+                    Err(e) => tracing::warn!("rotate CRI log: {e}"),
+                }
+            }
+        }
+        match (&g.0).write_all(records) {
+            Ok(()) => g.1 += records.len() as u64,
             // As containerd: the output is still drained (the container must not block).
-            tracing::warn!("write CRI log {}: {e}", self.path.display());
+            Err(e) => tracing::warn!("write CRI log {}: {e}", self.path.display()),
         }
     }
 }
@@ -440,11 +505,92 @@ mod tests {
         let p = parse_uri("crilog:///var/log/pods/a%20b/c/0.log")
             .expect("crilog")
             .expect("absolute");
-        assert_eq!(p, PathBuf::from("/var/log/pods/a b/c/0.log"));
+        assert_eq!(
+            p,
+            Target {
+                path: PathBuf::from("/var/log/pods/a b/c/0.log"),
+                max_size: None
+            }
+        );
         assert!(matches!(
             parse_uri("crilog://rel/0.log"),
             Some(Err(CriLogError::NotAbsolute { .. }))
         ));
+        let p = parse_uri("crilog:///run/x/output%3F.log?max-size=4096")
+            .expect("crilog")
+            .expect("valid");
+        assert_eq!(
+            p,
+            Target {
+                path: PathBuf::from("/run/x/output?.log"),
+                max_size: Some(4096)
+            }
+        );
+        for bad in [
+            "crilog:///x?max-size=0",
+            "crilog:///x?max-size=lots",
+            "crilog:///x?size=1",
+        ] {
+            assert!(
+                matches!(parse_uri(bad), Some(Err(CriLogError::Query { .. }))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_max_size_rotates_to_dot_1() {
+        let dir = std::env::temp_dir().join(format!("husk-crilog-max-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("output.log");
+        let log = std::sync::Arc::new(
+            CriLog::open(Target {
+                path: path.clone(),
+                max_size: Some(200),
+            })
+            .expect("open"),
+        );
+        let mut out = CriSink::new(log.clone(), Stream::Stdout);
+        for i in 0..40 {
+            out.feed(format!("line {i:02}\n").as_bytes());
+        }
+        let cur = std::fs::read_to_string(&path).expect("current");
+        let old = std::fs::read_to_string(dir.join("output.log.1")).expect("rotated");
+        let files = std::fs::read_dir(&dir).expect("ls").count();
+        let _ = std::fs::remove_dir_all(&dir);
+        // Whole records only, each file within the bound, the newest line last, two files.
+        assert!(
+            cur.len() <= 200 && old.len() <= 200,
+            "{} {}",
+            cur.len(),
+            old.len()
+        );
+        assert!(cur.ends_with(" stdout F line 39\n"), "{cur:?}");
+        assert!(old
+            .lines()
+            .chain(cur.lines())
+            .all(|l| l.contains(" stdout F line ")));
+        let last_old: u32 = old
+            .trim_end()
+            .rsplit(' ')
+            .next()
+            .unwrap_or("")
+            .parse()
+            .expect("n");
+        let first_cur: u32 = cur
+            .lines()
+            .next()
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap_or("")
+            .parse()
+            .expect("n");
+        assert_eq!(
+            last_old + 1,
+            first_cur,
+            "no record lost between the two files"
+        );
+        assert_eq!(files, 2);
     }
 
     #[test]
@@ -454,7 +600,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");
         let path = dir.join("0.log");
-        let log = std::sync::Arc::new(CriLog::open(path.clone()).expect("open"));
+        let target = |path: &Path| Target {
+            path: path.to_path_buf(),
+            max_size: None,
+        };
+        let log = std::sync::Arc::new(CriLog::open(target(&path)).expect("open"));
         let mut out = CriSink::new(log.clone(), Stream::Stdout);
         out.feed(b"before\n");
         std::fs::rename(&path, dir.join("0.log.1")).expect("rename");
@@ -465,7 +615,7 @@ mod tests {
         let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
         // A missing directory is an error naming the path (no mkdir, as containerd).
         let missing = dir.join("nodir/0.log");
-        let err = CriLog::open(missing.clone()).err().expect("missing dir");
+        let err = CriLog::open(target(&missing)).err().expect("missing dir");
         let _ = std::fs::remove_dir_all(&dir);
         assert!(old.ends_with(" stdout F before\n"), "{old:?}");
         assert!(new.ends_with(" stdout F after\n"), "{new:?}");

@@ -353,11 +353,11 @@ fn open_crilog(path: &str, same: Option<&Arc<CriLog>>) -> Result<Option<Arc<CriL
     let Some(parsed) = crilog::parse_uri(path) else {
         return Ok(None);
     };
-    let file = parsed?;
-    if let Some(log) = same.filter(|l| l.path() == file) {
+    let target = parsed?;
+    if let Some(log) = same.filter(|l| l.path() == target.path) {
         return Ok(Some(log.clone()));
     }
-    Ok(Some(Arc::new(CriLog::open(file)?)))
+    Ok(Some(Arc::new(CriLog::open(target)?)))
 }
 
 /// A pipe whose read side the main loop copies into `log` as records of `stream`.

@@ -71,6 +71,11 @@ pub enum ContainerError {
         id: String,
         source: Box<crate::shim::ShimError>,
     },
+    #[error("container {id}: {source}")]
+    UserNamespace {
+        id: String,
+        source: crate::sandbox::userns::UsernsError,
+    },
     #[error("container {id}: exec timed out after {secs} s (the process was killed)")]
     ExecTimeout { id: String, secs: i64 },
     #[error("container {id}: cgroup statistics: {source}")]

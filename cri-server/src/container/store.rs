@@ -11,6 +11,7 @@ use super::spec::{self, ImageRef, SandboxRef};
 use super::{io_err, ContainerError};
 use crate::events::{event, EventHub};
 use crate::image::ImageStore;
+use crate::sandbox::userns::IdmappedLayers;
 use crate::sandbox::{now_ns, SandboxInfo, Sandboxes, SHIM_NAMESPACE};
 use crate::shim::{Event, Shim, ShimConfig, TaskIo};
 use k8s_cri::v1 as cri;
@@ -78,12 +79,41 @@ fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<(), ContainerErr
     })
 }
 
+/// What `output.log` (the output of a container without a CRI log path, which attach reads)
+/// may grow to before the shim rotates it to `output.log.1`: kubelet's default
+/// containerLogMaxSize. Logs at a CRI log path are kubelet's to rotate (ReopenContainerLog).
+const OUTPUT_LOG_MAX: u64 = 10 << 20;
+
+/// The shim's `crilog://` stdio URI for a log file (`?` and `%` of the path escaped); `capped`:
+/// the shim rotates it at [`OUTPUT_LOG_MAX`].
+fn crilog_uri(path: &Path, capped: bool) -> String {
+    let p = path
+        .display()
+        .to_string()
+        .replace('%', "%25")
+        .replace('?', "%3F");
+    if capped {
+        format!("crilog://{p}?max-size={OUTPUT_LOG_MAX}")
+    } else {
+        format!("crilog://{p}")
+    }
+}
+
 /// Removes a directory tree that must hold no mount (checked first: a leftover rootfs mount is
 /// unmounted, never recursed into).
 fn remove_tree(path: &Path) -> Result<(), ContainerError> {
     let rootfs = path.join("rootfs");
     if is_mountpoint(&rootfs) {
         umount(&rootfs)?;
+    }
+    // Idmapped binds of the shared image layers a start cut short left (same file system:
+    // no st_dev tells them apart). They go first, or removing the tree would empty the layers.
+    let idmapped = path.join("idmapped");
+    crate::sandbox::userns::release_dir(&idmapped);
+    if idmapped.exists() {
+        return Err(io_err("remove", &idmapped)(std::io::Error::other(
+            "idmapped layer mounts are still attached",
+        )));
     }
     match std::fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
@@ -123,11 +153,14 @@ impl Containers {
         for d in [&dir, &snapshots, &exec_dir] {
             std::fs::create_dir_all(d).map_err(io_err("mkdir", d))?;
         }
-        // Bundles and writable layers (setuid programs a container wrote) are root's only
-        // (CVE-2021-41103).
-        for d in [&dir, &snapshots] {
+        // Writable layers (setuid programs a container wrote) and bundles (the rootfs mounts)
+        // are root's only (CVE-2021-41103). The bundles' directory is searchable so the runtime
+        // can set up a container of a pod with its own user namespace as the pod's root: that
+        // bundle alone is 0711, and everything in its rootfs is owned by the pod's unprivileged
+        // host ids (idmapped layers), none by host root.
+        for (d, mode) in [(&dir, 0o711), (&snapshots, 0o700)] {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))
                 .map_err(io_err("chmod", d))?;
         }
         let c = Containers {
@@ -313,8 +346,15 @@ impl Containers {
         let bundle = self.bundle(id);
         {
             use std::os::unix::fs::DirBuilderExt;
+            // In a pod's own user namespace the runtime sets the container up as the pod's
+            // root (an unprivileged uid on the host): it must reach the rootfs and volumes in
+            // the bundle, so others may search it (its records are 0600).
             std::fs::DirBuilder::new()
-                .mode(0o700)
+                .mode(if sandbox.userns.is_some() {
+                    0o711
+                } else {
+                    0o700
+                })
                 .create(&bundle)
                 .map_err(io_err("mkdir", &bundle))?;
         }
@@ -327,6 +367,20 @@ impl Containers {
         // at that path resolved inside the rootfs only, bound over it (container/volumes.rs).
         let volumes =
             super::volumes::prepare(&bundle.join("volumes"), &layers, &built.image_volumes)?;
+        if let Some((_, maps)) = &sandbox.userns {
+            // In the pod's own user namespace its root owns what is the container's own: the
+            // top of the writable layer (the overlay's root directory) and the volume copies.
+            let mut own = vec![snapshot.join("upper")];
+            own.extend(volumes.iter().map(|(_, p)| p.clone()));
+            for p in own {
+                crate::sandbox::userns::shift_tree(&p, maps).map_err(|source| {
+                    ContainerError::UserNamespace {
+                        id: id.to_string(),
+                        source,
+                    }
+                })?;
+            }
+        }
         spec::add_image_volumes(&mut built.spec, &volumes);
         let log_path = if sandbox.config.log_directory.is_empty() || config.log_path.is_empty() {
             String::new()
@@ -426,9 +480,10 @@ impl Containers {
         Ok(Some(r.pid))
     }
 
-    fn overlay(&self, r: &Record) -> Result<containerd_shim_protos::api::Mount, ContainerError> {
-        // The layers held at CreateContainer (the image may be removed since).
-        let layers = if r.layers.is_empty() {
+    /// The layers a container's rootfs stacks, lowest first: those held at CreateContainer
+    /// (the image may be removed since).
+    fn layers_of(&self, r: &Record) -> Result<Vec<PathBuf>, ContainerError> {
+        Ok(if r.layers.is_empty() {
             self.images
                 .layer_dirs(&r.image_id)
                 .map_err(|source| ContainerError::Image {
@@ -437,13 +492,18 @@ impl Containers {
                 })?
         } else {
             r.layers.clone()
-        };
+        })
+    }
+
+    /// The rootfs mount the shim makes: the overlay of `layers` (lowest first) and the
+    /// container's writable layer.
+    fn overlay(&self, r: &Record, layers: &[PathBuf]) -> containerd_shim_protos::api::Mount {
         let lower: Vec<String> = layers
             .iter()
             .rev()
             .map(|p| p.display().to_string())
             .collect();
-        Ok(containerd_shim_protos::api::Mount {
+        containerd_shim_protos::api::Mount {
             type_: "overlay".into(),
             source: "overlay".into(),
             options: vec![
@@ -452,7 +512,7 @@ impl Containers {
                 format!("workdir={}", r.snapshot.join("work").display()),
             ],
             ..Default::default()
-        })
+        }
     }
 
     /// StartContainer (blocking): a shim for the container, its task created and started.
@@ -471,7 +531,7 @@ impl Containers {
         };
         let sandbox = self.sandboxes.info(&record.sandbox_id);
         let started = match sandbox {
-            Ok(sb) if sb.ready && sb.pid != 0 => self.start_task(&record),
+            Ok(sb) if sb.ready && sb.pid != 0 => self.start_task(&record, &sb),
             Ok(sb) => Err(ContainerError::Precondition(format!(
                 "StartContainer: pod sandbox {} is not ready",
                 sb.id
@@ -517,7 +577,7 @@ impl Containers {
         }
     }
 
-    fn start_task(&self, r: &Record) -> Result<(Arc<Shim>, u32), ContainerError> {
+    fn start_task(&self, r: &Record, sb: &SandboxInfo) -> Result<(Arc<Shim>, u32), ContainerError> {
         let bundle = self.bundle(&r.id);
         let shim_err = |source| ContainerError::Shim {
             id: r.id.clone(),
@@ -533,8 +593,22 @@ impl Containers {
                 }
             }
         }
-        let rootfs = self.overlay(r)?;
-        let log = format!("crilog://{}", self.output_log(r).display());
+        let layers = self.layers_of(r)?;
+        // In a pod's own user namespace the shared layers are seen through idmapped mounts
+        // (sandbox/userns.rs), until the overlay is mounted: it keeps its own clones of them.
+        let mut idmapped = match &sb.userns {
+            Some((pin, _)) => Some(
+                IdmappedLayers::attach(&r.snapshot.join("idmapped"), &layers, pin).map_err(
+                    |source| ContainerError::UserNamespace {
+                        id: r.id.clone(),
+                        source,
+                    },
+                )?,
+            ),
+            None => None,
+        };
+        let rootfs = self.overlay(r, idmapped.as_ref().map_or(&layers, |l| &l.paths));
+        let log = crilog_uri(&self.output_log(r), r.log_path.is_empty());
         // A container created with stdin reads it from a FIFO in its bundle that Attach writes
         // to (the shim opens it without waiting for a writer).
         let stdin = if r.config.stdin {
@@ -567,7 +641,11 @@ impl Containers {
                 return Err(shim_err(e));
             }
         };
-        let run = shim.create(&io, vec![rootfs]).and_then(|_| {
+        let created = shim.create(&io, vec![rootfs]);
+        if let Some(l) = idmapped.as_mut() {
+            l.release();
+        }
+        let run = created.and_then(|_| {
             crate::failpoint::hit("container-start-after-task-create");
             shim.start_task("")
         });

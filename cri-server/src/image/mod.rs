@@ -27,6 +27,7 @@ pub mod hosts;
 pub mod manifest;
 pub mod reference;
 mod registry;
+pub use registry::BLOB_RETRIES;
 pub mod unpack;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -480,11 +481,14 @@ impl ImageStore {
 
     /// The unpacked layer directories of an image (any name [`status`](Self::status) takes),
     /// lowest first: overlayfs wants them highest first in `lowerdir=`, so reverse them there.
+    /// A layer the image has twice (empty layers, a layer re-added) is given once, at its
+    /// highest place: overlayfs refuses a lowerdir listed twice, and the lower copy changes
+    /// nothing (every entry and whiteout of it is applied again above).
     pub fn layer_dirs(&self, id: &str) -> Result<Vec<PathBuf>, ImageError> {
         let (_, stored) = self.find(id)?.ok_or_else(|| ImageError::UnknownImage {
             reference: id.to_string(),
         })?;
-        stored
+        let dirs = stored
             .image
             .layers
             .iter()
@@ -499,7 +503,15 @@ impl ImageStore {
                 }
                 Ok(dir)
             })
-            .collect()
+            .collect::<Result<Vec<PathBuf>, ImageError>>()?;
+        let mut seen = BTreeSet::new();
+        let mut top_first: Vec<PathBuf> = dirs
+            .into_iter()
+            .rev()
+            .filter(|d| seen.insert(d.clone()))
+            .collect();
+        top_first.reverse();
+        Ok(top_first)
     }
 
     /// [`layer_dirs`](Self::layer_dirs) of image `id`, held for `owner` (a container) until

@@ -19,6 +19,20 @@ use super::{ImageError, PullAuth};
 
 /// containerd's limit for manifests and indexes.
 pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+/// How often a blob download that broke off (or got a transient answer) is resumed.
+pub const BLOB_RETRIES: u32 = 4;
+
+/// A blob download so far: what was written to the store, and its running hash.
+struct BlobProgress {
+    hasher: Sha256,
+    written: u64,
+}
+
+/// Why one attempt at a blob failed: worth another try, or not.
+enum Attempt {
+    Transient(ImageError),
+    Fatal(ImageError),
+}
 const USER_AGENT: &str = concat!("husk-cri/", env!("CARGO_PKG_VERSION"));
 
 /// A manifest or index as fetched, with its verified digest.
@@ -275,60 +289,42 @@ impl<'a> Client<'a> {
     }
 
     /// Streams blob `digest` (of `size` bytes) into `out`, hashing and counting as it goes;
-    /// stops as soon as the registry sends more than `size` bytes.
+    /// stops as soon as the registry sends more than `size` bytes. A connection that drops or
+    /// a transient answer (408, 429, 5xx) is retried up to [`BLOB_RETRIES`] times, resuming
+    /// where it stopped: with `Range: bytes=N-` (a 206 answer), or, from a registry that
+    /// ignores ranges, by skipping the first N bytes of the whole blob again. Nothing is
+    /// written twice, so `out` always holds a prefix of the blob; the digest covers it all.
     pub fn blob(&self, digest: &str, size: u64, out: &mut dyn Write) -> Result<(), ImageError> {
         let url = format!("{}/blobs/{digest}{}", self.base, self.query);
-        let resp = self.get(&url, None)?;
-        if let Some(len) = resp
-            .header("content-length")
-            .and_then(|l| l.trim().parse::<u64>().ok())
-        {
-            if len != size {
-                return Err(ImageError::SizeMismatch {
-                    what: url,
-                    expected: size,
-                    actual: format!("{len} (Content-Length)"),
-                });
-            }
-        }
-        let mut reader = resp.into_reader();
-        let mut hasher = Sha256::new();
-        let mut total: u64 = 0;
-        let mut buf = vec![0u8; 128 << 10];
+        let mut progress = BlobProgress {
+            hasher: Sha256::new(),
+            written: 0,
+        };
+        let mut retries = 0;
         loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(ImageError::Http {
-                        url,
-                        reason: format!("reading the blob after {total} bytes: {e}"),
-                    })
+            match self.blob_attempt(&url, size, &mut progress, out) {
+                Ok(()) => break,
+                Err(Attempt::Transient(e)) if retries < BLOB_RETRIES => {
+                    retries += 1;
+                    tracing::warn!(
+                        blob = %digest,
+                        at = progress.written,
+                        retry = retries,
+                        "{e}; resuming the download"
+                    );
+                    std::thread::sleep(Duration::from_millis(200 << retries));
                 }
-            };
-            total += n as u64;
-            if total > size {
-                return Err(ImageError::SizeMismatch {
-                    what: url,
-                    expected: size,
-                    actual: format!("more than {size}"),
-                });
+                Err(Attempt::Transient(e) | Attempt::Fatal(e)) => return Err(e),
             }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(|e| ImageError::Http {
-                url: url.clone(),
-                reason: format!("writing the blob to the store: {e}"),
-            })?;
         }
-        if total != size {
+        if progress.written != size {
             return Err(ImageError::SizeMismatch {
                 what: url,
                 expected: size,
-                actual: total.to_string(),
+                actual: progress.written.to_string(),
             });
         }
-        let actual = format!("sha256:{}", hex(&hasher.finalize()));
+        let actual = format!("sha256:{}", hex(&progress.hasher.finalize()));
         if actual != digest {
             return Err(ImageError::DigestMismatch {
                 what: url,
@@ -339,12 +335,128 @@ impl<'a> Client<'a> {
         Ok(())
     }
 
+    /// One GET of a blob from `progress.written` on (see [`blob`](Self::blob)).
+    fn blob_attempt(
+        &self,
+        url: &str,
+        size: u64,
+        progress: &mut BlobProgress,
+        out: &mut dyn Write,
+    ) -> Result<(), Attempt> {
+        let from = progress.written;
+        let range = (from > 0).then(|| format!("bytes={from}-"));
+        let resp = self
+            .get_with(url, None, range.as_deref())
+            .map_err(|e| match &e {
+                ImageError::Http { .. } => Attempt::Transient(e),
+                ImageError::Status {
+                    status: 408 | 429 | 500 | 502 | 503 | 504,
+                    ..
+                } => Attempt::Transient(e),
+                _ => Attempt::Fatal(e),
+            })?;
+        // What this answer holds: the rest (206 from `from`) or the whole blob again.
+        let (mut skip, expect_len) = if resp.status() == 206 {
+            let ok = resp
+                .header("content-range")
+                .and_then(|r| r.trim().strip_prefix("bytes "))
+                .and_then(|r| r.split('-').next())
+                .and_then(|start| start.trim().parse::<u64>().ok())
+                == Some(from);
+            if !ok {
+                return Err(Attempt::Fatal(ImageError::Http {
+                    url: url.to_string(),
+                    reason: format!(
+                        "asked for bytes {from}- and got Content-Range {:?}",
+                        resp.header("content-range").unwrap_or("")
+                    ),
+                }));
+            }
+            (0, size - from)
+        } else {
+            (from, size)
+        };
+        if let Some(len) = resp
+            .header("content-length")
+            .and_then(|l| l.trim().parse::<u64>().ok())
+        {
+            if len != expect_len {
+                return Err(Attempt::Fatal(ImageError::SizeMismatch {
+                    what: url.to_string(),
+                    expected: expect_len,
+                    actual: format!("{len} (Content-Length)"),
+                }));
+            }
+        }
+        let mut reader = resp.into_reader();
+        let mut buf = vec![0u8; 128 << 10];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) if progress.written < size => {
+                    return Err(Attempt::Transient(ImageError::Http {
+                        url: url.to_string(),
+                        reason: format!(
+                            "reading the blob after {} bytes: the connection closed",
+                            progress.written
+                        ),
+                    }))
+                }
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(Attempt::Transient(ImageError::Http {
+                        url: url.to_string(),
+                        reason: format!("reading the blob after {} bytes: {e}", progress.written),
+                    }))
+                }
+            };
+            let mut chunk = &buf[..n];
+            if skip > 0 {
+                let k = skip.min(n as u64);
+                chunk = &chunk[k as usize..];
+                skip -= k;
+            }
+            if chunk.is_empty() {
+                continue;
+            }
+            if progress.written + chunk.len() as u64 > size {
+                return Err(Attempt::Fatal(ImageError::SizeMismatch {
+                    what: url.to_string(),
+                    expected: size,
+                    actual: format!("more than {size}"),
+                }));
+            }
+            progress.hasher.update(chunk);
+            out.write_all(chunk).map_err(|e| {
+                Attempt::Fatal(ImageError::Http {
+                    url: url.to_string(),
+                    reason: format!("writing the blob to the store: {e}"),
+                })
+            })?;
+            progress.written += chunk.len() as u64;
+        }
+    }
+
     /// GET with authentication: on a 401 we answer the challenge once and retry.
     fn get(&self, url: &str, accept: Option<&str>) -> Result<ureq::Response, ImageError> {
+        self.get_with(url, accept, None)
+    }
+
+    /// [`get`](Self::get) with an optional `Range` header value.
+    fn get_with(
+        &self,
+        url: &str,
+        accept: Option<&str>,
+        range: Option<&str>,
+    ) -> Result<ureq::Response, ImageError> {
         for attempt in 0..2 {
             let mut req = self.agent.get(url);
             if let Some(a) = accept {
                 req = req.set("Accept", a);
+            }
+            if let Some(r) = range {
+                req = req.set("Range", r);
             }
             for (name, value) in &self.endpoint.headers {
                 req = req.set(name, value);

@@ -6,8 +6,9 @@
 //! traversed, whatever the entry names say. On top of that, names are checked before use.
 //! Policy for hostile or odd entries (the whole layer is refused, with an error naming the entry,
 //! unless said otherwise):
-//! - absolute names (`/etc/passwd`) and any `..` component: refused (containerd would re-root
-//!   them; an image built from a file system never has them).
+//! - absolute names (`/etc/passwd`, `/`) are taken relative to the layer root, as containerd
+//!   and docker do; any `..` component is refused (containerd would clamp it; an image built
+//!   from a file system never has one).
 //! - a name whose parent path goes through a symlink, or through a non-directory: refused.
 //!   (`evil -> /etc` then `evil/passwd`.)
 //! - hard links: the target must be a relative, `..`-free name of a non-directory already in
@@ -17,9 +18,11 @@
 //! - an entry whose name already exists replaces it (as tar does): the old entry, a symlink
 //!   included, is unlinked first and the new one created with `O_EXCL|O_NOFOLLOW`, so writing
 //!   a file "over" a symlink never writes through it. A directory over a directory keeps it.
-//! - `trusted.overlay.*` and `user.overlay.*` xattrs in the tarball are dropped (a layer must not smuggle overlayfs
-//!   metadata such as redirects); other xattrs are kept, and skipped with a warning where the
-//!   file system refuses them (ENOTSUP/EPERM).
+//! - `trusted.*` xattrs (overlayfs metadata such as redirects and opaque markers among them)
+//!   and `user.overlay.*` in the tarball are dropped with a warning: a layer must not smuggle
+//!   overlayfs metadata, and trusted.* is the host's namespace, never visible in a container
+//!   (no CAP_SYS_ADMIN). Other xattrs (security.capability for file capabilities, user.*) are
+//!   kept, and skipped with a warning where the file system refuses them (ENOTSUP/EPERM).
 //! - OCI whiteouts: `.wh.NAME` becomes a 0:0 character device `NAME`, `.wh..wh..opq` becomes the
 //!   `trusted.overlay.opaque=y` xattr on its directory, other `.wh..wh.*` (aufs metadata) are
 //!   skipped.
@@ -157,7 +160,12 @@ fn unpack_inner<R: Read>(
                     &format!("reading the tar stream after entry {last:?}: {e}"),
                 )
             })?;
-            let raw = entry.path_bytes().into_owned();
+            let raw = match sparse_name(&mut entry)
+                .map_err(|e| layer_err(layer, &format!("pax header after {last:?}: {e}")))?
+            {
+                Some(name) => name,
+                None => entry.path_bytes().into_owned(),
+            };
             last = display_name(&raw);
             ex.entry(&mut entry, &raw)
                 .map_err(|reason| ImageError::LayerEntry {
@@ -226,9 +234,9 @@ fn components(raw: &[u8]) -> Result<Vec<&[u8]>, String> {
             raw.len()
         ));
     }
-    if raw.starts_with(b"/") {
-        return Err("absolute path: entries must be relative to the layer root".to_string());
-    }
+    // Absolute names are taken relative to the layer root, as containerd and docker do
+    // (`tar -P` archives and hand-made layers have them): "/", "./" and "" all name the root,
+    // "/x", "./x" and "x" the same entry. Only `..` could leave the root, and it is refused.
     let mut out = Vec::new();
     for c in raw.split(|b| *b == b'/') {
         match c {
@@ -358,7 +366,7 @@ impl Extractor {
             let tparent = self
                 .open_dir(tparent_comps, false)
                 .map_err(|r| format!("hard link target {:?}: {r}", show(&tcomps)))?;
-            match stat_nofollow(tparent.as_fd(), tname)? {
+            let target_is_symlink = match stat_nofollow(tparent.as_fd(), tname)? {
                 None => {
                     return Err(format!(
                         "hard link target {:?} does not exist in this layer",
@@ -371,13 +379,16 @@ impl Extractor {
                         show(&tcomps)
                     ))
                 }
-                Some(_) => {}
-            }
+                Some(st) => is_type(&st, libc::S_IFLNK),
+            };
             if remove_existing(parent, name)? {
                 self.forget_dirs(&comps);
             }
             linkat(tparent.as_fd(), *tname, parent, name, AtFlags::empty())
                 .map_err(|e| format!("linkat to {:?}: {e}", show(&tcomps)))?;
+            // The link entry's owner, mode, xattrs and time go to the (shared) inode, as
+            // containerd and docker apply them; never a chmod through a symlink.
+            self.node_meta(parent, name, &meta, !target_is_symlink)?;
             return Ok(());
         }
 
@@ -398,7 +409,13 @@ impl Extractor {
                 )
                 .map_err(|e| format!("create: {e}"))?;
                 let mut file = File::from(fd);
-                io::copy(entry, &mut file).map_err(|e| format!("writing the file data: {e}"))?;
+                match sparse_map(entry)? {
+                    Some(sparse) => write_sparse(entry, &mut file, sparse)?,
+                    None => {
+                        io::copy(entry, &mut file)
+                            .map_err(|e| format!("writing the file data: {e}"))?;
+                    }
+                }
                 fchown(
                     file.as_fd(),
                     Some(Uid::from_raw(meta.uid)),
@@ -694,8 +711,8 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta, String> {
                     format!("pax mtime {:?} is invalid", display_name(ext.value_bytes()))
                 })?;
             } else if let Some(xname) = key.strip_prefix(b"SCHILY.xattr.") {
-                if xname.starts_with(b"trusted.overlay.") || xname.starts_with(b"user.overlay.") {
-                    tracing::warn!(xattr = %display_name(xname), "dropping an overlayfs xattr from a layer");
+                if xname.starts_with(b"trusted.") || xname.starts_with(b"user.overlay.") {
+                    tracing::warn!(xattr = %display_name(xname), "dropping a trusted.* or overlayfs xattr from a layer");
                     continue;
                 }
                 let cname = CString::new(xname)
@@ -714,6 +731,172 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta, String> {
         mtime,
         xattrs,
     })
+}
+
+/// A PAX sparse file (GNU tar `--sparse --format=pax`): its real size and data map. The old
+/// GNU sparse entries (type `S`) the tar crate expands itself; the PAX ones it hands over as
+/// a plain file under a made-up name (`GNUSparseFile.N/name`) with the map in the headers
+/// (formats 0.0 and 0.1) or at the start of the data (1.0), so they are expanded here.
+struct Sparse {
+    real_size: u64,
+    /// (offset, length) of each data fragment; `None`: at the start of the data (1.0).
+    map: Option<Vec<(u64, u64)>>,
+}
+
+/// Most fragments a sparse map may have (a map is made of decimal numbers in the data).
+const MAX_SPARSE_FRAGMENTS: u64 = 1 << 20;
+
+/// `GNU.sparse.name` of a PAX sparse entry (the real name), if any.
+fn sparse_name<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Option<Vec<u8>>> {
+    let Some(exts) = entry.pax_extensions()? else {
+        return Ok(None);
+    };
+    let mut name = None;
+    for ext in exts {
+        let ext = ext?;
+        if ext.key_bytes() == b"GNU.sparse.name" {
+            name = Some(ext.value_bytes().to_vec());
+        }
+    }
+    Ok(name)
+}
+
+fn sparse_map<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<Sparse>, String> {
+    let Some(exts) = entry
+        .pax_extensions()
+        .map_err(|e| format!("pax header: {e}"))?
+    else {
+        return Ok(None);
+    };
+    let num = |v: &[u8], what: &str| -> Result<u64, String> {
+        std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| format!("pax {what} {:?} is not a number", display_name(v)))
+    };
+    let (mut major, mut minor, mut real_size) = (None, None, None);
+    let mut map: Option<Vec<(u64, u64)>> = None;
+    let mut offsets = Vec::new();
+    let mut lengths = Vec::new();
+    for ext in exts {
+        let ext = ext.map_err(|e| format!("pax header: {e}"))?;
+        let v = ext.value_bytes();
+        match ext.key_bytes() {
+            b"GNU.sparse.major" => major = Some(num(v, "GNU.sparse.major")?),
+            b"GNU.sparse.minor" => minor = Some(num(v, "GNU.sparse.minor")?),
+            b"GNU.sparse.realsize" | b"GNU.sparse.size" => {
+                real_size = Some(num(v, "GNU.sparse.realsize")?)
+            }
+            b"GNU.sparse.offset" => offsets.push(num(v, "GNU.sparse.offset")?),
+            b"GNU.sparse.numbytes" => lengths.push(num(v, "GNU.sparse.numbytes")?),
+            b"GNU.sparse.map" => {
+                let nums: Vec<u64> = v
+                    .split(|b| *b == b',')
+                    .filter(|n| !n.is_empty())
+                    .map(|n| num(n, "GNU.sparse.map entry"))
+                    .collect::<Result<_, _>>()?;
+                if !nums.len().is_multiple_of(2) {
+                    return Err("GNU.sparse.map has an odd count of numbers".to_string());
+                }
+                map = Some(nums.chunks(2).map(|c| (c[0], c[1])).collect());
+            }
+            _ => {}
+        }
+    }
+    let in_data = major == Some(1) && minor == Some(0);
+    if !in_data && map.is_none() && offsets.is_empty() {
+        return Ok(None);
+    }
+    let real_size = real_size.ok_or("PAX sparse file without GNU.sparse.realsize")?;
+    if map.is_none() && !offsets.is_empty() {
+        if offsets.len() != lengths.len() {
+            return Err("GNU.sparse.offset and GNU.sparse.numbytes do not pair up".to_string());
+        }
+        map = Some(offsets.into_iter().zip(lengths).collect());
+    }
+    Ok(Some(Sparse {
+        real_size,
+        map: if in_data { None } else { map },
+    }))
+}
+
+/// Reads one decimal number of a 1.0 sparse map, ended by a newline.
+fn map_number(r: &mut dyn Read, consumed: &mut u64) -> Result<u64, String> {
+    let mut n: u64 = 0;
+    let mut digits = 0;
+    let mut b = [0u8; 1];
+    loop {
+        r.read_exact(&mut b)
+            .map_err(|e| format!("reading the sparse map: {e}"))?;
+        *consumed += 1;
+        match b[0] {
+            b'\n' if digits > 0 => return Ok(n),
+            c @ b'0'..=b'9' if digits < 20 => {
+                n = n
+                    .checked_mul(10)
+                    .and_then(|n| n.checked_add(u64::from(c - b'0')))
+                    .ok_or("sparse map number overflows")?;
+                digits += 1;
+            }
+            _ => return Err("sparse map is not decimal numbers".to_string()),
+        }
+    }
+}
+
+/// Writes a PAX sparse file's fragments at their offsets; the holes stay holes.
+fn write_sparse<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    file: &mut File,
+    sparse: Sparse,
+) -> Result<(), String> {
+    use std::io::{Seek, SeekFrom};
+    let map = match sparse.map {
+        Some(m) => m,
+        None => {
+            let mut consumed = 0u64;
+            let count = map_number(entry, &mut consumed)?;
+            if count > MAX_SPARSE_FRAGMENTS {
+                return Err(format!("sparse map of {count} fragments"));
+            }
+            let mut m = Vec::new();
+            for _ in 0..count {
+                let off = map_number(entry, &mut consumed)?;
+                let len = map_number(entry, &mut consumed)?;
+                m.push((off, len));
+            }
+            // The map is padded to a 512-byte block.
+            let pad = (512 - consumed % 512) % 512;
+            let skipped = io::copy(&mut (&mut *entry).take(pad), &mut io::sink())
+                .map_err(|e| format!("reading the sparse map: {e}"))?;
+            if skipped != pad {
+                return Err("sparse map truncated".to_string());
+            }
+            m
+        }
+    };
+    let mut end = 0u64;
+    for &(off, len) in &map {
+        let stop = off
+            .checked_add(len)
+            .filter(|s| off >= end && *s <= sparse.real_size)
+            .ok_or_else(|| {
+                format!(
+                    "sparse fragment {off}+{len} is out of order or past the size {}",
+                    sparse.real_size
+                )
+            })?;
+        file.seek(SeekFrom::Start(off))
+            .map_err(|e| format!("seek in the sparse file: {e}"))?;
+        let n = io::copy(&mut (&mut *entry).take(len), file)
+            .map_err(|e| format!("writing the file data: {e}"))?;
+        if n != len {
+            return Err(format!("sparse fragment at {off}: {n} of {len} bytes"));
+        }
+        end = stop;
+    }
+    file.set_len(sparse.real_size)
+        .map_err(|e| format!("ftruncate to {}: {e}", sparse.real_size))?;
+    Ok(())
 }
 
 /// PAX times: `seconds[.fraction]`, possibly negative.

@@ -103,7 +103,7 @@ pub fn is_pinned(pin: &Path) -> bool {
 }
 
 /// SIOCGIFFLAGS/SIOCSIFFLAGS on `lo` in the calling thread's network namespace.
-fn loopback_up() -> Result<(), nix::errno::Errno> {
+pub(crate) fn loopback_up() -> Result<(), nix::errno::Errno> {
     use std::os::fd::AsRawFd;
     let sock = nix::sys::socket::socket(
         nix::sys::socket::AddressFamily::Inet,

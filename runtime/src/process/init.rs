@@ -127,6 +127,18 @@ fn init(cfg: &InitConfig<'_>, chan: &Channel) -> Result<std::convert::Infallible
             nix::unistd::setresuid(0.into(), 0.into(), 0.into())
                 .ctx(|| "setresuid 0 in user namespace".into())?;
         }
+    } else if cfg.plan.is_joined(LinuxNamespaceType::User) {
+        // A joined user namespace (a pod's): its root, when the namespace maps 0, so the set-up
+        // (mounts, files in the rootfs) is done with ids the namespace knows (else mkdir in a
+        // file system of the namespace fails with EOVERFLOW). EINVAL: 0 is not mapped there.
+        match nix::unistd::setresgid(0.into(), 0.into(), 0.into()) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+            Err(e) => return Err(e).ctx(|| "setresgid 0 in the joined user namespace".into()),
+        }
+        match nix::unistd::setresuid(0.into(), 0.into(), 0.into()) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+            Err(e) => return Err(e).ctx(|| "setresuid 0 in the joined user namespace".into()),
+        }
     }
     if cfg.plan.is_new(LinuxNamespaceType::Cgroup) {
         namespaces::unshare(libc::CLONE_NEWCGROUP)?;

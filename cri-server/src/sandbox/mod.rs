@@ -64,6 +64,11 @@ pub enum SandboxError {
     Shim { id: String, source: Box<ShimError> },
     #[error(transparent)]
     Network(#[from] NetworkError),
+    #[error("pod sandbox {id}: {source}")]
+    UserNamespace {
+        id: String,
+        source: userns::UsernsError,
+    },
     #[error("pod sandbox {id}: {what}: {source}")]
     Task {
         id: String,
@@ -135,6 +140,8 @@ struct Sandbox {
 }
 
 use crate::records::lock;
+
+pub mod userns;
 
 /// All sandboxes of this husk-cri.
 pub struct Sandboxes {
@@ -225,13 +232,9 @@ fn namespace_options(cfg: &cri::PodSandboxConfig) -> Result<cri::NamespaceOption
     let ns = sc
         .and_then(|s| s.namespace_options.clone())
         .unwrap_or_default();
-    if let Some(u) = &ns.userns_options {
-        if mode(u.mode) != cri::NamespaceMode::Node {
-            return Err(SandboxError::Unsupported(
-                "namespace_options.userns_options mode POD (user namespaces)".into(),
-            ));
-        }
-    }
+    userns::pod_maps(&ns).map_err(|e| {
+        SandboxError::Invalid(format!("linux.security_context.namespace_options.{e}"))
+    })?;
     for (what, m) in [("network", ns.network), ("pid", ns.pid), ("ipc", ns.ipc)] {
         if mode(m) == cri::NamespaceMode::Target {
             return Err(SandboxError::Invalid(format!(
@@ -249,6 +252,7 @@ fn pause_spec(
     rootfs: &Path,
     cgroups_path: &str,
     netns: Option<&Path>,
+    user_ns: Option<&Path>,
 ) -> Result<serde_json::Value, SandboxError> {
     let linux = cfg.linux.clone().unwrap_or_default();
     let caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
@@ -272,6 +276,10 @@ fn pause_spec(
     }
     let host_net = mode(ns.network) == cri::NamespaceMode::Node;
     let mut namespaces = vec![serde_json::json!({"type": "mount"})];
+    // The pod's user namespace (it owns the network namespace too: sandbox/userns.rs).
+    if let Some(p) = user_ns {
+        namespaces.push(serde_json::json!({"type": "user", "path": p}));
+    }
     if !host_net {
         namespaces.push(match netns {
             Some(p) => serde_json::json!({"type": "network", "path": p}),
@@ -393,6 +401,8 @@ pub struct SandboxInfo {
     pub runtime_handler: String,
     /// The pinned network namespace (None for a host-network pod).
     pub netns: Option<PathBuf>,
+    /// The pod's own user namespace (its pin) and its id mappings; None in the node's.
+    pub userns: Option<(PathBuf, userns::PodIdMaps)>,
 }
 
 impl SandboxInfo {
@@ -502,12 +512,17 @@ fn add_pod_ip_to_hosts(dir: &Path, r: &Record) -> Result<(), SandboxError> {
 
 /// Unmounts the pod's shm tmpfs, if mounted (lazily when busy: a container that still holds it
 /// keeps its own reference).
-fn unmount_shm(dir: &Path) {
+/// The pin of a pod's user namespace in its bundle (sandbox/userns.rs).
+const USERNS_PIN: &str = "userns";
+
+/// Unmounts what a sandbox's bundle holds: the pod's `shm` tmpfs and its user namespace pin.
+fn unmount_pod_mounts(dir: &Path) {
     let shm = dir.join("shm");
     match nix::mount::umount2(&shm, nix::mount::MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
         Err(e) => tracing::warn!("umount {}: {e}", shm.display()),
     }
+    userns::unpin(&dir.join(USERNS_PIN));
 }
 
 /// Stops a pause task and its shim: SIGKILL, wait, delete, shutdown. When the shim does not
@@ -587,6 +602,7 @@ impl Sandboxes {
                     rec_path.display()
                 );
                 let _ = Shim::cleanup(&self.shim, SHIM_NAMESPACE, &id, &bundle);
+                unmount_pod_mounts(&bundle);
                 let _ = std::fs::remove_dir_all(&bundle);
                 continue;
             };
@@ -726,12 +742,24 @@ impl Sandboxes {
         let rootfs = ensure_pause_rootfs(&self.pause_dir)?;
         let pod_net = mode(ns.network) != cri::NamespaceMode::Node;
         let pin = pod_net.then(|| self.net.netns_path(id));
-        let spec = pause_spec(&cfg, &ns, &rootfs, &cgroups_path, pin.as_deref())?;
         let bundle = self.dir.join(id);
+        let maps = userns::pod_maps(&ns).map_err(SandboxError::Invalid)?;
+        let user_pin = maps.map(|_| bundle.join(USERNS_PIN));
+        let spec = pause_spec(
+            &cfg,
+            &ns,
+            &rootfs,
+            &cgroups_path,
+            pin.as_deref(),
+            user_pin.as_deref(),
+        )?;
         {
+            // In a pod's own user namespace its containers are set up as its root (an
+            // unprivileged uid on the host): they bind the pod's files (hosts, resolv.conf,
+            // hostname, shm) from here, so others may search the bundle (its files are 0600).
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()
-                .mode(0o700)
+                .mode(if maps.is_some() { 0o711 } else { 0o700 })
                 .create(&bundle)
                 .map_err(io_err("mkdir", &bundle))?;
         }
@@ -755,7 +783,7 @@ impl Sandboxes {
                     tracing::warn!("sandbox {id}: undoing its network: {e}");
                 }
             }
-            unmount_shm(&bundle);
+            unmount_pod_mounts(&bundle);
             let _ = std::fs::remove_dir_all(&bundle);
         };
         if let Err(e) = write_pod_files(&bundle, &record.config, &record.namespaces) {
@@ -765,10 +793,20 @@ impl Sandboxes {
         if pod_net {
             // Recorded before CNI ADD: whatever happens next, a stop or the next husk-cri's
             // garbage collection finds the attachment to undo.
-            let made = self
-                .net
-                .create_netns(id)
-                .map_err(SandboxError::from)
+            // A pod with its own user namespace gets a network namespace owned by it.
+            let netns = match (&maps, &user_pin) {
+                (Some(m), Some(user_pin)) => {
+                    let net_pin = self.net.netns_path(id);
+                    userns::create(m, user_pin, &net_pin)
+                        .map(|_| net_pin)
+                        .map_err(|e| SandboxError::UserNamespace {
+                            id: id.to_string(),
+                            source: e,
+                        })
+                }
+                _ => self.net.create_netns(id).map_err(SandboxError::from),
+            };
+            let made = netns
                 .and_then(|p| {
                     record.netns = Some(p);
                     write_json(&bundle.join("sandbox.json"), &record)
@@ -882,7 +920,7 @@ impl Sandboxes {
         }
         // The shim is gone: a restarted husk-cri must not look for it.
         let _ = std::fs::remove_file(self.dir.join(&id).join("address"));
-        unmount_shm(&self.dir.join(&id));
+        unmount_pod_mounts(&self.dir.join(&id));
         let mut r = lock(&sb.record);
         if r.ready || r.pid != 0 {
             r.ready = false;
@@ -908,7 +946,12 @@ impl Sandboxes {
             .map(|(p, _)| if p.is_empty() { "/" } else { p })
             .unwrap_or("/")
             .to_string();
+        let userns = userns::pod_maps(&r.namespaces)
+            .ok()
+            .flatten()
+            .map(|m| (self.dir.join(&id).join(USERNS_PIN), m));
         Ok(SandboxInfo {
+            userns,
             files_dir: self.dir.join(&id),
             id,
             config: r.config,
@@ -1015,6 +1058,9 @@ impl Sandboxes {
                 }
                 if mode(r.namespaces.pid) != cri::NamespaceMode::Node {
                     kinds.push("pid");
+                }
+                if userns::pod_maps(&r.namespaces).is_ok_and(|m| m.is_some()) {
+                    kinds.push("user");
                 }
                 for k in kinds {
                     nss.insert(
@@ -1158,7 +1204,7 @@ mod tests {
     fn pod_network_gets_its_own_net_and_uts_and_the_hostname() {
         let cfg = config(cri::NamespaceMode::Pod);
         let ns = namespace_options(&cfg).expect("namespaces");
-        let spec = pause_spec(&cfg, &ns, Path::new("/r"), "/husk-cri/x", None).expect("spec");
+        let spec = pause_spec(&cfg, &ns, Path::new("/r"), "/husk-cri/x", None, None).expect("spec");
         assert_eq!(ns_types(&spec), ["mount", "network", "uts", "ipc", "pid"]);
         assert_eq!(spec["hostname"], "pod-host");
         assert_eq!(spec["linux"]["cgroupsPath"], "/husk-cri/x");
@@ -1171,18 +1217,18 @@ mod tests {
         let mut cfg = config(cri::NamespaceMode::Node);
         let ns = namespace_options(&cfg).expect("namespaces");
         assert!(matches!(
-            pause_spec(&cfg, &ns, Path::new("/r"), "/p/x", None),
+            pause_spec(&cfg, &ns, Path::new("/r"), "/p/x", None, None),
             Err(SandboxError::Invalid(_))
         ));
         cfg.hostname.clear();
-        let spec = pause_spec(&cfg, &ns, Path::new("/r"), "/p/x", None).expect("spec");
+        let spec = pause_spec(&cfg, &ns, Path::new("/r"), "/p/x", None, None).expect("spec");
         assert_eq!(ns_types(&spec), ["mount", "ipc", "pid"]);
         assert!(spec.get("hostname").is_none());
         if let Some(l) = cfg.linux.as_mut() {
             l.sysctls.insert("net.ipv4.ip_forward".into(), "1".into());
         }
         assert!(matches!(
-            pause_spec(&cfg, &ns, Path::new("/r"), "/p/x", None),
+            pause_spec(&cfg, &ns, Path::new("/r"), "/p/x", None, None),
             Err(SandboxError::Invalid(_))
         ));
     }
