@@ -262,7 +262,7 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
         serde_json::to_value(planned_cgroups(cg.save()))
             .map_err(|e| Error::container(format!("serialize cgroup state: {e}")))?,
     );
-    locked.save(&st)?;
+    locked.save_renaming(&st)?;
     st.cgroup = None;
     match cg.create() {
         Ok(()) => {
@@ -284,7 +284,7 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
     }
     cgroups.done();
     // Saved before clone: a create killed half-way leaves a state `delete --force` can clean.
-    locked.save(&st)?;
+    locked.save_renaming(&st)?;
 
     // The init joins its cgroups itself, first thing after clone: a single-threaded process
     // writing "0" to v1 `tasks` avoids the slow path the kernel takes when another process moves
@@ -292,15 +292,11 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
     // mount of a hybrid host) takes it at clone time (clone3 CLONE_INTO_CGROUP).
     let join = crate::logging::phase("cgroup join fds");
     let (cgroup_join, cg2) = match &guard.cgroup {
-        Some(cg) => (
-            cg.join_fds()?,
-            cg.unified_path()
-                .map(|p| {
-                    crate::sys::open(p, libc::O_PATH | libc::O_DIRECTORY)
-                        .ctx(|| format!("open cgroup2 dir {}", p.display()))
-                })
-                .transpose()?,
-        ),
+        Some(cg) => {
+            let cg2 = cg.unified_path().map(open_cgroup2).transpose()?;
+            // not the cgroup2 `cgroup.procs`: the init is cloned into that directory
+            (cg.join_fds(cg2.is_none())?, cg2)
+        }
         None => (Vec::new(), None),
     };
     join.done();
@@ -341,13 +337,19 @@ pub fn create(root: &Root, mut opts: CreateOpts) -> Result<ContainerState> {
     if let Some(hm) = &mut st.host_mounts {
         hm.made = hm.current()?;
     }
-    locked.save(&st)?;
+    locked.save_renaming(&st)?;
     if let Some(p) = &opts.pid_file {
         crate::state::write_atomic(p, pid.to_string().as_bytes())?;
     }
     guard.done = true;
     save.done();
     Ok(st)
+}
+
+/// A cgroup2 directory to clone a process into (clone3 CLONE_INTO_CGROUP).
+pub(crate) fn open_cgroup2(p: &Path) -> Result<std::os::fd::OwnedFd> {
+    crate::sys::open(p, libc::O_PATH | libc::O_DIRECTORY)
+        .ctx(|| format!("open cgroup2 dir {}", p.display()))
 }
 
 /// The cgroup record of a container whose directories are about to be made: every leaf and every

@@ -217,15 +217,27 @@ pub fn exec(root: &Root, opts: ExecOpts) -> Result<i32> {
         Some(crate::run::Foreground::prepare()?)
     };
 
-    // The process joins the container's cgroups itself (see container::create).
-    let cgroup_join = match container::cgroup_manager(&st) {
-        Some(cg) => cg.join_fds()?,
-        None => Vec::new(),
+    // The process joins the container's v1 cgroups itself and is cloned into its cgroup2
+    // directory (see container::create).
+    let (mut cgroup_join, cg2) = match container::cgroup_manager(&st) {
+        Some(cg) => {
+            let cg2 = cg.unified_path().map(container::open_cgroup2).transpose()?;
+            (cg.join_fds(cg2.is_none())?, cg2)
+        }
+        None => (Vec::new(), None),
     };
     let (ours, theirs) = channel::pair()?;
     let until_exec = crate::logging::phase("exec: fork, join namespaces and cgroups, until exec");
     // SAFETY: the runtime is single-threaded.
-    let inter = unsafe { crate::sys::clone_fork(0) }.ctx(|| "fork exec process".into())?;
+    let inter = unsafe {
+        crate::process::fork_into_cgroup(
+            0,
+            cg2.as_ref().map(std::os::fd::AsFd::as_fd),
+            &mut cgroup_join,
+        )
+    }
+    .ctx(|| "fork exec process".into())?;
+    drop(cg2);
     if inter == 0 {
         drop(ours);
         let child = ExecChild {

@@ -260,10 +260,12 @@ impl CgroupManager {
     }
 
     /// The membership files a process writes "0" to in order to join every cgroup of the
-    /// container itself (v1 `tasks`, cgroup2 `cgroup.procs`), opened for writing. For a
-    /// single-threaded process this is much cheaper in the kernel than another process writing
-    /// its pid into `cgroup.procs`.
-    pub fn join_fds(&self) -> Result<Vec<std::os::fd::OwnedFd>> {
+    /// container itself (v1 `tasks`, and cgroup2 `cgroup.procs` when `unified`), opened for
+    /// writing. For a single-threaded process this is much cheaper in the kernel than another
+    /// process writing its pid into `cgroup.procs`. The cgroup2 write still waits for an RCU
+    /// grace period (~10 ms): callers clone into that directory instead and pass `unified`
+    /// false (`process::fork_into_cgroup`).
+    pub fn join_fds(&self, unified: bool) -> Result<Vec<std::os::fd::OwnedFd>> {
         let mut out = Vec::new();
         let mut seen: Vec<&Path> = Vec::new();
         for d in self.st.v1.values() {
@@ -273,7 +275,7 @@ impl CgroupManager {
             seen.push(d);
             out.push(open_w(&d.join("tasks"))?);
         }
-        if let Some(u) = &self.st.unified {
+        if let Some(u) = self.st.unified.as_ref().filter(|_| unified) {
             out.push(open_w(&u.join("cgroup.procs"))?);
         }
         Ok(out)

@@ -29,11 +29,53 @@ pub trait Parent {
     fn seccomp_fd(&mut self, fd: std::os::fd::OwnedFd, init_pid: i32) -> Result<()>;
 }
 
+/// Fork (clone with `flags`) a process that starts life in the cgroup2 directory `into_cgroup`
+/// (clone3 CLONE_INTO_CGROUP). Kernels without it get a plain clone, and the child then joins
+/// that cgroup by writing "0" to its `cgroup.procs`: the fd is added to `join` (the membership
+/// files the child writes to itself, `init::join_cgroups`), which must not hold it already.
+///
+/// Such a write is what CLONE_INTO_CGROUP saves: the kernel takes cgroup_threadgroup_rwsem for
+/// writing to move a whole thread group into a cgroup2 directory, and that waits for an RCU
+/// grace period, about 10 ms here, even when the process is already in that cgroup (issue 18).
+///
+/// # Safety
+/// As `sys::clone_fork`: the caller must be single-threaded.
+pub(crate) unsafe fn fork_into_cgroup(
+    flags: libc::c_int,
+    into_cgroup: Option<std::os::fd::BorrowedFd<'_>>,
+    join: &mut Vec<std::os::fd::OwnedFd>,
+) -> std::io::Result<libc::pid_t> {
+    let Some(cg) = into_cgroup else {
+        // SAFETY: single-threaded, per this function's contract.
+        return unsafe { crate::sys::clone_fork(flags) };
+    };
+    // SAFETY: as above.
+    match unsafe { crate::sys::clone3_into_cgroup(flags, cg) } {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOSYS) | Some(libc::E2BIG) | Some(libc::EINVAL)
+            ) =>
+        {
+            tracing::debug!("clone3 CLONE_INTO_CGROUP unavailable ({e}), using clone");
+            join.push(crate::sys::openat(
+                cg,
+                std::path::Path::new("cgroup.procs"),
+                libc::O_WRONLY,
+                0,
+            )?);
+            // SAFETY: as above.
+            unsafe { crate::sys::clone_fork(flags) }
+        }
+        r => r,
+    }
+}
+
 /// Clone the container's init and drive its set-up until it is ready to exec.
 /// Returns (init pid, the fd numbers of its start pipe and its exec pipe).
 ///
 /// With `into_cgroup` (a cgroup2 directory), the first process is cloned straight into it
-/// (clone3 CLONE_INTO_CGROUP); kernels without it fall back to clone + a cgroup.procs write.
+/// ([`fork_into_cgroup`]); `cfg.cgroup_join` then holds only the v1 membership files.
 pub fn spawn(
     cfg: init::InitConfig<'_>,
     parent: &mut dyn Parent,
@@ -49,25 +91,10 @@ pub fn spawn(
     let new_user = cfg.plan.is_new(LinuxNamespaceType::User);
     let spec = cfg.spec;
     let clone_t = crate::logging::phase("clone");
-    let first = match into_cgroup {
-        // SAFETY: the runtime is single-threaded (no thread is ever started before this point).
-        Some(cg) => match unsafe { crate::sys::clone3_into_cgroup(flags, cg) } {
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ENOSYS) | Some(libc::E2BIG) | Some(libc::EINVAL)
-                ) =>
-            {
-                tracing::debug!("clone3 CLONE_INTO_CGROUP unavailable ({e}), using clone");
-                // SAFETY: as above.
-                unsafe { crate::sys::clone_fork(flags) }
-            }
-            r => r,
-        },
-        // SAFETY: as above.
-        None => unsafe { crate::sys::clone_fork(flags) },
-    }
-    .ctx(|| format!("clone container init (flags {flags:#x})"))?;
+    let mut cfg = cfg;
+    // SAFETY: the runtime is single-threaded (no thread is ever started before this point).
+    let first = unsafe { fork_into_cgroup(flags, into_cgroup, &mut cfg.cgroup_join) }
+        .ctx(|| format!("clone container init (flags {flags:#x})"))?;
     if first == 0 {
         drop(ours);
         init::child_main(cfg, theirs);
