@@ -83,6 +83,9 @@ for port in 12000 12001 12002 12003; do
 done
 
 work=$(mktemp -d /tmp/husk-critest.XXXXXX)
+# Searchable by others, as /var/lib and /run are: a pod with its own user namespace is set up by
+# its root, an unprivileged uid on the host, which must reach the rootfs below husk-cri's dirs.
+chmod 0711 "$work"
 mkdir -p "$out"
 ctrd= cri_pid= images=
 cgroups_before=$work/cgroups-before

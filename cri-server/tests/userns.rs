@@ -376,6 +376,19 @@ async fn pod_user_namespace_with_idmapped_layers() {
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{what}: {e}");
         assert!(e.message().contains("userns_options"), "{what}: {e}");
     }
+    // A state dir its root cannot reach: refused, naming the directory.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let set = |m| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(m));
+        set(0o700).expect("chmod");
+        let e = cx
+            .run_pod(&pod_config("userns-700", Some(pod_userns(base, 65536))))
+            .await;
+        set(0o711).expect("chmod");
+        let e = e.expect_err("a pod whose root cannot reach its rootfs");
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+        assert!(e.message().contains(&dir.display().to_string()), "{e}");
+    }
     assert_eq!(
         count(&sandboxes),
         before,

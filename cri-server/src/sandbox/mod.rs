@@ -60,6 +60,8 @@ pub enum SandboxError {
     Invalid(String),
     #[error("RunPodSandbox: {0} is not supported by husk-cri yet")]
     Unsupported(String),
+    #[error("RunPodSandbox: {0}")]
+    Precondition(String),
     #[error("pod sandbox {id}: {source}")]
     Shim { id: String, source: Box<ShimError> },
     #[error(transparent)]
@@ -87,6 +89,7 @@ impl From<SandboxError> for tonic::Status {
                 tonic::Status::invalid_argument(msg)
             }
             SandboxError::Unsupported(_) => tonic::Status::unimplemented(msg),
+            SandboxError::Precondition(_) => tonic::Status::failed_precondition(msg),
             _ => tonic::Status::internal(msg),
         }
     }
@@ -744,6 +747,19 @@ impl Sandboxes {
         let pin = pod_net.then(|| self.net.netns_path(id));
         let bundle = self.dir.join(id);
         let maps = userns::pod_maps(&ns).map_err(SandboxError::Invalid)?;
+        if maps.is_some() {
+            for d in [&self.dir, &self.pause_dir] {
+                if let Some(bad) = userns::unreachable_dir(d) {
+                    return Err(SandboxError::Precondition(format!(
+                        "a pod with its own user namespace is set up by its root, an \
+                         unprivileged uid on the host, which cannot search {} (mode o-x) above \
+                         husk-cri's {}: give it o+x (as /var/lib and /run have)",
+                        bad.display(),
+                        d.display()
+                    )));
+                }
+            }
+        }
         let user_pin = maps.map(|_| bundle.join(USERNS_PIN));
         let spec = pause_spec(
             &cfg,

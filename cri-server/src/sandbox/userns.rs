@@ -129,6 +129,19 @@ pub fn pod_maps(ns: &cri::NamespaceOption) -> Result<Option<PodIdMaps>, String> 
     Ok(Some(maps))
 }
 
+/// The containers of a pod with its own user namespace are set up by the pod's root, an
+/// unprivileged uid on the host: it must be able to search every directory above `dir` (where
+/// their rootfs and the pod's files are). The first directory it cannot search, if any.
+pub fn unreachable_dir(dir: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    dir.ancestors()
+        .skip(1)
+        .find(|d| {
+            std::fs::metadata(d).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o001 == 0)
+        })
+        .map(Path::to_path_buf)
+}
+
 fn sys(what: &'static str) -> impl FnOnce(std::io::Error) -> UsernsError {
     move |source| UsernsError::Sys { what, source }
 }
