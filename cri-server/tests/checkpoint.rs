@@ -23,19 +23,11 @@ use common::{build_image, push, tools_missing, CriServer, Registry};
 
 type Rt = RuntimeServiceClient<Channel>;
 
+/// A container config without a CRI log (the checkpoint archive is what the test reads).
 fn ctr_config(image: &str, name: &str, cmd: &[&str]) -> cri::ContainerConfig {
     cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: name.to_string(),
-            attempt: 0,
-        }),
-        image: Some(cri::ImageSpec {
-            image: image.to_string(),
-            ..Default::default()
-        }),
-        command: cmd.iter().map(|s| s.to_string()).collect(),
-        linux: Some(cri::LinuxContainerConfig::default()),
-        ..Default::default()
+        log_path: String::new(),
+        ..common::ctr_config(image, name, cmd)
     }
 }
 

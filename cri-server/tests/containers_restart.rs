@@ -9,7 +9,7 @@
 //! husk-cri runs as a child process (the release binary: HUSK_CRI, by default
 //! target/release/husk-cri), with the real shim and husk (SHIM_BIN, HUSK_RUNTIME); the image is
 //! a busybox built with hack/mkimage.sh and pushed to a docker-registry the test starts. Needs
-//! root; skips, saying so, only when docker-registry, skopeo or umoci is not installed.
+//! root, docker-registry, skopeo and umoci; fails, saying so, without them.
 
 use husk_cri::container::record::UNKNOWN_EXIT_CODE;
 use husk_cri::sandbox::SHIM_NAMESPACE;
@@ -20,10 +20,13 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 mod common;
-use common::{binary, build_image, push, Registry};
+use common::{
+    binary, build_image, connect, create, ctr_config, ctr_status as status, push, server_log,
+    wait_state, Registry,
+};
 
 const CREATED: i32 = cri::ContainerState::ContainerCreated as i32;
 const RUNNING: i32 = cri::ContainerState::ContainerRunning as i32;
@@ -180,72 +183,6 @@ fn start_server(b: &Bins, dir: &Path) -> Child {
         .unwrap_or_else(|e| panic!("spawn {}: {e}", b.cri.display()))
 }
 
-/// A channel to husk-cri once it accepts connections (a dead server's socket file may still be
-/// there: connecting is the test).
-async fn connect(sock: &Path, server: &mut Child, dir: &Path) -> Channel {
-    for _ in 0..400 {
-        if let Ok(Some(st)) = server.try_wait() {
-            panic!("husk-cri exited with {st}: {}", server_log(dir));
-        }
-        if tokio::net::UnixStream::connect(sock).await.is_ok() {
-            let path = sock.to_path_buf();
-            return Endpoint::try_from("http://[::1]:1")
-                .expect("endpoint")
-                .connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let path = path.clone();
-                    async move {
-                        let s = tokio::net::UnixStream::connect(path).await?;
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-                    }
-                }))
-                .await
-                .expect("connect to husk-cri");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("husk-cri does not accept connections: {}", server_log(dir));
-}
-
-fn server_log(dir: &Path) -> String {
-    let log = std::fs::read_to_string(dir.join("husk-cri.log")).unwrap_or_default();
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-fn ctr_config(image: &str, name: &str, cmd: &[&str]) -> cri::ContainerConfig {
-    cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: name.to_string(),
-            attempt: 0,
-        }),
-        image: Some(cri::ImageSpec {
-            image: image.to_string(),
-            ..Default::default()
-        }),
-        command: cmd.iter().map(|s| s.to_string()).collect(),
-        log_path: format!("{name}.log"),
-        linux: Some(cri::LinuxContainerConfig::default()),
-        ..Default::default()
-    }
-}
-
-async fn create(
-    rt: &mut RuntimeServiceClient<Channel>,
-    pod: &str,
-    pod_cfg: &cri::PodSandboxConfig,
-    cfg: cri::ContainerConfig,
-) -> Result<String, tonic::Status> {
-    Ok(rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.to_string(),
-            config: Some(cfg),
-            sandbox_config: Some(pod_cfg.clone()),
-        })
-        .await?
-        .into_inner()
-        .container_id)
-}
-
 async fn start(rt: &mut RuntimeServiceClient<Channel>, id: &str) {
     rt.start_container(cri::StartContainerRequest {
         container_id: id.to_string(),
@@ -254,46 +191,17 @@ async fn start(rt: &mut RuntimeServiceClient<Channel>, id: &str) {
     .unwrap_or_else(|e| panic!("StartContainer {id}: {e:?}"));
 }
 
-async fn status(
-    rt: &mut RuntimeServiceClient<Channel>,
-    id: &str,
-) -> Result<(cri::ContainerStatus, serde_json::Value), tonic::Status> {
-    let r = rt
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.to_string(),
-            verbose: true,
-        })
-        .await?
-        .into_inner();
-    let info = r
-        .info
-        .get("info")
-        .and_then(|i| serde_json::from_str(i).ok())
-        .unwrap_or(serde_json::Value::Null);
-    Ok((r.status.expect("ContainerStatus without status"), info))
-}
-
-async fn wait_state(
-    rt: &mut RuntimeServiceClient<Channel>,
-    id: &str,
-    state: i32,
-    within: Duration,
-) -> cri::ContainerStatus {
-    let until = Instant::now() + within;
-    loop {
-        let (st, _) = status(rt, id)
-            .await
-            .unwrap_or_else(|e| panic!("ContainerStatus {id}: {e:?}"));
-        if st.state == state {
-            return st;
-        }
-        assert!(
-            Instant::now() < until,
-            "container {id} in state {} after {within:?}, want {state}",
-            st.state
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Writes to a container's stdin FIFO as Attach does (the shim is reading it).
+fn write_fifo(path: &Path, data: &[u8]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    f.write_all(data)
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
 async fn wait_log(path: &Path, record: &str) {
@@ -318,8 +226,7 @@ async fn containers_survive_a_sigkilled_husk_cri_and_a_killed_shim() {
         "this test runs pods and containers: run it as root"
     );
     if let Some(t) = common::tools_missing() {
-        eprintln!("SKIP: {t} is not installed (apt-get install docker-registry skopeo umoci)");
-        return;
+        panic!("{t} is not installed: bash hack/setup.sh (apt-get install docker-registry skopeo umoci)");
     }
     let bins = Bins {
         cri: binary("HUSK_CRI", "husk-cri"),
@@ -427,6 +334,30 @@ async fn containers_survive_a_sigkilled_husk_cri_and_a_killed_shim() {
     .await
     .expect("CreateContainer created");
     guard.containers.push(created.clone());
+    // A container reading its stdin (what Attach writes to husk-cri's FIFO of it): its stdin
+    // must outlive husk-cri (the shim holds the FIFO), and take input again after the restart.
+    let mut reader_cfg = ctr_config(
+        &image,
+        "reader",
+        &[
+            "sh",
+            "-c",
+            "while read l; do echo got-$l; done; echo stdin-closed; exec sleep 100000",
+        ],
+    );
+    reader_cfg.stdin = true;
+    let reader = create(&mut rt, &pod, &pod_cfg, reader_cfg)
+        .await
+        .expect("CreateContainer reader");
+    guard.containers.push(reader.clone());
+    start(&mut rt, &reader).await;
+    let reader_fifo = dir
+        .join("state")
+        .join("containers")
+        .join(&reader)
+        .join("stdin");
+    write_fifo(&reader_fifo, b"one\n");
+    wait_log(&logs.join("reader.log"), " stdout F got-one").await;
     let three_before = wait_state(&mut rt, &three, EXITED, Duration::from_secs(30)).await;
     assert_eq!(
         (three_before.exit_code, three_before.reason.as_str()),
@@ -481,6 +412,7 @@ async fn containers_survive_a_sigkilled_husk_cri_and_a_killed_shim() {
     states.sort();
     let mut want = vec![
         (running.clone(), RUNNING),
+        (reader.clone(), RUNNING),
         (three.clone(), EXITED),
         (created.clone(), CREATED),
     ];
@@ -523,6 +455,14 @@ async fn containers_survive_a_sigkilled_husk_cri_and_a_killed_shim() {
     assert!(
         dup.is_err(),
         "the reloaded container's name was not reserved: {dup:?}"
+    );
+    // The reader's stdin is still open and takes input.
+    write_fifo(&reader_fifo, b"two\n");
+    wait_log(&logs.join("reader.log"), " stdout F got-two").await;
+    let reader_log = std::fs::read_to_string(logs.join("reader.log")).unwrap_or_default();
+    assert!(
+        !reader_log.contains("stdin-closed"),
+        "the reader's stdin closed with husk-cri: {reader_log}"
     );
 
     // The running one: exec, stop, remove.

@@ -18,8 +18,8 @@
 //!
 //! husk-cri runs as a child process (the release binaries: HUSK_CRI, SHIM_BIN, HUSK_RUNTIME);
 //! images are built here or by hack/mkimage.sh and served by a docker-registry the test
-//! starts on 127.0.0.1. Needs root; skips, saying so, when docker-registry, skopeo or umoci is
-//! missing.
+//! starts on 127.0.0.1. Needs root, docker-registry, skopeo and umoci; fails, saying so, without
+//! them.
 
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
@@ -32,7 +32,10 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 mod common;
-use common::{build_image, digest_of, push, CniNet, CriServer, Registry, MT_OCI_MANIFEST};
+use common::{
+    build_image, create, ctr_status, digest_of, push, wait_state, CniNet, CriServer, Registry,
+    MT_OCI_MANIFEST,
+};
 
 const READY: i32 = cri::PodSandboxState::SandboxReady as i32;
 const NOTREADY: i32 = cri::PodSandboxState::SandboxNotready as i32;
@@ -416,38 +419,9 @@ async fn remove_pod(rt: &mut RuntimeServiceClient<Channel>, id: &str) {
     .unwrap_or_else(|e| panic!("RemovePodSandbox {id}: {e:?}"));
 }
 
+/// A container running `sh -c cmd`.
 fn ctr_config(image: &str, name: &str, cmd: &str) -> cri::ContainerConfig {
-    cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: name.to_string(),
-            attempt: 0,
-        }),
-        image: Some(cri::ImageSpec {
-            image: image.to_string(),
-            ..Default::default()
-        }),
-        command: vec!["sh".into(), "-c".into(), cmd.into()],
-        log_path: format!("{name}.log"),
-        linux: Some(cri::LinuxContainerConfig::default()),
-        ..Default::default()
-    }
-}
-
-async fn create(
-    rt: &mut RuntimeServiceClient<Channel>,
-    pod: &str,
-    pod_cfg: &cri::PodSandboxConfig,
-    cfg: cri::ContainerConfig,
-) -> Result<String, tonic::Status> {
-    Ok(rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.to_string(),
-            config: Some(cfg),
-            sandbox_config: Some(pod_cfg.clone()),
-        })
-        .await?
-        .into_inner()
-        .container_id)
+    common::ctr_config(image, name, &["sh", "-c", cmd])
 }
 
 async fn start(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> Result<(), tonic::Status> {
@@ -464,48 +438,6 @@ async fn remove_ctr(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> Result<
     })
     .await
     .map(|_| ())
-}
-
-async fn ctr_status(
-    rt: &mut RuntimeServiceClient<Channel>,
-    id: &str,
-) -> Result<(cri::ContainerStatus, serde_json::Value), tonic::Status> {
-    let r = rt
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.to_string(),
-            verbose: true,
-        })
-        .await?
-        .into_inner();
-    let info = r
-        .info
-        .get("info")
-        .and_then(|i| serde_json::from_str(i).ok())
-        .unwrap_or(serde_json::Value::Null);
-    Ok((r.status.expect("ContainerStatus without status"), info))
-}
-
-async fn wait_state(
-    rt: &mut RuntimeServiceClient<Channel>,
-    id: &str,
-    state: i32,
-    within: Duration,
-) -> cri::ContainerStatus {
-    let until = Instant::now() + within;
-    loop {
-        let (st, _) = ctr_status(rt, id)
-            .await
-            .unwrap_or_else(|e| panic!("ContainerStatus {id}: {e:?}"));
-        if st.state == state {
-            return st;
-        }
-        assert!(
-            Instant::now() < until,
-            "container {id} in state {} after {within:?}, want {state}",
-            st.state
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The container's CRI log has a line ending in `text`.
@@ -1107,8 +1039,7 @@ impl Drop for Tmpfs {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_full_during_download_and_unpack() {
     if let Some(t) = common::tools_missing() {
-        eprintln!("SKIP: {t} is not installed (apt-get install docker-registry skopeo umoci)");
-        return;
+        panic!("{t} is not installed: bash hack/setup.sh (apt-get install docker-registry skopeo umoci)");
     }
     let reg = Registry::start("");
     // 2 MiB that do not compress: the download itself cannot fit in 1 MiB.

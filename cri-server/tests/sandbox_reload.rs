@@ -11,7 +11,7 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 mod common;
 use common::binary;
@@ -39,19 +39,7 @@ async fn client(sock: &Path) -> RuntimeServiceClient<Channel> {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let path = sock.to_path_buf();
-    let ch = Endpoint::try_from("http://[::1]:1")
-        .expect("endpoint")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                let s = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-            }
-        }))
-        .await
-        .expect("connect to husk-cri");
-    RuntimeServiceClient::new(ch)
+    RuntimeServiceClient::new(common::uds_channel(sock).await)
 }
 
 async fn status(

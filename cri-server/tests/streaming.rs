@@ -24,10 +24,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 mod common;
-use common::{binary, build_image, push, Registry};
+use common::{binary, build_image, connect, ctr_config, push, server_log, Registry};
 
 struct Bins {
     cri: PathBuf,
@@ -104,53 +104,6 @@ fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0)
-}
-
-fn server_log(dir: &Path) -> String {
-    let log = std::fs::read_to_string(dir.join("husk-cri.log")).unwrap_or_default();
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(60)..].join("\n")
-}
-
-async fn connect(sock: &Path, server: &mut Child, dir: &Path) -> Channel {
-    for _ in 0..400 {
-        if let Ok(Some(st)) = server.try_wait() {
-            panic!("husk-cri exited with {st}: {}", server_log(dir));
-        }
-        if tokio::net::UnixStream::connect(sock).await.is_ok() {
-            let path = sock.to_path_buf();
-            return Endpoint::try_from("http://[::1]:1")
-                .expect("endpoint")
-                .connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let path = path.clone();
-                    async move {
-                        let s = tokio::net::UnixStream::connect(path).await?;
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-                    }
-                }))
-                .await
-                .expect("connect to husk-cri");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("husk-cri does not accept connections: {}", server_log(dir));
-}
-
-fn ctr_config(image: &str, name: &str, cmd: &[&str]) -> cri::ContainerConfig {
-    cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: name.to_string(),
-            attempt: 0,
-        }),
-        image: Some(cri::ImageSpec {
-            image: image.to_string(),
-            ..Default::default()
-        }),
-        command: cmd.iter().map(|s| s.to_string()).collect(),
-        log_path: format!("{name}.log"),
-        linux: Some(cri::LinuxContainerConfig::default()),
-        ..Default::default()
-    }
 }
 
 /// Test context: the CRI client and what the cases need.

@@ -24,7 +24,6 @@
 //! repairs the sockets into it on restore. CRIU 4.1.1 cannot dump inet sockets on Linux >= 6.16
 //! (hack/migrate/criu-patched.sh builds a fixed one). hack/migrate.sh moves such a container
 //! between two husk roots with its connection.
-pub mod proto;
 pub mod rpc;
 
 use crate::cgroups::{CgroupManager, CgroupOptions, Host};
@@ -33,7 +32,7 @@ use crate::state::{ContainerState, Locked, Root, Status};
 use nix::mount::MsFlags;
 use nix::sys::signal::Signal;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
-use rpc::{opt, CgMode, Opts, Swrk};
+use rpc::{on, CriuOpts, CriuReqType, Swrk};
 use serde::{Deserialize, Serialize};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -475,11 +474,10 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     serde_json::from_slice(&data).map_err(|e| Error::container(format!("{}: {e}", path.display())))
 }
 
-fn manage_cgroups(opts: &mut Opts, mode: Option<&str>) -> Result<()> {
-    opts.flag(opt::MANAGE_CGROUPS, true);
+fn manage_cgroups(opts: &mut CriuOpts, mode: Option<&str>) -> Result<()> {
+    opts.manage_cgroups = Some(true);
     if let Some(m) = mode {
-        let m: CgMode = m.parse()?;
-        opts.int32(opt::MANAGE_CGROUPS_MODE, m as i32);
+        opts.set_manage_cgroups_mode(rpc::cg_mode(m)?);
     }
     Ok(())
 }
@@ -520,7 +518,7 @@ pub fn checkpoint(root: &Root, o: &CheckpointOpts) -> Result<()> {
         // validate before touching anything
         o.manage_cgroups_mode
             .as_deref()
-            .map(str::parse::<CgMode>)
+            .map(rpc::cg_mode)
             .transpose()?;
     }
     if o.pre_dump {
@@ -642,33 +640,29 @@ fn dump(
 
     let images_fd = open_dir(image_dir, "image directory")?;
     let work_fd = open_dir(work_dir, "work directory")?;
-    let mut opts = Opts::new(images_fd.as_raw_fd());
-    opts.int32(opt::PID, st.pid)
-        .int32(opt::WORK_DIR_FD, work_fd.as_raw_fd())
-        .int32(opt::LOG_LEVEL, CRIU_LOG_LEVEL)
-        .string(
-            opt::LOG_FILE,
-            log.file_name().and_then(|n| n.to_str()).unwrap_or(DUMP_LOG),
-        )
-        .string(opt::ROOT, &st.rootfs.display().to_string())
-        .flag(opt::LEAVE_RUNNING, o.leave_running || o.pre_dump)
-        .flag(opt::TCP_ESTABLISHED, o.tcp_established)
-        .flag(opt::EXT_UNIX_SK, o.ext_unix_sk)
-        .flag(opt::SHELL_JOB, o.shell_job)
-        .flag(opt::FILE_LOCKS, o.file_locks)
-        .flag(opt::AUTO_DEDUP, o.auto_dedup)
-        // a terminal container's pty master is outside the tree (with whoever holds the
-        // console): CRIU dumps the slave alone, and restore makes a new master for it
-        .flag(opt::ORPHAN_PTS_MASTER, is_terminal(&st.config));
-    if empty_ns != 0 {
-        opts.uint32(opt::EMPTY_NS, empty_ns);
-    }
-    if let Some(p) = &o.parent_path {
-        opts.string(opt::PARENT_IMG, &p.display().to_string());
-    }
-    if o.pre_dump {
-        opts.flag(opt::TRACK_MEM, true);
-    }
+    let mut opts = rpc::opts(images_fd.as_raw_fd());
+    opts.pid = Some(st.pid);
+    opts.work_dir_fd = Some(work_fd.as_raw_fd());
+    opts.log_level = Some(CRIU_LOG_LEVEL);
+    opts.log_file = Some(
+        log.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(DUMP_LOG)
+            .to_string(),
+    );
+    opts.root = Some(st.rootfs.display().to_string());
+    opts.leave_running = on(o.leave_running || o.pre_dump);
+    opts.tcp_established = on(o.tcp_established);
+    opts.ext_unix_sk = on(o.ext_unix_sk);
+    opts.shell_job = on(o.shell_job);
+    opts.file_locks = on(o.file_locks);
+    opts.auto_dedup = on(o.auto_dedup);
+    // a terminal container's pty master is outside the tree (with whoever holds the
+    // console): CRIU dumps the slave alone, and restore makes a new master for it
+    opts.orphan_pts_master = on(is_terminal(&st.config));
+    opts.empty_ns = (empty_ns != 0).then_some(empty_ns);
+    opts.parent_img = o.parent_path.as_ref().map(|p| p.display().to_string());
+    opts.track_mem = on(o.pre_dump);
     if let Some(ps) = &o.page_server {
         let (addr, port) = parse_page_server(ps)?;
         opts.page_server(&addr, port);
@@ -681,15 +675,15 @@ fn dump(
         // CRIU opens the write end through /proc/<husk>/fd/N (husk is its RPC peer)
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .ctx(|| "pipe2 for CRIU's status fd".into())?;
-        opts.flag(opt::LAZY_PAGES, true)
-            .int32(opt::STATUS_FD, w.as_raw_fd());
+        opts.lazy_pages = Some(true);
+        opts.status_fd = Some(w.as_raw_fd());
         ready_pipe = Some((r, w));
     }
     manage_cgroups(&mut opts, o.manage_cgroups_mode.as_deref())?;
     if let Some(cg) = crate::container::cgroup_manager(&st) {
         if let Some(f) = cg.v1_paths().get("freezer") {
             // CRIU freezes (and, for a paused container, finds frozen) the tree through the freezer.
-            opts.string(opt::FREEZE_CGROUP, &f.display().to_string());
+            opts.freeze_cgroup = Some(f.display().to_string());
         }
     }
     for e in &externals {
@@ -707,9 +701,9 @@ fn dump(
         ));
     }
     let typ = if o.pre_dump {
-        rpc::req::PRE_DUMP
+        CriuReqType::PreDump
     } else {
-        rpc::req::DUMP
+        CriuReqType::Dump
     };
     let started = std::time::Instant::now();
     let swrk = Swrk::spawn(criu)?;
@@ -913,7 +907,7 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
     }
     o.manage_cgroups_mode
         .as_deref()
-        .map(str::parse::<CgMode>)
+        .map(rpc::cg_mode)
         .transpose()?;
     let image_dir = std::fs::canonicalize(&o.image_path)
         .ctx(|| format!("image directory {}", o.image_path.display()))?;
@@ -1061,26 +1055,24 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
 
     let images_fd = open_dir(&image_dir, "image directory")?;
     let work_fd = open_dir(&work_dir, "work directory")?;
-    let mut opts = Opts::new(images_fd.as_raw_fd());
-    opts.int32(opt::WORK_DIR_FD, work_fd.as_raw_fd())
-        .int32(opt::LOG_LEVEL, CRIU_LOG_LEVEL)
-        .string(opt::LOG_FILE, RESTORE_LOG)
-        .string(opt::ROOT, &criu_root.display().to_string())
-        .flag(opt::RST_SIBLING, true)
-        .flag(opt::TCP_ESTABLISHED, o.tcp_established)
-        .flag(opt::EXT_UNIX_SK, o.ext_unix_sk)
-        .flag(opt::SHELL_JOB, o.shell_job)
-        .flag(opt::FILE_LOCKS, o.file_locks)
-        .flag(opt::LAZY_PAGES, o.lazy_pages)
-        .flag(opt::AUTO_DEDUP, o.auto_dedup)
-        // CRIU makes a new pty master for the container's terminal and hands it over in an
-        // "orphan-pts-master" notify message
-        .flag(opt::ORPHAN_PTS_MASTER, terminal)
-        // notify messages: the pty master, and "setup-namespaces" for the OCI hooks
-        .flag(opt::NOTIFY_SCRIPTS, terminal || src.spec.hooks().is_some());
-    if empty_ns != 0 {
-        opts.uint32(opt::EMPTY_NS, empty_ns);
-    }
+    let mut opts = rpc::opts(images_fd.as_raw_fd());
+    opts.work_dir_fd = Some(work_fd.as_raw_fd());
+    opts.log_level = Some(CRIU_LOG_LEVEL);
+    opts.log_file = Some(RESTORE_LOG.to_string());
+    opts.root = Some(criu_root.display().to_string());
+    opts.rst_sibling = Some(true);
+    opts.tcp_established = on(o.tcp_established);
+    opts.ext_unix_sk = on(o.ext_unix_sk);
+    opts.shell_job = on(o.shell_job);
+    opts.file_locks = on(o.file_locks);
+    opts.lazy_pages = on(o.lazy_pages);
+    opts.auto_dedup = on(o.auto_dedup);
+    // CRIU makes a new pty master for the container's terminal and hands it over in an
+    // "orphan-pts-master" notify message
+    opts.orphan_pts_master = on(terminal);
+    // notify messages: the pty master, and "setup-namespaces" for the OCI hooks
+    opts.notify_scripts = on(terminal || src.spec.hooks().is_some());
+    opts.empty_ns = (empty_ns != 0).then_some(empty_ns);
     manage_cgroups(&mut opts, o.manage_cgroups_mode.as_deref())?;
     for e in &externals {
         let source = if e.source == Path::new("cgroup2:") {
@@ -1188,7 +1180,7 @@ pub fn restore(root: &Root, o: &RestoreOpts) -> Result<i32> {
         sent_master = true;
         Ok(())
     };
-    let resp = swrk.call_notify(rpc::req::RESTORE, Some(&opts), false, &mut on_notify);
+    let resp = swrk.call_notify(CriuReqType::Restore, Some(&opts), false, &mut on_notify);
     if let Ok(r) = &resp {
         guard.pid = r.restored_pid.filter(|p| *p > 0);
     }

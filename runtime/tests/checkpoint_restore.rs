@@ -7,7 +7,7 @@
 //! Every test uses its own state root and image directories (temporary), IDs that carry the test
 //! process's pid, and a guard that force-deletes its containers even when an assertion fails.
 //! Without a working CRIU (`criu check` saying "Looks good"; hack/criu.sh installs one) the tests
-//! print why and skip.
+//! fail, saying why.
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -226,9 +226,7 @@ fn v1_pids_dir_exists(id: &str) -> bool {
 
 #[test]
 fn checkpoint_then_restore_continues_counting() {
-    let Some(criu) = common::criu_or_skip() else {
-        return;
-    };
+    let criu = common::require_criu();
     let env = Env::new(criu);
     let b = bundle(env.dir.path(), COUNTER_TO_DATA);
     let id = env.id("count");
@@ -308,9 +306,7 @@ fn checkpoint_then_restore_continues_counting() {
 
 #[test]
 fn leave_running_and_restore_under_another_id() {
-    let Some(criu) = common::criu_or_skip() else {
-        return;
-    };
+    let criu = common::require_criu();
     let env = Env::new(criu);
     let b = bundle(env.dir.path(), COUNTER);
     let a = env.id("orig");
@@ -381,9 +377,7 @@ fn leave_running_and_restore_under_another_id() {
 
 #[test]
 fn restore_from_a_damaged_image_fails_and_leaves_nothing() {
-    let Some(criu) = common::criu_or_skip() else {
-        return;
-    };
+    let criu = common::require_criu();
     let env = Env::new(criu);
     let b = bundle(env.dir.path(), COUNTER);
     let a = env.id("src");
@@ -445,9 +439,7 @@ fn restore_from_a_damaged_image_fails_and_leaves_nothing() {
 
 #[test]
 fn refused_checkpoint_keeps_the_container_running_and_marks_the_image() {
-    let Some(criu) = common::criu_or_skip() else {
-        return;
-    };
+    let criu = common::require_criu();
     let env = Env::new(criu);
     let b = bundle(env.dir.path(), COUNTER);
     let id = env.id("refused");
@@ -505,9 +497,7 @@ fn refused_checkpoint_keeps_the_container_running_and_marks_the_image() {
 
 #[test]
 fn pre_dump_needs_dirty_memory_tracking() {
-    let Some(criu) = common::criu_or_skip() else {
-        return;
-    };
+    let criu = common::require_criu();
     let env = Env::new(criu.clone());
     let b = bundle(env.dir.path(), COUNTER);
     let id = env.id("predump");
@@ -554,9 +544,7 @@ fn pre_dump_needs_dirty_memory_tracking() {
 
 #[test]
 fn foreground_restore_from_the_bundle_waits_for_the_container() {
-    let Some(criu) = common::criu_or_skip() else {
-        return;
-    };
+    let criu = common::require_criu();
     let env = Env::new(criu);
     let b = bundle(env.dir.path(), COUNTER);
     let a = env.id("fg-src");
@@ -639,9 +627,7 @@ fn hook_lines(log: &Path) -> Vec<(String, serde_json::Value)> {
 
 #[test]
 fn restore_runs_prestart_and_create_runtime_hooks_with_the_restored_pid() {
-    let Some(criu) = common::criu_or_skip() else {
-        return;
-    };
+    let criu = common::require_criu();
     let env = Env::new(criu);
     let b = bundle(env.dir.path(), COUNTER);
     let log = env.dir.path().join("hooks.log");
@@ -692,9 +678,7 @@ fn restore_runs_prestart_and_create_runtime_hooks_with_the_restored_pid() {
 
 #[test]
 fn a_failing_prestart_hook_fails_the_restore_and_leaves_nothing() {
-    let Some(criu) = common::criu_or_skip() else {
-        return;
-    };
+    let criu = common::require_criu();
     let env = Env::new(criu);
     let b = bundle(env.dir.path(), COUNTER);
     let id = env.id("hookfail");
@@ -751,10 +735,10 @@ fn a_failing_prestart_hook_fails_the_restore_and_leaves_nothing() {
 
 #[test]
 fn delete_force_cleans_a_restore_killed_before_criu_forked() {
-    if !common::is_root() {
-        eprintln!("SKIPPED: needs root");
-        return;
-    }
+    assert!(
+        common::is_root(),
+        "needs root: run the tests as root (CI does)"
+    );
     // no CRIU runs here: the state a restore leaves when killed right after saving it (pid 0,
     // cgroups made, the restored root bind-mounted at <state dir>/criu-root)
     let env = Env::new(PathBuf::from("/nonexistent/criu"));
@@ -846,9 +830,7 @@ fn free_loopback_port() -> u16 {
 /// for the restored copy, which keeps counting from where the source stopped.
 #[test]
 fn lazy_pages_restore_fetches_memory_from_the_source_page_server() {
-    let Some(criu) = common::criu_or_skip() else {
-        return;
-    };
+    let criu = common::require_criu();
     let env = Env::new(criu.clone());
     let b = bundle(env.dir.path(), COUNTER);
     let src = env.id("lazysrc");

@@ -3,7 +3,7 @@
 //! alone (`orphan_pts_master`) and on restore creates a new pty pair in the container's devpts;
 //! husk sends the new master to `restore --console-socket`, as runc does. The shell in the
 //! container answers lines typed into the terminal before the checkpoint (old master) and after
-//! the restore (new master). Needs root and a working CRIU; otherwise says why and skips.
+//! the restore (new master). Needs root and a working CRIU; otherwise fails, saying why.
 mod common;
 
 use std::io::{Read, Write};
@@ -131,9 +131,7 @@ fn bundle(dir: &Path) -> PathBuf {
 
 #[test]
 fn terminal_container_restores_with_a_new_master_on_the_console_socket() {
-    let Some(criu) = common::criu_or_skip() else {
-        return;
-    };
+    let criu = common::require_criu();
     let env = Env {
         dir: tempfile::tempdir().unwrap(),
         criu,
@@ -187,9 +185,7 @@ fn terminal_container_restores_with_a_new_master_on_the_console_socket() {
 
 #[test]
 fn restore_of_a_terminal_container_needs_a_console_socket() {
-    let Some(criu) = common::criu_or_skip() else {
-        return;
-    };
+    let criu = common::require_criu();
     let dir = tempfile::tempdir().unwrap();
     let b = bundle(dir.path());
     let img = dir.path().join("img");

@@ -3,19 +3,16 @@
 mod common;
 use common::*;
 
-fn skip() -> bool {
-    if !is_root() {
-        eprintln!("skipping: needs root");
-        return true;
-    }
-    false
+fn require_root() {
+    assert!(
+        is_root(),
+        "cgroup tests need root: run the tests as root (CI does)"
+    );
 }
 
 #[test]
 fn memory_limit_oom_kills_and_update_raises_it() {
-    if skip() {
-        return;
-    }
+    require_root();
     let mut e = Env::new("mem");
     let id = e.id("mem");
     let mut c = e.config();
@@ -105,9 +102,7 @@ fn memory_limit_oom_kills_and_update_raises_it() {
 
 #[test]
 fn pids_limit_makes_fork_fail() {
-    if skip() {
-        return;
-    }
+    require_root();
     let mut e = Env::new("pids");
     let id = e.id("pids");
     let mut c = e.config();
@@ -130,9 +125,7 @@ fn pids_limit_makes_fork_fail() {
 
 #[test]
 fn pause_resume_freezes_processes() {
-    if skip() {
-        return;
-    }
+    require_root();
     let mut e = Env::new("pause");
     let id = e.id("pause");
     e.sh("while :; do :; done");
@@ -177,9 +170,7 @@ fn pause_resume_freezes_processes() {
 
 #[test]
 fn ps_and_stats_list_the_containers_processes() {
-    if skip() {
-        return;
-    }
+    require_root();
     let mut e = Env::new("ps");
     let id = e.id("ps");
     e.sh("sleep 1000 & sleep 1000");
@@ -209,9 +200,7 @@ fn ps_and_stats_list_the_containers_processes() {
 
 #[test]
 fn no_cgroup_left_for_absolute_relative_and_default_paths() {
-    if skip() {
-        return;
-    }
+    require_root();
     let mut e = Env::new("cgpaths");
     for (name, path) in [
         ("abs", Some(format!("/husk-it-abs-{}", std::process::id()))),
@@ -249,9 +238,7 @@ fn no_cgroup_left_for_absolute_relative_and_default_paths() {
 /// warning naming them), as with runc and crun; husk used to refuse it.
 #[test]
 fn kernel_memory_in_config_runs_with_a_warning() {
-    if skip() {
-        return;
-    }
+    require_root();
     let mut e = Env::new("kmem");
     let id = e.id("kmem");
     let mut c = e.config();

@@ -13,10 +13,7 @@ impl Drop for Veth {
 
 #[test]
 fn net_device_moves_in_renamed_and_back_on_delete() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    assert!(is_root(), "needs root: run the tests as root (CI does)");
     let a = format!("hkv{}", std::process::id() % 100_000);
     let b = format!("hkp{}", std::process::id() % 100_000);
     let st = Command::new("ip")
@@ -55,10 +52,7 @@ fn net_device_moves_in_renamed_and_back_on_delete() {
 
 #[test]
 fn net_devices_without_a_new_netns_are_refused() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    assert!(is_root(), "needs root: run the tests as root (CI does)");
     let mut e = Env::new("netdevbad");
     let id = e.id("netdevbad");
     let mut c = e.config();

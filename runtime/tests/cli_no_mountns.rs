@@ -113,10 +113,7 @@ fn no_mountns_config(e: &Env, args: &[&str]) {
 
 #[test]
 fn no_mount_namespace_runs_and_delete_removes_every_mount() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    assert!(is_root(), "needs root: run the tests as root (CI does)");
     let mut e = Env::new("nomntns");
     let ns = MountNs::new();
     let id = e.id("nomntns");
@@ -173,10 +170,7 @@ fn no_mount_namespace_runs_and_delete_removes_every_mount() {
 /// as the rootfs) stays; `run` (create, start, wait, delete) removes only what it made.
 #[test]
 fn mounts_below_the_rootfs_from_before_create_are_kept() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    assert!(is_root(), "needs root: run the tests as root (CI does)");
     let mut e = Env::new("nomntnskeep");
     let ns = MountNs::new();
     let id = e.id("nomntnskeep");
@@ -209,10 +203,7 @@ fn mounts_below_the_rootfs_from_before_create_are_kept() {
 /// to remove every mount.
 #[test]
 fn delete_after_create_was_killed_removes_the_mounts() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    assert!(is_root(), "needs root: run the tests as root (CI does)");
     let mut e = Env::new("nomntnskill");
     let ns = MountNs::new();
     let id = e.id("nomntnskill");
@@ -241,10 +232,7 @@ fn delete_after_create_was_killed_removes_the_mounts() {
 
 #[test]
 fn a_new_user_namespace_without_a_mount_namespace_is_refused() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    assert!(is_root(), "needs root: run the tests as root (CI does)");
     let mut e = Env::new("nomntnsuser");
     let id = e.id("nomntnsuser");
     let mut c = e.config();

@@ -4,10 +4,7 @@ use common::*;
 
 #[test]
 fn memory_policy_personality_and_scheduler_are_applied() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    assert!(is_root(), "needs root: run the tests as root (CI does)");
     let mut e = Env::new("procattr");
     let id = e.id("procattr");
     let mut c = e.config();
@@ -30,10 +27,7 @@ fn memory_policy_personality_and_scheduler_are_applied() {
 
 #[test]
 fn bad_memory_policy_nodes_are_refused_before_anything_exists() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    assert!(is_root(), "needs root: run the tests as root (CI does)");
     let mut e = Env::new("procattrbad");
     let id = e.id("procattrbad");
     let mut c = e.config();
@@ -55,10 +49,7 @@ fn bad_memory_policy_nodes_are_refused_before_anything_exists() {
 /// half-made container.
 #[test]
 fn sched_deadline_runtime_above_deadline_is_refused_naming_the_fields() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    assert!(is_root(), "needs root: run the tests as root (CI does)");
     let mut e = Env::new("deadline");
     let b = e.bundle().display().to_string();
     for (i, (runtime, deadline, period, want)) in [

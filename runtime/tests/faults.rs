@@ -508,7 +508,7 @@ fn call_of(line: &str) -> &str {
 
 /// Root and strace are required (hack/setup.sh installs strace): a run without them fails,
 /// never counts as passed.
-fn strace_or_skip() -> bool {
+fn require_strace() {
     assert!(is_root(), "these fault tests need root");
     let ok = Command::new("strace")
         .arg("-V")
@@ -518,7 +518,6 @@ fn strace_or_skip() -> bool {
         ok,
         "strace is not installed: bash hack/setup.sh (or apt-get install strace)"
     );
-    ok
 }
 
 fn run_steps(fx: &Fx, steps: &[Step]) {
@@ -536,9 +535,7 @@ fn run_steps(fx: &Fx, steps: &[Step]) {
 /// A container without hooks: the sync channel carries Go and Ready.
 #[test]
 fn create_killed_at_each_step() {
-    if !strace_or_skip() {
-        return;
-    }
+    require_strace();
     let fx = Fx::new("plain", Variant::Plain);
     let id = &format!("/{}\"", fx.id);
     let root = &format!("{}/{}\"", fx.env.root.display(), fx.id);
@@ -612,9 +609,7 @@ fn create_killed_at_each_step() {
 /// With prestart/createRuntime hooks: RunHooks and HooksDone on the channel too.
 #[test]
 fn create_with_hooks_killed_at_each_sync_message() {
-    if !strace_or_skip() {
-        return;
-    }
+    require_strace();
     let fx = Fx::new("hooks", Variant::Hooks);
     let steps = [
         step(
@@ -646,9 +641,7 @@ fn create_with_hooks_killed_at_each_sync_message() {
 /// channel carries NeedIdMaps, IdMapsDone and InitPid too.
 #[test]
 fn create_with_intermediate_killed_at_each_sync_message() {
-    if !strace_or_skip() {
-        return;
-    }
+    require_strace();
     let fx = Fx::new("userns", Variant::UserNsJoiningNetns);
     let steps = [
         step(

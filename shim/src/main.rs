@@ -10,7 +10,6 @@
 
 mod crilog;
 mod flags;
-mod json;
 mod log;
 mod mainloop;
 mod metrics;

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use crate::json::{self, JsonError, Value};
 use crate::reaper::Reaper;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +31,7 @@ pub enum RuntimeError {
     Output {
         binary: String,
         action: String,
-        source: JsonError,
+        source: serde_json::Error,
     },
     #[error("{path}: {source}")]
     Io {
@@ -59,7 +58,7 @@ impl RuntimeError {
 }
 
 /// What the shim persists in the bundle so that `delete` can clean up after a dead shim.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RuntimeConfig {
     pub binary: PathBuf,
     pub root: PathBuf,
@@ -101,7 +100,8 @@ impl RuntimeConfig {
             path: path.display().to_string(),
             source,
         };
-        let (Some(binary), Some(root)) = (self.binary.to_str(), self.root.to_str()) else {
+        // JSON strings are UTF-8: say which path is not, rather than serde's generic error.
+        if self.binary.to_str().is_none() || self.root.to_str().is_none() {
             return Err(io_err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 format!(
@@ -110,22 +110,15 @@ impl RuntimeConfig {
                     self.root.display()
                 ),
             )));
-        };
-        let mut text = String::from("{\"binary\":");
-        json::write_str(&mut text, binary);
-        text.push_str(",\"root\":");
-        json::write_str(&mut text, root);
-        text.push('}');
+        }
+        let text = serde_json::to_vec(self)
+            .map_err(|e| io_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
         std::fs::write(&path, text).map_err(io_err)
     }
 
     pub fn load(bundle: &Path) -> Option<RuntimeConfig> {
         let data = std::fs::read(bundle.join(CONFIG_FILE)).ok()?;
-        let v = json::parse(&data).ok()?;
-        Some(RuntimeConfig {
-            binary: PathBuf::from(v.get("binary")?.as_str()?),
-            root: PathBuf::from(v.get("root")?.as_str()?),
-        })
+        serde_json::from_slice(&data).ok()
     }
 }
 
@@ -170,7 +163,8 @@ pub struct CreateOpts<'a> {
 /// records them next to the image (see [`CRIU_FLAGS_FILE`]) because a restore must repeat them
 /// (an image with established TCP connections restores only with `--tcp-established`, ...)
 /// and containerd's Create request carries none of them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct CriuFlags {
     pub tcp_established: bool,
     pub ext_unix_sk: bool,
@@ -215,25 +209,8 @@ impl CriuFlags {
             path: path.display().to_string(),
             source,
         };
-        let mut text = String::from("{");
-        for (name, on) in [
-            ("tcp_established", self.tcp_established),
-            ("ext_unix_sk", self.ext_unix_sk),
-            ("shell_job", self.shell_job),
-            ("file_locks", self.file_locks),
-        ] {
-            text.push_str(&format!("\"{name}\":{on},"));
-        }
-        text.push_str("\"empty_ns\":[");
-        for (i, ns) in self.empty_ns.iter().enumerate() {
-            if i > 0 {
-                text.push(',');
-            }
-            json::write_str(&mut text, ns);
-        }
-        text.push_str("],\"manage_cgroups_mode\":");
-        json::write_str(&mut text, &self.manage_cgroups_mode);
-        text.push('}');
+        let text = serde_json::to_vec(self)
+            .map_err(|e| io_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
         std::fs::write(&path, text).map_err(io_err)
     }
 
@@ -252,27 +229,7 @@ impl CriuFlags {
         };
         let invalid =
             |msg: String| io_err(std::io::Error::new(std::io::ErrorKind::InvalidData, msg));
-        let v = json::parse(&data).map_err(|e| invalid(e.to_string()))?;
-        let flag = |name: &str| v.get(name).and_then(Value::as_bool).unwrap_or(false);
-        let mut empty_ns = Vec::new();
-        for ns in v.get("empty_ns").and_then(Value::as_array).unwrap_or(&[]) {
-            let ns = ns
-                .as_str()
-                .ok_or_else(|| invalid("empty_ns: expected strings".into()))?;
-            empty_ns.push(ns.to_string());
-        }
-        Ok(CriuFlags {
-            tcp_established: flag("tcp_established"),
-            ext_unix_sk: flag("ext_unix_sk"),
-            shell_job: flag("shell_job"),
-            file_locks: flag("file_locks"),
-            empty_ns,
-            manage_cgroups_mode: v
-                .get("manage_cgroups_mode")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-        })
+        serde_json::from_slice(&data).map_err(|e| invalid(e.to_string()))
     }
 }
 
@@ -323,11 +280,10 @@ impl Runtime {
         f.read_to_string(&mut text).ok()?;
         let mut last = None;
         for line in text.lines() {
-            if let Ok(v) = json::parse(line.as_bytes()) {
-                let level = v.get("level").and_then(|l| l.as_str()).unwrap_or("");
-                if level == "error" || level == "fatal" {
-                    if let Some(msg) = v.get("msg").and_then(|m| m.as_str()) {
-                        last = Some(msg.to_string());
+            if let Ok(v) = serde_json::from_str::<LogLine>(line) {
+                if matches!(v.level.as_deref(), Some("error" | "fatal")) {
+                    if let Some(msg) = v.msg {
+                        last = Some(msg);
                     }
                 }
             } else if !line.trim().is_empty() {
@@ -556,23 +512,16 @@ impl Runtime {
             action: "ps".into(),
             source,
         };
-        let v = json::parse(text.as_bytes()).map_err(out_err)?;
-        let not_pids = || {
-            out_err(JsonError {
-                at: 0,
-                what: "expected an array of pids",
-            })
-        };
-        v.as_array()
-            .ok_or_else(not_pids)?
-            .iter()
-            .map(|p| {
-                p.as_i64()
-                    .and_then(|n| i32::try_from(n).ok())
-                    .ok_or_else(not_pids)
-            })
-            .collect()
+        // An array of pids; anything else (or a pid out of range) is an error.
+        serde_json::from_str(text).map_err(out_err)
     }
+}
+
+/// One line of the runtime's `--log-format json` log (logrus' fields, as runc and husk write).
+#[derive(serde::Deserialize)]
+struct LogLine {
+    level: Option<String>,
+    msg: Option<String>,
 }
 
 #[cfg(test)]

@@ -911,27 +911,32 @@ pub fn unmount_rootfs(rootfs: &Path) {
 
 /// Whether config.json gives the container a new pid namespace (no `path`).
 fn has_own_pid_namespace(bundle: &Path) -> bool {
+    /// The part of config.json read here (serde skips the rest).
+    #[derive(serde::Deserialize)]
+    struct Config {
+        linux: Option<Linux>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Linux {
+        namespaces: Option<Vec<Namespace>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Namespace {
+        #[serde(rename = "type")]
+        typ: Option<String>,
+        path: Option<String>,
+    }
     let Ok(data) = fs::read(bundle.join("config.json")) else {
         return true;
     };
-    let Ok(v) = crate::json::parse(&data) else {
+    let Ok(config) = serde_json::from_slice::<Config>(&data) else {
         return true;
     };
-    let Some(nss) = v
-        .get("linux")
-        .and_then(|l| l.get("namespaces"))
-        .and_then(crate::json::Value::as_array)
-    else {
+    let Some(nss) = config.linux.and_then(|l| l.namespaces) else {
         return false;
     };
-    nss.iter().any(|ns| {
-        ns.get("type").and_then(|t| t.as_str()) == Some("pid")
-            && ns
-                .get("path")
-                .and_then(|p| p.as_str())
-                .map(|p| p.is_empty())
-                .unwrap_or(true)
-    })
+    nss.iter()
+        .any(|ns| ns.typ.as_deref() == Some("pid") && ns.path.as_deref().is_none_or(str::is_empty))
 }
 
 /// The ttrpc Task service wrapper (the generated trait takes `&self`; the service needs `Arc`).

@@ -88,6 +88,9 @@ pub struct ProcIo {
     pending: Arc<Pending>,
     console: Option<File>,
     stdin_path: String,
+    /// The shim's own writer of a `heldfifo://` stdin: the process reads EOF only after
+    /// CloseIO, not when the client's writer goes (a CRI server restarting).
+    stdin_keeper: std::sync::Mutex<Option<File>>,
     /// The CRI log the process writes (`crilog://` stdout/stderr).
     crilog: Option<Arc<CriLog>>,
 }
@@ -131,13 +134,20 @@ impl ProcIo {
     /// CloseIO(stdin): if the stdin copier still waits for a writer to open the FIFO, open and
     /// close one so that it sees EOF and closes the process's stdin.
     pub fn close_stdin(&self) {
-        if self.stdin_path.is_empty() || is_uri(&self.stdin_path) {
-            return;
-        }
+        drop(
+            self.stdin_keeper
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        let path = match stdin_fifo(&self.stdin_path) {
+            Some((p, _)) => p,
+            None => return,
+        };
         if let Ok(f) = OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_NONBLOCK)
-            .open(&self.stdin_path)
+            .open(&path)
         {
             drop(f);
         }
@@ -151,6 +161,21 @@ fn is_uri(p: &str) -> bool {
         || p.starts_with("file://")
         || p.starts_with("fifo://")
         || p.starts_with(crilog::SCHEME)
+        || p.starts_with(HELD_FIFO)
+}
+
+/// A stdin FIFO the shim holds a writer of itself (husk-cri's): `heldfifo:///ABS/PATH`. The
+/// process's stdin then ends only with CloseIO, and a client that restarts (its writer closed)
+/// opens the FIFO again and writes on.
+pub const HELD_FIFO: &str = "heldfifo://";
+
+/// The FIFO of a stdin path (a plain path or `heldfifo://`), and whether it is held; None for
+/// no stdin or another kind of URI.
+fn stdin_fifo(p: &str) -> Option<(String, bool)> {
+    if let Some(rest) = p.strip_prefix(HELD_FIFO) {
+        return Some((percent_decode(rest), true));
+    }
+    (!p.is_empty() && !is_uri(p)).then(|| (p.to_string(), false))
 }
 
 fn pipe() -> Result<(File, File), IoError> {
@@ -184,12 +209,26 @@ fn open_output_file(path: &str) -> Result<File, IoError> {
 
 /// Opens the stdin FIFO without waiting for containerd's writer; the main loop copies from it
 /// once a writer came (a FIFO reports no hang-up before its first writer).
-fn start_stdin_copy(wake: &Wake, path: &str, to: File) -> Result<(), IoError> {
+fn start_stdin_copy(wake: &Wake, stdin: &str, to: File) -> Result<Option<File>, IoError> {
+    let (path, held) = stdin_fifo(stdin).unwrap_or_else(|| (stdin.to_string(), false));
+    let path = path.as_str();
     let from = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(path_err("open stdin fifo", path))?;
+    // With a reader open, a non-blocking writer opens at once.
+    let keeper = if held {
+        Some(
+            OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(path)
+                .map_err(path_err("hold stdin fifo", path))?,
+        )
+    } else {
+        None
+    };
     wake.add_copy(CopyJob {
         from,
         to: Sink::File(to),
@@ -198,7 +237,8 @@ fn start_stdin_copy(wake: &Wake, path: &str, to: File) -> Result<(), IoError> {
     .map_err(|source| IoError::Sys {
         what: "set stdin copy non-blocking",
         source,
-    })
+    })?;
+    Ok(keeper)
 }
 
 fn start_output_copy(
@@ -299,9 +339,10 @@ pub fn setup_pipes(
         stdout: None,
         stderr: None,
     };
+    let mut stdin_keeper = None;
     if !paths.stdin.is_empty() {
         let (r, w) = pipe()?;
-        start_stdin_copy(wake, &paths.stdin, w)?;
+        stdin_keeper = start_stdin_copy(wake, &paths.stdin, w)?;
         stdio.stdin = Some(OwnedFd::from(r));
     }
     let mut crilog = None;
@@ -342,6 +383,7 @@ pub fn setup_pipes(
             pending,
             console: None,
             stdin_path: paths.stdin.clone(),
+            stdin_keeper: std::sync::Mutex::new(stdin_keeper),
             crilog,
         },
     ))
@@ -472,8 +514,9 @@ pub fn setup_console(wake: &Wake, master: File, paths: &StdioPaths) -> Result<Pr
             source,
         })
     };
+    let mut stdin_keeper = None;
     if !paths.stdin.is_empty() {
-        start_stdin_copy(wake, &paths.stdin, dup(&master)?)?;
+        stdin_keeper = start_stdin_copy(wake, &paths.stdin, dup(&master)?)?;
     }
     let mut crilog = None;
     if let Some(log) = open_crilog(&paths.stdout, None)? {
@@ -501,6 +544,7 @@ pub fn setup_console(wake: &Wake, master: File, paths: &StdioPaths) -> Result<Pr
         pending,
         console: Some(master),
         stdin_path: paths.stdin.clone(),
+        stdin_keeper: std::sync::Mutex::new(stdin_keeper),
         crilog,
     })
 }

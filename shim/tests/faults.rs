@@ -5,7 +5,7 @@
 //! containerd's runc shim in the same containerd, and husk's outcome as ctr sees it must be the
 //! same as runc's.
 //!
-//! Needs root (skips otherwise). Env: HUSK_RUNTIME (default: the `husk` next to the shim binary
+//! Needs root (fails otherwise, saying so). Env: HUSK_RUNTIME (default: the `husk` next to the shim binary
 //! under test, i.e. the same target dir).
 
 use std::path::{Path, PathBuf};

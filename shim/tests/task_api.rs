@@ -2,7 +2,7 @@
 //! straight to the shim of a container that a real containerd started; `crilog://` stdio (the
 //! CRI log written by the shim); Kill/Delete racing process exits; a stalled ttrpc client.
 //!
-//! Needs root (skips otherwise). Env: HUSK_RUNTIME (default /usr/sbin/runc).
+//! Needs root (fails otherwise, saying so). Env: HUSK_RUNTIME (default /usr/sbin/runc).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -182,10 +182,7 @@ fn memory_limit(pid: u32) -> u64 {
 
 #[test]
 fn update_connect_and_exec_state() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    assert!(is_root(), "needs root: run the tests as root (CI does)");
     let mut ctrd = Ctrd::start();
     let id = format!("api-{}", std::process::id());
     ctrd.run_detached(&id, &["sleep", "100000"]);
@@ -467,10 +464,7 @@ fn rec(tag: &str, content: &str) -> (String, String) {
 /// then reopened (rotation) through Update.
 #[test]
 fn crilog_writes_cri_records_and_reopens() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    assert!(is_root(), "needs root: run the tests as root (CI does)");
     let dir = TempDir::new("crilog");
     let log = dir.0.join("c.log");
     let mut ctrd = Ctrd::start();
@@ -560,10 +554,7 @@ fn crilog_writes_cri_records_and_reopens() {
 /// racing it answers OK or FailedPrecondition (still running).
 #[test]
 fn kill_and_delete_race_process_exit() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    assert!(is_root(), "needs root: run the tests as root (CI does)");
     let mut ctrd = Ctrd::start();
     let id = format!("race-{}", std::process::id());
     ctrd.run_detached(&id, &["sleep", "100000"]);
@@ -650,10 +641,7 @@ fn kill_and_delete_race_process_exit() {
 fn stalled_client_does_not_block_the_shim() {
     use containerd_shim_protos::protobuf::Message;
     use std::io::{Read, Write};
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    assert!(is_root(), "needs root: run the tests as root (CI does)");
     let mut ctrd = Ctrd::start();
     let id = format!("stall-{}", std::process::id());
     ctrd.run_detached(&id, &["sleep", "100000"]);

@@ -61,6 +61,9 @@ pub struct Record {
     pub resources: Option<cri::LinuxContainerResources>,
     /// The kernel OOM-killed a process of the container (from the shim's TaskOOM event).
     pub oom_killed: bool,
+    /// Its stdin was closed (`stdin_once` after the first attach): no writer is opened again.
+    #[serde(default)]
+    pub stdin_closed: bool,
 }
 
 impl Record {
@@ -182,6 +185,7 @@ mod tests {
             user: None,
             resources: None,
             oom_killed: false,
+            stdin_closed: false,
         }
     }
 

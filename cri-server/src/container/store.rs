@@ -207,10 +207,31 @@ impl Containers {
             .and_then(|f| f.try_clone().ok())
     }
 
+    /// Opens husk-cri's writer of container `id`'s stdin FIFO (at start, and again after a
+    /// restart). Read-write: opening never blocks and the FIFO always has this writer.
+    fn open_stdin_writer(&self, id: &str) -> Result<(), ContainerError> {
+        let fifo = self.stdin_fifo(id);
+        let w = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .map_err(io_err("open stdin fifo", &fifo))?;
+        lock(&self.stdin_writers).insert(id.to_string(), w);
+        Ok(())
+    }
+
     /// Drops husk-cri's writer of container `id`'s stdin (`stdin_once`, removal): once the
     /// copies are closed too, the container reads EOF.
     pub(crate) fn close_stdin_writer(&self, id: &str) {
         lock(&self.stdin_writers).remove(id);
+        // Remembered: a restarted husk-cri does not open a writer to a closed stdin again.
+        if let Ok((_, c)) = self.find_exact(id) {
+            let mut g = c.lock();
+            if g.record.config.stdin && !g.record.stdin_closed {
+                g.record.stdin_closed = true;
+                let _ = self.save(&g.record);
+            }
+        }
     }
 
     fn save(&self, r: &Record) -> Result<(), ContainerError> {
@@ -439,6 +460,7 @@ impl Containers {
             user,
             resources,
             oom_killed: false,
+            stdin_closed: false,
             config,
         };
         crate::failpoint::hit("container-after-snapshot");
@@ -617,14 +639,13 @@ impl Containers {
                 Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
                 Err(e) => return Err(io_err("mkfifo", &fifo)(e.into())),
             }
-            // Read-write: opening never blocks and the FIFO always has this writer.
-            let w = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&fifo)
-                .map_err(io_err("open stdin fifo", &fifo))?;
-            lock(&self.stdin_writers).insert(r.id.clone(), w);
-            fifo.display().to_string()
+            self.open_stdin_writer(&r.id)?;
+            // Held: the shim keeps a writer of its own, so the container's stdin outlives a
+            // restart of husk-cri (it ends with CloseIO: stdin_once, removal).
+            format!(
+                "heldfifo://{}",
+                fifo.display().to_string().replace('%', "%25")
+            )
         } else {
             String::new()
         };
@@ -1147,6 +1168,12 @@ impl Containers {
                             record.pid = st.pid;
                             if record.started_at == 0 {
                                 record.started_at = now_ns();
+                            }
+                            // Attach writes to its stdin again (the shim held it meanwhile).
+                            if record.config.stdin && !record.stdin_closed {
+                                if let Err(e) = self.open_stdin_writer(&id) {
+                                    tracing::warn!("container {id}: stdin: {e}");
+                                }
                             }
                             shim = Some(Arc::new(s));
                         }

@@ -3,6 +3,8 @@
 //! hack/mkimage.sh (umoci) and pushed with skopeo.
 #![allow(dead_code)]
 
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -11,7 +13,8 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -50,8 +53,7 @@ pub fn tools_missing() -> Option<&'static str> {
 macro_rules! require_tools {
     () => {
         if let Some(t) = $crate::common::tools_missing() {
-            eprintln!("SKIP: {t} is not installed (apt-get install docker-registry skopeo umoci)");
-            return;
+            panic!("{t} is not installed: bash hack/setup.sh (apt-get install docker-registry skopeo umoci)");
         }
     };
 }
@@ -503,8 +505,7 @@ impl CriServer {
     }
 
     /// A CRI channel once the server accepts connections.
-    pub async fn channel(&mut self) -> tonic::transport::Channel {
-        use tonic::transport::{Endpoint, Uri};
+    pub async fn channel(&mut self) -> Channel {
         for _ in 0..400 {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(st)) = c.try_wait() {
@@ -512,18 +513,7 @@ impl CriServer {
                 }
             }
             if tokio::net::UnixStream::connect(self.sock()).await.is_ok() {
-                let path = self.sock();
-                return Endpoint::try_from("http://[::1]:1")
-                    .expect("endpoint")
-                    .connect_with_connector(tower::service_fn(move |_: Uri| {
-                        let path = path.clone();
-                        async move {
-                            let s = tokio::net::UnixStream::connect(path).await?;
-                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-                        }
-                    }))
-                    .await
-                    .expect("connect to husk-cri");
+                return uds_channel(&self.sock()).await;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -562,5 +552,125 @@ impl Drop for CriServer {
         for m in mounts.iter().rev() {
             let _ = nix::mount::umount2(m.as_path(), nix::mount::MntFlags::MNT_DETACH);
         }
+    }
+}
+
+/// A CRI channel over the unix socket `sock` (connected now: the server must be listening).
+pub async fn uds_channel(sock: &Path) -> Channel {
+    use tonic::transport::{Endpoint, Uri};
+    let path = sock.to_path_buf();
+    Endpoint::from_static("http://[::1]:1")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                let s = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+            }
+        }))
+        .await
+        .expect("connect to husk-cri")
+}
+
+/// The last lines of the husk-cri log a test's server writes to `<dir>/husk-cri.log`.
+pub fn server_log(dir: &Path) -> String {
+    let log = fs::read_to_string(dir.join("husk-cri.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+/// A channel to the husk-cri child `server` at `sock` once it accepts connections (a dead
+/// server's socket file may still be there: connecting is the test); fails, with the end of
+/// `<dir>/husk-cri.log`, when the server exits or never listens.
+pub async fn connect(sock: &Path, server: &mut Child, dir: &Path) -> Channel {
+    for _ in 0..400 {
+        if let Ok(Some(st)) = server.try_wait() {
+            panic!("husk-cri exited with {st}: {}", server_log(dir));
+        }
+        if tokio::net::UnixStream::connect(sock).await.is_ok() {
+            return uds_channel(sock).await;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("husk-cri does not accept connections: {}", server_log(dir));
+}
+
+/// A container config: `image`, metadata `name`, `cmd` as the command, the CRI log at
+/// `<pod log directory>/<name>.log`.
+pub fn ctr_config(image: &str, name: &str, cmd: &[&str]) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.to_string(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: image.to_string(),
+            ..Default::default()
+        }),
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        linux: Some(cri::LinuxContainerConfig::default()),
+        ..Default::default()
+    }
+}
+
+/// CreateContainer in `pod`; the new container's ID.
+pub async fn create(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+    pod_cfg: &cri::PodSandboxConfig,
+    cfg: cri::ContainerConfig,
+) -> Result<String, tonic::Status> {
+    Ok(rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.to_string(),
+            config: Some(cfg),
+            sandbox_config: Some(pod_cfg.clone()),
+        })
+        .await?
+        .into_inner()
+        .container_id)
+}
+
+/// ContainerStatus (verbose): the status and husk-cri's `info` JSON (Null when absent).
+pub async fn ctr_status(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+) -> Result<(cri::ContainerStatus, Value), tonic::Status> {
+    let r = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.to_string(),
+            verbose: true,
+        })
+        .await?
+        .into_inner();
+    let info = r
+        .info
+        .get("info")
+        .and_then(|i| serde_json::from_str(i).ok())
+        .unwrap_or(Value::Null);
+    Ok((r.status.expect("ContainerStatus without status"), info))
+}
+
+/// Polls ContainerStatus until the container is in `state`; fails after `within` (a hang guard).
+pub async fn wait_state(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    state: i32,
+    within: Duration,
+) -> cri::ContainerStatus {
+    let until = Instant::now() + within;
+    loop {
+        let (st, _) = ctr_status(rt, id)
+            .await
+            .unwrap_or_else(|e| panic!("ContainerStatus {id}: {e:?}"));
+        if st.state == state {
+            return st;
+        }
+        assert!(
+            Instant::now() < until,
+            "container {id} in state {} after {within:?}, want {state}",
+            st.state
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -185,6 +185,7 @@ enum ListFormat {
 }
 
 mod cli;
+use cli::K;
 
 /// Parse the process's arguments into a `Cli`, or exit as clap would (help, version, usage error).
 fn parse_cli() -> Cli {
@@ -210,16 +211,16 @@ fn build_cli(args: Vec<OsString>) -> Result<Cli, cli::Exit> {
     let create = |a: &cli::Get<'_>| -> Result<CreateArgs, cli::Exit> {
         Ok(CreateArgs {
             id: a.pos(0)?,
-            bundle: a.path("bundle").unwrap_or_else(|| PathBuf::from(".")),
-            console_socket: a.path("console-socket"),
-            pid_file: a.path("pid-file"),
-            no_pivot: a.flag("no-pivot"),
-            no_new_keyring: a.flag("no-new-keyring"),
-            preserve_fds: a.num("preserve-fds")?.unwrap_or(0),
+            bundle: a.path(K::Bundle).unwrap_or_else(|| PathBuf::from(".")),
+            console_socket: a.path(K::ConsoleSocket),
+            pid_file: a.path(K::PidFile),
+            no_pivot: a.flag(K::NoPivot),
+            no_new_keyring: a.flag(K::NoNewKeyring),
+            preserve_fds: a.num(K::PreserveFds)?.unwrap_or(0),
         })
     };
     let list_format = |a: &cli::Get<'_>| -> Result<ListFormat, cli::Exit> {
-        Ok(match a.string("format")?.as_deref() {
+        Ok(match a.string(K::Format)?.as_deref() {
             Some("json") => ListFormat::Json,
             _ => ListFormat::Table,
         })
@@ -227,40 +228,40 @@ fn build_cli(args: Vec<OsString>) -> Result<Cli, cli::Exit> {
     let cmd = match m.cmd.name {
         "checkpoint" => Cmd::Checkpoint(CheckpointArgs {
             id: a.pos(0)?,
-            image_path: a.path("image-path").unwrap_or_else(|| "checkpoint".into()),
-            work_path: a.path("work-path"),
-            leave_running: a.flag("leave-running"),
-            tcp_established: a.flag("tcp-established"),
-            ext_unix_sk: a.flag("ext-unix-sk"),
-            shell_job: a.flag("shell-job"),
-            file_locks: a.flag("file-locks"),
-            pre_dump: a.flag("pre-dump"),
-            parent_path: a.path("parent-path"),
-            manage_cgroups_mode: a.string("manage-cgroups-mode")?,
-            empty_ns: a.strings("empty-ns")?,
-            auto_dedup: a.flag("auto-dedup"),
-            lazy_pages: a.flag("lazy-pages"),
-            page_server: a.string("page-server")?,
-            status_fd: a.num("status-fd")?,
+            image_path: a.path(K::ImagePath).unwrap_or_else(|| "checkpoint".into()),
+            work_path: a.path(K::WorkPath),
+            leave_running: a.flag(K::LeaveRunning),
+            tcp_established: a.flag(K::TcpEstablished),
+            ext_unix_sk: a.flag(K::ExtUnixSk),
+            shell_job: a.flag(K::ShellJob),
+            file_locks: a.flag(K::FileLocks),
+            pre_dump: a.flag(K::PreDump),
+            parent_path: a.path(K::ParentPath),
+            manage_cgroups_mode: a.string(K::ManageCgroupsMode)?,
+            empty_ns: a.strings(K::EmptyNs)?,
+            auto_dedup: a.flag(K::AutoDedup),
+            lazy_pages: a.flag(K::LazyPages),
+            page_server: a.string(K::PageServer)?,
+            status_fd: a.num(K::StatusFd)?,
         }),
         "restore" => Cmd::Restore(RestoreArgs {
             id: a.pos(0)?,
-            image_path: a.path("image-path").unwrap_or_else(|| "checkpoint".into()),
-            bundle: a.path("bundle"),
-            work_path: a.path("work-path"),
-            detach: a.flag("detach"),
-            pid_file: a.path("pid-file"),
-            tcp_established: a.flag("tcp-established"),
-            ext_unix_sk: a.flag("ext-unix-sk"),
-            shell_job: a.flag("shell-job"),
-            file_locks: a.flag("file-locks"),
-            manage_cgroups_mode: a.string("manage-cgroups-mode")?,
-            no_pivot: a.flag("no-pivot"),
-            empty_ns: a.strings("empty-ns")?,
-            console_socket: a.path("console-socket"),
-            lazy_pages: a.flag("lazy-pages"),
-            auto_dedup: a.flag("auto-dedup"),
-            no_subreaper: a.flag("no-subreaper"),
+            image_path: a.path(K::ImagePath).unwrap_or_else(|| "checkpoint".into()),
+            bundle: a.path(K::Bundle),
+            work_path: a.path(K::WorkPath),
+            detach: a.flag(K::Detach),
+            pid_file: a.path(K::PidFile),
+            tcp_established: a.flag(K::TcpEstablished),
+            ext_unix_sk: a.flag(K::ExtUnixSk),
+            shell_job: a.flag(K::ShellJob),
+            file_locks: a.flag(K::FileLocks),
+            manage_cgroups_mode: a.string(K::ManageCgroupsMode)?,
+            no_pivot: a.flag(K::NoPivot),
+            empty_ns: a.strings(K::EmptyNs)?,
+            console_socket: a.path(K::ConsoleSocket),
+            lazy_pages: a.flag(K::LazyPages),
+            auto_dedup: a.flag(K::AutoDedup),
+            no_subreaper: a.flag(K::NoSubreaper),
         }),
         "pause" => Cmd::Pause { id: a.pos(0)? },
         "resume" => Cmd::Resume { id: a.pos(0)? },
@@ -271,45 +272,45 @@ fn build_cli(args: Vec<OsString>) -> Result<Cli, cli::Exit> {
         },
         "update" => Cmd::Update(UpdateArgs {
             id: a.pos(0)?,
-            resources: a.string("resources")?,
-            memory: a.string("memory")?,
-            memory_reservation: a.string("memory-reservation")?,
-            memory_swap: a.string("memory-swap")?,
-            kernel_memory: a.string("kernel-memory")?,
-            kernel_memory_tcp: a.string("kernel-memory-tcp")?,
-            cpu_shares: a.num("cpu-shares")?,
-            cpu_quota: a.num("cpu-quota")?,
-            cpu_period: a.num("cpu-period")?,
-            cpu_rt_period: a.num("cpu-rt-period")?,
-            cpu_rt_runtime: a.num("cpu-rt-runtime")?,
-            cpuset_cpus: a.string("cpuset-cpus")?,
-            cpuset_mems: a.string("cpuset-mems")?,
-            pids_limit: a.num("pids-limit")?,
-            blkio_weight: a.num("blkio-weight")?,
-            l3_cache_schema: a.string("l3-cache-schema")?,
-            mem_bw_schema: a.string("mem-bw-schema")?,
+            resources: a.string(K::Resources)?,
+            memory: a.string(K::Memory)?,
+            memory_reservation: a.string(K::MemoryReservation)?,
+            memory_swap: a.string(K::MemorySwap)?,
+            kernel_memory: a.string(K::KernelMemory)?,
+            kernel_memory_tcp: a.string(K::KernelMemoryTcp)?,
+            cpu_shares: a.num(K::CpuShare)?,
+            cpu_quota: a.num(K::CpuQuota)?,
+            cpu_period: a.num(K::CpuPeriod)?,
+            cpu_rt_period: a.num(K::CpuRtPeriod)?,
+            cpu_rt_runtime: a.num(K::CpuRtRuntime)?,
+            cpuset_cpus: a.string(K::CpusetCpus)?,
+            cpuset_mems: a.string(K::CpusetMems)?,
+            pids_limit: a.num(K::PidsLimit)?,
+            blkio_weight: a.num(K::BlkioWeight)?,
+            l3_cache_schema: a.string(K::L3CacheSchema)?,
+            mem_bw_schema: a.string(K::MemBwSchema)?,
         }),
         "events" => Cmd::Events {
             id: a.pos(0)?,
-            stats: a.flag("stats"),
-            interval: a.string("interval")?.unwrap_or_else(|| "5s".into()),
+            stats: a.flag(K::Stats),
+            interval: a.string(K::Interval)?.unwrap_or_else(|| "5s".into()),
         },
         "exec" => Cmd::Exec(ExecArgs {
-            process: a.path("process"),
-            tty: a.flag("tty"),
-            console_socket: a.path("console-socket"),
-            detach: a.flag("detach"),
-            pid_file: a.path("pid-file"),
-            cwd: a.path("cwd"),
-            env: a.strings("env")?,
-            user: a.string("user")?,
-            additional_gids: a.nums("additional-gids")?,
-            cap: a.strings("cap")?,
-            no_new_privs: a.flag("no-new-privs"),
-            preserve_fds: a.num("preserve-fds")?.unwrap_or(0),
-            process_label: a.string("process-label")?,
-            apparmor: a.string("apparmor")?,
-            ignore_paused: a.flag("ignore-paused"),
+            process: a.path(K::Process),
+            tty: a.flag(K::Tty),
+            console_socket: a.path(K::ConsoleSocket),
+            detach: a.flag(K::Detach),
+            pid_file: a.path(K::PidFile),
+            cwd: a.path(K::Cwd),
+            env: a.strings(K::Env)?,
+            user: a.string(K::User)?,
+            additional_gids: a.nums(K::AdditionalGids)?,
+            cap: a.strings(K::Cap)?,
+            no_new_privs: a.flag(K::NoNewPrivs),
+            preserve_fds: a.num(K::PreserveFds)?.unwrap_or(0),
+            process_label: a.string(K::ProcessLabel)?,
+            apparmor: a.string(K::Apparmor)?,
+            ignore_paused: a.flag(K::IgnorePaused),
             id: a.pos(0)?,
             command: a.rest(1)?,
         }),
@@ -319,25 +320,25 @@ fn build_cli(args: Vec<OsString>) -> Result<Cli, cli::Exit> {
         "kill" => Cmd::Kill {
             id: a.pos(0)?,
             signal: a.pos(1)?,
-            all: a.flag("all"),
+            all: a.flag(K::All),
         },
         "delete" => Cmd::Delete {
             id: a.pos(0)?,
-            force: a.flag("force"),
+            force: a.flag(K::Force),
         },
         "run" => Cmd::Run {
             create: create(&a)?,
-            detach: a.flag("detach"),
-            keep: a.flag("keep"),
+            detach: a.flag(K::Detach),
+            keep: a.flag(K::Keep),
         },
         "list" => Cmd::List {
             format: list_format(&a)?,
-            quiet: a.flag("quiet"),
+            quiet: a.flag(K::Quiet),
         },
         "features" => Cmd::Features,
         "spec" => Cmd::Spec {
-            bundle: a.path("bundle").unwrap_or_else(|| PathBuf::from(".")),
-            rootless: a.flag("rootless"),
+            bundle: a.path(K::Bundle).unwrap_or_else(|| PathBuf::from(".")),
+            rootless: a.flag(K::Rootless),
         },
         other => {
             return Err(cli::Exit::Error(format!(
@@ -346,15 +347,15 @@ fn build_cli(args: Vec<OsString>) -> Result<Cli, cli::Exit> {
         }
     };
     Ok(Cli {
-        root: g.path("root"),
-        log: g.path("log"),
-        log_format: match g.string("log-format")?.as_deref() {
+        root: g.path(K::Root),
+        log: g.path(K::Log),
+        log_format: match g.string(K::LogFormat)?.as_deref() {
             Some("json") => LogFormat::Json,
             _ => LogFormat::Text,
         },
-        debug: g.flag("debug"),
-        systemd_cgroup: g.flag("systemd-cgroup"),
-        criu: g.path("criu"),
+        debug: g.flag(K::Debug),
+        systemd_cgroup: g.flag(K::SystemdCgroup),
+        criu: g.path(K::Criu),
         cmd,
     })
 }
@@ -813,7 +814,7 @@ mod tests {
         assert!(err(&["create", "--preserve-fds", "z", "x"])
             .contains("invalid value 'z' for '--preserve-fds <PRESERVE_FDS>'"));
         assert!(err(&["--log-format", "yaml", "list"]).contains("[possible values: text, json]"));
-        assert!(err(&["list", "--debug=1"]).contains("unexpected value '1' for '--debug'"));
+        assert!(err(&["list", "--debug=yes"]).contains("invalid value 'yes' for '--debug'"));
         assert!(err(&["nope"]).contains("unrecognized subcommand 'nope'"));
         assert!(err(&["start", "-V", "x"]).contains("unexpected argument '-V' found"));
     }
