@@ -638,6 +638,11 @@ fn freeze_and_thaw_stop_and_resume_a_process() {
     assert_eq!(proc_state(p.pid()), 'D');
     cg.m.thaw().unwrap();
     assert!(!cg.m.is_frozen().unwrap());
+    // and wakes up once thawed (the scheduler may need a moment on a loaded machine)
+    let t0 = std::time::Instant::now();
+    while proc_state(p.pid()) == 'D' && t0.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert_ne!(proc_state(p.pid()), 'D');
     // frozen processes can still be killed and reaped after a thaw (what delete does)
     cg.m.freeze().unwrap();
